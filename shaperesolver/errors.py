@@ -1,0 +1,103 @@
+"""The exception tree: every error shaperesolver raises derives from ShapeResolverError.
+
+Subclasses also inherit the matching builtin (``OSError``, ``ValueError``) so that
+callers who already catch those keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ShapeResolverError",
+    "LabelError",
+    "NotACubeError",
+    "LabelSyntaxError",
+    "MissingTargetError",
+    "LabelWriteError",
+    "LabelFullError",
+    "ReadOnlyCubeError",
+    "InvalidValueError",
+    "UsageError",
+    "CatalogError",
+    "ModelError",
+    "KernelDbError",
+    "DataAreaError",
+    "VersionNotFoundError",
+]
+
+
+class ShapeResolverError(Exception):
+    """Root of every error raised by shaperesolver."""
+
+
+class UsageError(ShapeResolverError, ValueError):
+    """A parameter the caller gave is not usable (bad URL, unknown shape, ...)."""
+
+
+class LabelError(ShapeResolverError):
+    """A cube label cannot be read or written.  ``str(err)`` names the file."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class NotACubeError(LabelError, ValueError):
+    """The file is not an ISIS cube or label (missing, a directory, binary, ...)."""
+
+
+class LabelSyntaxError(LabelError, ValueError):
+    """The label text is malformed or truncated."""
+
+
+class MissingTargetError(LabelError, KeyError):
+    """The label has no usable ``IsisCube > Instrument > TargetName``."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return f"{self.path}: {self.problem}"
+
+
+class LabelWriteError(LabelError, OSError):
+    """Writing the label failed; the file was left as it was."""
+
+    def __str__(self) -> str:  # OSError's __str__ would not name the path our way
+        return f"{self.path}: {self.problem}"
+
+
+class LabelFullError(LabelWriteError):
+    """The new label does not fit in the space reserved by ``Label > Bytes``."""
+
+
+class ReadOnlyCubeError(LabelWriteError):
+    """The cube (or its directory) has no write permission bits."""
+
+
+class InvalidValueError(ShapeResolverError, ValueError):
+    """A value would break the label if written (quotes, newlines, control characters)."""
+
+
+class CatalogError(ShapeResolverError):
+    """A STAC API or static catalog could not give a usable answer."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class VersionNotFoundError(CatalogError):
+    """A pinned ``version=`` does not exist for the body."""
+
+
+class ModelError(ShapeResolverError):
+    """A shape model could not be opened or failed verification."""
+
+
+class DataAreaError(ShapeResolverError, OSError):
+    """The ISIS data area (``$ISISDATA``) or its DEM kernel database is missing."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class KernelDbError(ShapeResolverError, ValueError):
+    """A DEM kernel database file is malformed (names the file and line)."""

@@ -1,0 +1,248 @@
+"""A small, fast reader for the PVL that ISIS writes, keeping byte offsets.
+
+``pvl.loads`` is complete but costs tens of milliseconds per label; the resolver only
+needs a few keywords and the exact extent of each statement (to splice the Kernels
+group).  :func:`scan` walks the label once and returns every statement with its
+position, its raw value text and a decoded string value.  Anything it does not
+understand raises :class:`ScanError`, and callers fall back to ``pvl``.
+
+The text is a ``str`` decoded as Latin-1, so character offsets are byte offsets.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+__all__ = ["ScanError", "ScanTruncated", "Statement", "Aggregate", "Scan", "scan", "decode_quoted"]
+
+
+class ScanError(ValueError):
+    """The fast reader cannot read this text (callers fall back to ``pvl``)."""
+
+    def __init__(self, message: str, text: str, pos: int) -> None:
+        self.line = text.count("\n", 0, pos) + 1
+        super().__init__(f"{message} at line {self.line}")
+
+
+class ScanTruncated(ScanError):
+    """The text ended before the label's ``End`` statement."""
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One ``Name = Value`` statement."""
+
+    path: tuple[str, ...]  # enclosing aggregate names, outermost first, as written
+    name: str  # keyword as written
+    start: int  # offset of the first character of its line (indentation included)
+    name_start: int  # offset of the keyword
+    eq: int  # offset of "="
+    end: int  # offset just past the newline that ends the statement
+    raw: str  # the value text as written (continuations included)
+    value: str | tuple[str, ...]  # decoded: quotes removed, continuations joined
+
+
+@dataclass
+class Aggregate:
+    """An ``Object`` or ``Group`` block."""
+
+    kind: str  # "OBJECT" or "GROUP"
+    name: str
+    path: tuple[str, ...]  # enclosing aggregate names
+    start: int  # offset of its first line
+    end_line: int = -1  # offset of the line holding End_Group / End_Object
+    end: int = -1  # offset past that line
+
+
+@dataclass
+class Scan:
+    """Everything :func:`scan` found."""
+
+    statements: list[Statement] = field(default_factory=list)
+    aggregates: list[Aggregate] = field(default_factory=list)
+    end: int = 0  # offset just past the line holding ``End``
+    newline: str = "\n"
+
+    def find(self, path: tuple[str, ...], name: str) -> Statement | None:
+        """First statement ``name`` directly inside ``path`` (case-insensitive)."""
+        want = tuple(p.upper() for p in path)
+        up = name.upper()
+        for st in self.statements:
+            if st.name.upper() == up and tuple(p.upper() for p in st.path) == want:
+                return st
+        return None
+
+    def aggregate(self, path: tuple[str, ...]) -> Aggregate | None:
+        """The first aggregate whose full path (its own name last) is ``path``."""
+        want = tuple(p.upper() for p in path)
+        for ag in self.aggregates:
+            if tuple(p.upper() for p in ag.path + (ag.name,)) == want:
+                return ag
+        return None
+
+
+_SKIP = re.compile(r"(?:[ \t\r\n\f\v]+|#[^\n]*|/\*.*?\*/)*", re.S)
+_INLINE = re.compile(r"[ \t]*(?:#[^\n]*|/\*[^\n]*?\*/)?[ \t\r]*(?:\n|\Z)")
+_NAME = re.compile(r"[^\s=#(){}<>\"',;]+")
+_SPACES = re.compile(r"[ \t]*")
+_UNQUOTED = re.compile(r"[^\s#<>(){}\",]+")
+_CONTINUATION = re.compile(r"-[ \t]*\r?\n[ \t]*")
+_UNITS = re.compile(r"[ \t]*<[^>\n]*>")
+_WHITE = re.compile(r"\s+")
+_SEQ_TOKENS = re.compile(r"[(){}\"']")
+_BEGIN = {"OBJECT": "OBJECT", "BEGIN_OBJECT": "OBJECT", "GROUP": "GROUP", "BEGIN_GROUP": "GROUP"}
+_FINISH = {"END_OBJECT": "OBJECT", "ENDOBJECT": "OBJECT", "END_GROUP": "GROUP", "ENDGROUP": "GROUP"}
+
+
+def decode_quoted(inner: str) -> str:
+    """Decode the inside of a quoted PVL string as ``pvl`` does."""
+    if "\n" in inner:
+        inner = _CONTINUATION.sub("", inner)
+    return _WHITE.sub(" ", inner) if ("  " in inner or "\n" in inner or "\t" in inner) else inner
+
+
+def _line_start(text: str, pos: int) -> int:
+    return text.rfind("\n", 0, pos) + 1
+
+
+def _finish_line(text: str, pos: int) -> int:
+    """Skip an inline comment and the newline after a statement; return the next offset."""
+    m = _INLINE.match(text, pos)
+    if not m:
+        raise ScanError("unexpected text after a value", text, pos)
+    return m.end()
+
+
+def _split_sequence(body: str) -> tuple[str, ...]:
+    items: list[str] = []
+    for part in re.findall(r'"[^"]*"|\'[^\']*\'|[^,(){}]+', body):
+        part = part.strip()
+        if not part:
+            continue
+        if part[0] in "\"'":
+            items.append(decode_quoted(part[1:-1]))
+        else:
+            items.append(_CONTINUATION.sub("", part).strip())
+    return tuple(items)
+
+
+def _value(text: str, pos: int) -> tuple[int, str | tuple[str, ...]]:
+    """Parse the value starting at ``pos``; return (end offset, decoded value)."""
+    n = len(text)
+    if pos >= n:
+        raise ScanTruncated("the label ends inside a statement", text, pos)
+    c = text[pos]
+    if c in "\"'":
+        close = text.find(c, pos + 1)
+        if close < 0:
+            raise ScanTruncated("unterminated quoted string", text, pos)
+        value: str | tuple[str, ...] = decode_quoted(text[pos + 1 : close])
+        end = close + 1
+    elif c in "({":
+        depth = 0
+        i = pos
+        end = -1
+        while True:
+            m = _SEQ_TOKENS.search(text, i)
+            if not m:
+                raise ScanTruncated("unterminated sequence", text, pos)
+            ch = m.group()
+            if ch in "\"'":
+                close = text.find(ch, m.end())
+                if close < 0:
+                    raise ScanTruncated("unterminated quoted string", text, m.start())
+                i = close + 1
+                continue
+            depth += 1 if ch in "({" else -1
+            i = m.end()
+            if depth == 0:
+                end = i
+                break
+        value = _split_sequence(text[pos:end])
+    else:
+        m = _UNQUOTED.match(text, pos)
+        if not m:
+            raise ScanError("expected a value", text, pos)
+        end = m.end()
+        parts = [m.group()]
+        # ISIS dash continuation: an unquoted value ending in "-" continues on the next line
+        while parts[-1].endswith("-"):
+            nl = _SPACES.match(text, end).end()
+            if text.startswith("\r\n", nl):
+                nl += 2
+            elif text.startswith("\n", nl):
+                nl += 1
+            else:
+                break
+            nxt = _UNQUOTED.match(text, _SPACES.match(text, nl).end())
+            if not nxt:
+                break
+            parts[-1] = parts[-1][:-1]
+            parts.append(nxt.group())
+            end = nxt.end()
+        value = "".join(parts)
+    units = _UNITS.match(text, end)
+    if units:
+        end = units.end()
+    return end, value
+
+
+def scan(text: str) -> Scan:
+    """Read ISIS PVL ``text`` up to its ``End`` statement.
+
+    Raises :class:`ScanTruncated` when the text ends first and :class:`ScanError` for
+    anything else it cannot read.
+    """
+    out = Scan(newline="\r\n" if "\r\n" in text[:4096] else "\n")
+    stack: list[Aggregate] = []
+    path: tuple[str, ...] = ()
+    n = len(text)
+    pos = 0
+    while True:
+        pos = _SKIP.match(text, pos).end()
+        if pos >= n:
+            raise ScanTruncated("no End statement", text, pos)
+        m = _NAME.match(text, pos)
+        if not m:
+            raise ScanError(f"unexpected character {text[pos]!r}", text, pos)
+        name = m.group()
+        upper = name.upper()
+        start = _line_start(text, pos)
+        after = _SPACES.match(text, m.end()).end()
+        has_eq = after < n and text[after] == "="
+        if upper == "END" and not has_eq:
+            if stack:
+                raise ScanError(f"End before End_{stack[-1].kind.title()} of {stack[-1].name}", text, pos)
+            out.end = _finish_line(text, m.end())
+            return out
+        if upper in _FINISH:
+            if not stack or stack[-1].kind != _FINISH[upper]:
+                raise ScanError(f"unexpected {name}", text, pos)
+            pos = m.end()
+            if has_eq:  # "End_Group = Name" is legal PVL
+                pos, _ = _value(text, _SKIP.match(text, after + 1).end())
+            ag = stack.pop()
+            ag.end_line = start
+            ag.end = _finish_line(text, pos)
+            pos = ag.end
+            path = path[:-1]
+            continue
+        if not has_eq:
+            if after >= n:
+                raise ScanTruncated("the label ends inside a statement", text, after)
+            raise ScanError(f"expected '=' after {name}", text, after)
+        vstart = _SKIP.match(text, after + 1).end()
+        vend, value = _value(text, vstart)
+        if upper in _BEGIN:
+            ag = Aggregate(_BEGIN[upper], value if isinstance(value, str) else str(value), path, start)
+            out.aggregates.append(ag)
+            stack.append(ag)
+            path = path + (ag.name,)
+            pos = _finish_line(text, vend)
+            continue
+        end = _finish_line(text, vend)
+        out.statements.append(
+            Statement(path, name, start, pos, after, end, text[vstart:vend], value)
+        )
+        pos = end
