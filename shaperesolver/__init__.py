@@ -1,1 +1,73 @@
-"""shaperesolver."""
+"""shaperesolver: choose the shape model (DEM) for ISIS cubes and write it into their labels.
+
+Quick use from a processing chain::
+
+    from shaperesolver import Resolver
+
+    with Resolver() as r:                      # one session, cache and settings
+        res = r.resolve("image.cub")           # web -> SYSTEM -> ellipsoid
+        r.write(res)                           # splice IsisCube > Kernels > ShapeModel
+        ds = r.open_model(res)                 # the DEM as a gdal.Dataset
+
+Importing the package reads no environment variable and touches no disk or network.
+"""
+
+import logging
+
+from ._version import __version__
+from .bodies import Body, canonical, lookup
+from .errors import (
+    CatalogError,
+    DataAreaError,
+    InvalidValueError,
+    KernelDbError,
+    LabelError,
+    LabelFullError,
+    LabelSyntaxError,
+    LabelWriteError,
+    MissingTargetError,
+    ModelError,
+    NotACubeError,
+    ReadOnlyCubeError,
+    ShapeResolverError,
+    UsageError,
+    VersionNotFoundError,
+)
+from .label import CubeLabel, WriteOutcome, read_label, write_shape_model
+from .resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolution, ResolutionError, Resolver, resolve
+from .stac import HttpSettings
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "__version__",
+    "Body",
+    "canonical",
+    "lookup",
+    "CubeLabel",
+    "WriteOutcome",
+    "read_label",
+    "write_shape_model",
+    "Resolver",
+    "Resolution",
+    "ResolutionError",
+    "resolve",
+    "HttpSettings",
+    "DEFAULT_URL",
+    "DEFAULT_COLLECTION",
+    "ShapeResolverError",
+    "UsageError",
+    "LabelError",
+    "NotACubeError",
+    "LabelSyntaxError",
+    "MissingTargetError",
+    "LabelWriteError",
+    "LabelFullError",
+    "ReadOnlyCubeError",
+    "InvalidValueError",
+    "CatalogError",
+    "VersionNotFoundError",
+    "ModelError",
+    "DataAreaError",
+    "KernelDbError",
+]

@@ -97,6 +97,25 @@ class CubeLabel:
         ag = self.scan.aggregate(_KERNELS)
         return None if ag is None else self.text[ag.start : ag.end]
 
+    def isiscube_keywords(self) -> dict[tuple[str, str], str]:
+        """``{(GROUP, KEYWORD): first value}`` for every group directly in IsisCube
+        (names upper-cased), as ISIS's KernelDb matching sees them."""
+        out: dict[tuple[str, str], str] = {}
+        if self.scan is not None:
+            for st in self.scan.statements:
+                if len(st.path) == 2 and st.path[0].upper() == "ISISCUBE":
+                    value = st.value if isinstance(st.value, str) else (st.value[0] if st.value else "")
+                    out.setdefault((st.path[1].upper(), st.name.upper()), value)
+            return out
+        cube = self.pvl().get("IsisCube") or {}
+        for gname, group in cube.items():
+            if hasattr(group, "items"):
+                for key, value in group.items():
+                    if isinstance(value, list):
+                        value = value[0] if value else ""
+                    out.setdefault((gname.upper(), key.upper()), "Null" if value is None else str(value))
+        return out
+
     def pvl(self) -> Any:
         """The whole label parsed by ``pvl`` (a ``PVLModule``)."""
         import pvl

@@ -1,0 +1,194 @@
+"""SHAPE=SYSTEM: find a DEM in the ISIS data area exactly as ISIS's KernelDb does.
+
+* The database lives in ``$ISISDATA/base/dems``: the highest ``kernels.????.conf``
+  when one exists (its Selections' ``File`` entries name the db files to read), else
+  the highest ``kernels.????.db``.
+* A Selection matches when, for each ``Match = (group, keyword, value)``, the cube's
+  ``IsisCube > group > keyword`` equals ``value`` after collapsing whitespace, trimming
+  and upper-casing both.  The last matching Selection wins.
+* ``File = ("base", "dems/x????.cub")`` means ``$base/dems/x????.cub``; each run of
+  ``?`` is resolved to the highest zero-padded version on disk.  ``$base`` is kept
+  unexpanded in the result, as spiceinit writes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from functools import lru_cache
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DataAreaError, KernelDbError
+from .pvlscan import Scan, ScanError, ScanTruncated, scan
+
+__all__ = ["SystemModel", "find_system_model", "data_area", "highest_version", "expand"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SystemModel:
+    """What the DEM database says for one cube: ``path`` is None when nothing matched."""
+
+    path: str | None
+    db: str
+
+
+def data_area(isisdata: str | os.PathLike[str] | None = None) -> Path:
+    """The ISIS data area: ``isisdata`` or ``$ISISDATA`` (read now, not at import)."""
+    root = os.fspath(isisdata) if isisdata is not None else os.environ.get("ISISDATA")
+    if not root:
+        raise DataAreaError("no ISIS data area: set ISISDATA (export ISISDATA=/path/to/isisdata) or pass isisdata=DIR")
+    path = Path(root)
+    if not path.is_dir():
+        raise DataAreaError(f"ISIS data area {path} does not exist (set ISISDATA or pass isisdata=DIR)")
+    return path
+
+
+def highest_version(pattern: Path) -> Path | None:
+    """The file matching ``pattern`` whose ``?`` runs form the highest number."""
+    name = pattern.name
+    if "?" not in name:
+        return pattern if pattern.exists() else None
+    regex = re.compile("^" + re.sub(r"\\\?(?:\\\?)*", lambda m: f"(\\d{{{m.group().count('?')}}})",
+                                      re.escape(name)) + "$")
+    best: tuple[tuple[int, ...], Path] | None = None
+    try:
+        entries = list(pattern.parent.iterdir())
+    except OSError:
+        return None
+    for entry in entries:
+        m = regex.match(entry.name)
+        if m:
+            key = tuple(int(g) for g in m.groups())
+            if best is None or key > best[0]:
+                best = (key, entry)
+    return best[1] if best else None
+
+
+def expand(path: str, root: Path) -> Path:
+    """Expand a leading ``$var`` (``$base/...``, ``$mro/...``) under the data area."""
+    m = re.match(r"\$(\w+)(/.*)?$", path)
+    if not m:
+        return Path(path)
+    return root / m.group(1) / (m.group(2) or "/").lstrip("/")
+
+
+def _norm(value: str) -> str:
+    return " ".join(value.split()).upper()
+
+
+def _read_db(path: Path) -> tuple[str, Scan]:
+    try:
+        text = path.read_text(encoding="latin-1")
+    except OSError as exc:
+        raise KernelDbError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        try:
+            return text, scan(text)
+        except ScanTruncated:
+            return text, scan(text.rstrip() + "\nEnd\n")  # many hand-edited dbs omit End
+    except ScanError as exc:
+        raise KernelDbError(f"{path}: malformed kernel database: {exc}") from None
+
+
+def _selections(path: Path) -> list[dict[str, list[tuple[str, ...]]]]:
+    """Each Selection group of a db file, as {KEYWORD: [values...]} in file order."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise KernelDbError(f"{path}: cannot read: {exc.strerror}") from None
+    return _selections_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=64)
+def _selections_cached(name: str, mtime_ns: int, size: int) -> list[dict[str, list[tuple[str, ...]]]]:
+    path = Path(name)
+    text, sc = _read_db(path)
+    groups = [ag for ag in sc.aggregates if ag.kind == "GROUP" and ag.name.upper() == "SELECTION"]
+    out = []
+    for ag in groups:
+        sel: dict[str, list[tuple[str, ...]]] = {}
+        for st in sc.statements:
+            if ag.start <= st.start < ag.end and len(st.path) == len(ag.path) + 1:
+                value = st.value if isinstance(st.value, tuple) else (st.value,)
+                sel.setdefault(st.name.upper(), []).append(value)
+        for match in sel.get("MATCH", []):
+            if len(match) != 3:
+                line = text.count("\n", 0, ag.start) + 1
+                raise KernelDbError(f"{path}: malformed Match in the Selection at line {line}: expected (group, keyword, value)")
+        out.append(sel)
+    return out
+
+
+def _matches(sel: dict[str, list[tuple[str, ...]]], keywords: dict[tuple[str, str], str]) -> bool:
+    for group, key, value in sel.get("MATCH", []):
+        have = keywords.get((group.upper(), key.upper()))
+        if have is None or _norm(have) != _norm(value):
+            return False
+    return True
+
+
+def _file_value(sel: dict[str, list[tuple[str, ...]]], db: Path) -> str | None:
+    files = sel.get("FILE")
+    if not files:
+        return None
+    value = files[-1]
+    if len(value) == 2:
+        return f"${value[0]}/{value[1].lstrip('/')}"
+    if len(value) == 1:
+        return value[0]
+    raise KernelDbError(f"{db}: malformed File entry {value!r}")
+
+
+def _db_files(root: Path, dems: Path, keywords: dict[tuple[str, str], str]) -> list[Path]:
+    conf = highest_version(dems / "kernels.????.conf")
+    if conf is not None:
+        files: list[Path] = []
+        for sel in _selections(conf):
+            if _matches(sel, keywords):
+                value = _file_value(sel, conf)
+                if value:
+                    target = highest_version(expand(value, root) if value.startswith("$") else dems / value)
+                    if target is None:
+                        raise KernelDbError(f"{conf}: no file found for {value}")
+                    files.append(target)
+        if files:
+            return files
+    db = highest_version(dems / "kernels.????.db")
+    if db is None:
+        raise DataAreaError(
+            f"no DEM kernel database in {dems}: no existing files found with a numerical version matching "
+            f"kernels.????.db (is ISISDATA={root} the right data area?)"
+        )
+    return [db]
+
+
+def find_system_model(keywords: dict[tuple[str, str], str], isisdata: str | os.PathLike[str] | None = None) -> SystemModel:
+    """The SYSTEM shape model for a cube whose ``IsisCube > group > keyword`` values are
+    ``keywords`` (keys upper-cased).  ``path`` is None when no Selection matches."""
+    root = data_area(isisdata)
+    dems = root / "base" / "dems"
+    if not dems.is_dir():
+        raise DataAreaError(f"no DEM directory {dems} in the ISIS data area (set ISISDATA or pass isisdata=DIR)")
+    found: tuple[str, Path] | None = None
+    last_db = None
+    for db in _db_files(root, dems, keywords):
+        last_db = db
+        for sel in _selections(db):
+            if sel.get("MATCH") and _matches(sel, keywords):
+                value = _file_value(sel, db)
+                if value:
+                    found = (value, db)
+    assert last_db is not None
+    if found is None:
+        return SystemModel(None, str(last_db))
+    value, db = found
+    if "?" in value:
+        on_disk = highest_version(expand(value, root) if value.startswith("$") else Path(value))
+        if on_disk is None:
+            raise KernelDbError(f"{db}: no existing files found with a numerical version matching {value}")
+        value = value[: value.rfind("/") + 1] + on_disk.name if "/" in value else on_disk.name
+    return SystemModel(value, str(db))

@@ -1,0 +1,402 @@
+"""The policy, in one place: web → SYSTEM → ellipsoid, and the :class:`Resolver`.
+
+A :class:`Resolver` holds the HTTP session(s), the cache and the settings.  It is safe
+to share across threads: each thread gets its own ``requests.Session`` and every
+memo is guarded by a lock.  Within one resolver each body is searched once and each
+model opened (verified) once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import bodies, kerneldb, raster
+from .cache import DiskCache
+from .errors import (
+    CatalogError,
+    DataAreaError,
+    KernelDbError,
+    ModelError,
+    ShapeResolverError,
+    UsageError,
+    VersionNotFoundError,
+)
+from .label import CubeLabel, WriteOutcome, read_label, write_shape_model
+from .stac import Choice, Http, HttpSettings, StacClient, StaticCatalog, check_api_url, choose_item
+
+__all__ = [
+    "DEFAULT_URL",
+    "DEFAULT_COLLECTION",
+    "SHAPES",
+    "Resolution",
+    "Resolver",
+    "ResolutionError",
+    "resolve",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "https://astrogeology.usgs.gov/apis/isis-stac/"
+DEFAULT_COLLECTION = "isis-global-dtms"
+SHAPES = ("web", "system", "ellipsoid", "user")
+NULL = "Null"
+
+
+class ResolutionError(ShapeResolverError):
+    """No shape model could be chosen for a cube; ``reasons`` lists why, in order."""
+
+    def __init__(self, reasons: Iterable[str]) -> None:
+        self.reasons = tuple(reasons)
+        super().__init__("; ".join(self.reasons))
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The shape model chosen for one cube (or target).  Immutable.
+
+    ``source`` is ``web``, ``system``, ``user`` or ``ellipsoid`` (always ``ellipsoid``
+    when ``shape_model`` is ``Null``).  ``fallback_reasons`` says why earlier steps of
+    the policy were passed over.
+    """
+
+    target: str
+    body: str
+    shape_model: str
+    source: str
+    cube: str | None = None
+    item_id: str | None = None
+    version: str | None = None
+    fallback_reasons: tuple[str, ...] = ()
+    db: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The fields of the JSON record (without the write outcome)."""
+        return {
+            "cube": self.cube,
+            "target": self.target,
+            "body": self.body,
+            "shape_model": self.shape_model,
+            "source": self.source,
+            "item_id": self.item_id,
+            "version": self.version,
+            "fallback_reason": "; ".join(self.fallback_reasons) or None,
+            "db": self.db,
+        }
+
+
+@dataclass
+class _Memo:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    values: dict[Any, Any] = field(default_factory=dict)
+    key_locks: dict[Any, threading.Lock] = field(default_factory=dict)
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        """``make()`` once per key (errors are remembered too), even across threads."""
+        with self.lock:
+            if key in self.values:
+                return self._unwrap(self.values[key])
+            klock = self.key_locks.setdefault(key, threading.Lock())
+        with klock:
+            with self.lock:
+                if key in self.values:
+                    return self._unwrap(self.values[key])
+            try:
+                value: Any = ("ok", make())
+            except ShapeResolverError as exc:
+                value = ("err", exc)
+            with self.lock:
+                self.values[key] = value
+            return self._unwrap(value)
+
+    @staticmethod
+    def _unwrap(value: tuple[str, Any]) -> Any:
+        if value[0] == "err":
+            raise value[1]
+        return value[1]
+
+
+class Resolver:
+    """Resolves shape models; holds the HTTP session, cache and settings.
+
+    Parameters
+    ----------
+    url:
+        STAC API root (default ``$SHAPERESOLVER_STAC_URL`` or USGS's ISIS STAC API).
+    catalog:
+        A static STAC catalog (local path or URL) to use instead of the API.
+    collection:
+        The collection to search (``isis-global-dtms``).
+    cache:
+        ``yes``, ``no`` or ``refresh``; ``cache_dir`` overrides the cache directory.
+    isisdata:
+        The ISIS data area for SYSTEM models (default ``$ISISDATA``, read when needed).
+    verify:
+        Open each web or user model with GDAL once and check it is a usable DEM.
+    http:
+        Timeouts, retries and size limits.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        catalog: str | os.PathLike[str] | None = None,
+        collection: str = DEFAULT_COLLECTION,
+        cache: str = "yes",
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_ttl: float | None = None,
+        isisdata: str | os.PathLike[str] | None = None,
+        verify: bool = True,
+        http: HttpSettings | None = None,
+        gdal_options: dict[str, str] | None = None,
+    ) -> None:
+        self.url = check_api_url(url or os.environ.get("SHAPERESOLVER_STAC_URL") or DEFAULT_URL)
+        self.catalog = os.fspath(catalog) if catalog is not None else None
+        self.collection = collection
+        self.isisdata = os.fspath(isisdata) if isisdata is not None else None
+        self.verify = verify
+        self.gdal_options = dict(gdal_options or {})
+        kw: dict[str, Any] = {} if cache_ttl is None else {"ttl": cache_ttl}
+        self.cache = DiskCache(cache_dir, mode=cache, **kw)
+        self.http = Http(http or HttpSettings())
+        self._modes = _ModeStore(self.cache)
+        self._client = StacClient(self.url, self.http, self._modes.modes, self._modes.remember)
+        self._static = StaticCatalog(self.catalog, self.http) if self.catalog else None
+        self._web = _Memo()
+        self._opened = _Memo()
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests this resolver has sent to STAC servers (GDAL's not counted)."""
+        return self.http.requests_sent
+
+    def close(self) -> None:
+        """Close the calling thread's HTTP session."""
+        self.http.close()
+
+    def __enter__(self) -> Resolver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def resolve(
+        self,
+        cube: str | os.PathLike[str] | CubeLabel | None = None,
+        *,
+        shape: str = "web",
+        model: str | None = None,
+        target: str | None = None,
+        version: str | None = None,
+    ) -> Resolution:
+        """Choose the shape model for ``cube`` (or for ``target`` alone).
+
+        Raises :class:`ResolutionError` when no model can be chosen (e.g. the web failed
+        and there is no ISIS data area), :class:`~shaperesolver.errors.LabelError` for
+        an unreadable cube and :class:`UsageError` for bad parameters.
+        """
+        shape = shape.lower()
+        if shape not in SHAPES:
+            raise UsageError(f"shape={shape!r} is not one of {', '.join(SHAPES)}")
+        if shape == "user" and not model:
+            raise UsageError("shape=user needs model=PATH")
+        if model and shape != "user":
+            raise UsageError("model= is only used with shape=user")
+        label = None
+        if isinstance(cube, CubeLabel):
+            label = cube
+        elif cube is not None and (target is None or shape == "system"):
+            label = read_label(cube)
+        cube_path = label.path if label else (os.fspath(cube) if cube is not None and not isinstance(cube, CubeLabel) else None)
+        name = target if target is not None else (label.target if label else None)
+        if name is None or not name.strip():
+            raise UsageError("give a cube or target=NAME")
+        body = bodies.canonical(name)
+        base = dict(target=name, body=body, cube=cube_path)
+        if shape == "ellipsoid":
+            return Resolution(shape_model=NULL, source="ellipsoid", **base)
+        if shape == "user":
+            assert model is not None
+            return Resolution(shape_model=self._user_model(model), source="user", **base)
+        reasons: list[str] = []
+        if shape == "web":
+            try:
+                choice = self.web_model(name, version)
+            except _Fallback as fb:
+                reasons.append(str(fb))
+            else:
+                return Resolution(shape_model=choice.vsi_path, source="web", item_id=choice.item_id,
+                                  version=choice.version, **base)
+        keywords = _keywords(label, name)
+        try:
+            sysmodel = kerneldb.find_system_model(keywords, self.isisdata)
+        except (DataAreaError, KernelDbError) as exc:
+            raise ResolutionError([*reasons, str(exc)]) from None
+        if sysmodel.path is None:
+            reasons.append(f"no SYSTEM shape model for {name} in {sysmodel.db}; using the ellipsoid")
+            log.warning("%s: %s", cube_path or name, reasons[-1])
+            return Resolution(shape_model=NULL, source="ellipsoid", fallback_reasons=tuple(reasons), db=sysmodel.db, **base)
+        return Resolution(shape_model=sysmodel.path, source="system", fallback_reasons=tuple(reasons), db=sysmodel.db, **base)
+
+    def write(self, resolution: Resolution, cube: str | os.PathLike[str] | None = None, *, dryrun: bool = False) -> WriteOutcome:
+        """Write ``resolution.shape_model`` into the cube's Kernels group."""
+        path = cube if cube is not None else resolution.cube
+        if path is None:
+            raise UsageError("no cube to write to")
+        return write_shape_model(path, resolution.shape_model, dryrun=dryrun)
+
+    def open_model(self, what: Resolution | str, verify: bool | None = None) -> Any:
+        """Open a resolution's model (or a path) as a ``gdal.Dataset``."""
+        path = what.shape_model if isinstance(what, Resolution) else what
+        if path == NULL:
+            raise ModelError("the ellipsoid (Null) has no model to open")
+        return raster.open_model(self._expand(path), self.verify if verify is None else verify, self.gdal_options)
+
+    def web_model(self, target: str, version: str | None = None) -> Choice:
+        """The web model for ``target``; raises ``_Fallback`` (a CatalogError) on failure."""
+        body = bodies.canonical(target)
+        pin = None if version is None else str(version).strip()
+        return self._web.get((body, pin), lambda: self._find_web(target, body, pin))
+
+    # ------------------------------------------------------------ internals
+
+    def _where(self) -> str:
+        return f"catalog {self.catalog}" if self._static else f"{self.collection} at {self.url}"
+
+    def _find_web(self, target: str, body: str, pin: str | None) -> Choice:
+        names = bodies.query_names(target)
+        choice = self._lookup(names, body, pin)
+        if self.verify:
+            try:
+                self._opened.get(choice.vsi_path, lambda: self._check_open(choice.vsi_path))
+            except ModelError as exc:
+                raise _Fallback(f"web model {choice.item_id} failed verification: {exc}") from None
+        return choice
+
+    def _check_open(self, path: str) -> bool:
+        raster.open_model(path, True, self.gdal_options)
+        return True
+
+    def _lookup(self, names: tuple[str, ...], body: str, pin: str | None) -> Choice:
+        if self._static is not None:
+            try:
+                items = self._static.items()
+                choice = choose_item(items, names, pin, self._where(), self._static.allow_http)
+            except VersionNotFoundError:
+                raise
+            except CatalogError as exc:
+                raise _Fallback(f"web search failed: {exc}") from None
+            if choice is None:
+                raise _Fallback(f"no web shape model for {'/'.join(names)} in {self._where()}")
+            return choice
+        key = self.cache.key(self._client.search, self.collection, body, pin)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return Choice(**hit[0])
+        try:
+            items = self._client.items(self.collection, names)
+            choice = choose_item(items, names, pin, self._where(), self._client.allow_http)
+        except VersionNotFoundError:
+            raise
+        except CatalogError as exc:
+            stale = self.cache.get(key, allow_stale=True)
+            if stale is not None:
+                log.warning("STAC API unreachable (%s); using a cached result %s old", exc, _age(stale[1]))
+                return Choice(**stale[0])
+            raise _Fallback(f"web search failed: {exc}") from None
+        if choice is None:
+            raise _Fallback(f"no web shape model for {'/'.join(names)} in {self._where()}")
+        self.cache.put(key, {"item_id": choice.item_id, "version": choice.version, "href": choice.href,
+                             "asset_key": choice.asset_key})
+        return choice
+
+    def _expand(self, path: str) -> str:
+        if path.startswith("$"):
+            return str(kerneldb.expand(path, kerneldb.data_area(self.isisdata)))
+        return path
+
+    def _user_model(self, model: str) -> str:
+        if model.startswith("/vsi"):
+            if self.verify:
+                self._opened.get(model, lambda: self._check_open(model))
+            return model
+        if model.startswith("$"):
+            try:
+                real = self._expand(model)
+            except DataAreaError as exc:
+                raise UsageError(f"model={model}: {exc}") from None
+            if not os.path.exists(real):
+                raise UsageError(f"model={model}: {real} does not exist")
+            value = model
+        else:
+            if not os.path.exists(model):
+                raise UsageError(f"model={model}: no such file")
+            real = value = str(Path(model).resolve())
+        if self.verify:
+            self._opened.get(real, lambda: self._check_open(real))
+        return value
+
+
+class _Fallback(CatalogError):
+    """The web step did not give a usable model (a reason to fall back, not an error)."""
+
+
+class _ModeStore:
+    """Which search form (``query`` or ``filter``) works per endpoint, in memory and on disk."""
+
+    KEY = "search-modes"
+
+    def __init__(self, cache: DiskCache) -> None:
+        self.cache = cache
+        self.lock = threading.Lock()
+        hit = cache.get(self.KEY, allow_stale=True) if cache.mode != "no" else None
+        self.modes: dict[str, str] = dict(hit[0]) if hit and isinstance(hit[0], dict) else {}
+
+    def remember(self, endpoint: str, mode: str) -> None:
+        with self.lock:
+            self.modes[endpoint] = mode
+            self.cache.put(self.KEY, dict(self.modes))
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _keywords(label: CubeLabel | None, target: str) -> dict[tuple[str, str], str]:
+    keywords = label.isiscube_keywords() if label is not None else {}
+    keywords[("INSTRUMENT", "TARGETNAME")] = target
+    return keywords
+
+
+def resolve(cube: str | os.PathLike[str] | None = None, *, shape: str = "web", **kwargs: Any) -> Resolution:
+    """One-call resolution with a throw-away :class:`Resolver`.
+
+    Keyword arguments are those of :class:`Resolver` and of :meth:`Resolver.resolve`
+    (``model``, ``target``, ``version``).
+    """
+    per_call = {k: kwargs.pop(k) for k in ("model", "target", "version") if k in kwargs}
+    with Resolver(**kwargs) as r:
+        return r.resolve(cube, shape=shape, **per_call)
+
+
+def iter_resolve(resolver: Resolver, cubes: Iterable[str], **kwargs: Any) -> Iterator[tuple[str, Resolution | None, ShapeResolverError | None]]:
+    """Resolve each cube, yielding (cube, resolution or None, error or None)."""
+    for cube in cubes:
+        try:
+            yield cube, resolver.resolve(cube, **kwargs), None
+        except ShapeResolverError as exc:
+            yield cube, None, exc
