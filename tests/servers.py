@@ -1,0 +1,274 @@
+"""Real HTTP servers on 127.0.0.1 for protocol and fault tests.
+
+* :class:`StacServer` behaves like stac-server (USGS's STAC API): exact, case-sensitive
+  ``query`` ``in``; reads ``sortby`` and ignores ``sort``; newest ``datetime`` first by
+  default; a ``next`` link on every non-empty page; stac-server's error bodies.  With
+  ``pgstac=True`` it rejects ``query`` like stac-fastapi-pgstac and takes CQL2 filters.
+* :class:`RangeServer` serves files with HTTP Range support, as GDAL's /vsicurl/ needs.
+
+Both count the requests they get.  Scripted faults (:meth:`StacServer.fault`) are
+served before normal answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Base:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        handler = self._handler_class()
+        self.httpd = _Server(("127.0.0.1", 0), handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def log(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self.requests.append(entry)
+
+    def _handler_class(self):
+        raise NotImplementedError
+
+
+def item(item_id, targets, version=None, datetime="2025-01-01T00:00:00Z", assets=None, deprecated=None, href=None):
+    props = {"ssys:targets": targets, "datetime": datetime}
+    if version is not None:
+        props["version"] = version
+    if deprecated is not None:
+        props["deprecated"] = deprecated
+    return {
+        "type": "Feature", "stac_version": "1.1.0", "id": item_id, "collection": "isis-global-dtms",
+        "geometry": None, "properties": props, "links": [],
+        "assets": assets if assets is not None else {
+            "image": {"href": href or f"https://dems.example.org/{item_id}.tiff", "type": "image/tiff; application=geotiff"}},
+    }
+
+
+class StacServer(_Base):
+    """A stac-server look-alike.  ``prefix`` is where the API root lives (``/api/``)."""
+
+    def __init__(self, items: list[dict] | None = None, prefix: str = "/", pgstac: bool = False,
+                 next_host: str | None = None) -> None:
+        self.items = list(items or [])
+        self.prefix = prefix
+        self.pgstac = pgstac
+        self.next_host = next_host
+        self.faults: list[dict[str, Any]] = []
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
+
+    def fault(self, status=200, body: Any = b"", headers=None, delay=0.0, times=1, close=False):
+        """Answer the next ``times`` requests with this instead of a normal answer."""
+        for _ in range(times):
+            self.faults.append({"status": status, "body": body, "headers": headers or {}, "delay": delay, "close": close})
+
+    @property
+    def searches(self):
+        return [r for r in self.requests if r["path"].endswith("/search")]
+
+    # -------------------------------------------------------------- semantics
+
+    def _matches(self, it, body):
+        cols = body.get("collections")
+        if cols and it.get("collection") not in cols:
+            return False
+        targets = it["properties"].get("ssys:targets") or []
+        q = (body.get("query") or {}).get("ssys:targets")
+        if q is not None:
+            if "in" in q and not set(q["in"]) & set(targets):
+                return False
+            if "eq" in q and q["eq"] not in targets:
+                return False
+        f = body.get("filter")
+        if f is not None:
+            if f.get("op") not in ("a_overlaps", "a_contains") or f["args"][0] != {"property": "ssys:targets"}:
+                raise ValueError("unsupported filter")
+            if not set(f["args"][1]) & set(targets):
+                return False
+        return True
+
+    def search(self, body: dict) -> tuple[int, dict]:
+        if self.pgstac and "query" in body:
+            return 400, {"code": "BadRequest", "description": "Operator in is not supported by the query extension"}
+        if not self.pgstac and "filter" in body:
+            return 400, {"code": "BadRequest", "description": "filter is not supported"}
+        limit = body.get("limit", 10)
+        if not isinstance(limit, int) or limit <= 0 or limit > 10000:
+            return 400, {"code": "BadRequest", "description": "limit must be between 1 and 10000"}
+        try:
+            found = [it for it in self.items if self._matches(it, body)]
+        except ValueError as exc:
+            return 400, {"code": "BadRequest", "description": str(exc)}
+        found.sort(key=lambda it: it["properties"]["datetime"], reverse=True)  # default order
+        for sort in reversed(body.get("sortby") or []):
+            field = sort["field"]
+            if not field.startswith("properties.") and field not in ("id", "datetime"):
+                return 400, {"code": "BadRequest", "description": f"Cannot sort on field {field}"}
+            key = field.split(".", 1)[-1]
+            found.sort(key=lambda it: str(it["properties"].get(key, it.get(key, ""))), reverse=sort.get("direction") == "desc")
+        start = int(body.get("next") or 0)
+        page = found[start : start + limit]
+        host = self.next_host or "127.0.0.1"
+        links = [{"rel": "root", "href": f"http://{host}:{self.port}{self.prefix}"}]
+        if page:  # stac-server emits next on every non-empty page, even the last
+            links.append({"rel": "next", "method": "POST", "merge": False,
+                          "href": f"http://{host}:{self.port}/gateway/prod/search",
+                          "body": {**{k: v for k, v in body.items() if k != "next"}, "next": str(start + limit)}})
+        return 200, {"type": "FeatureCollection", "stac_version": "1.0.0", "features": page, "links": links,
+                     "numberMatched": len(found), "numberReturned": len(page),
+                     "context": {"limit": limit, "matched": len(found), "returned": len(page)}}
+
+    def _handler_class(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, body, headers=None):
+                raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                hdrs = {"Content-Type": "application/json", **(headers or {})}
+                for k, v in hdrs.items():
+                    self.send_header(k, v)
+                if "Content-Length" not in hdrs:
+                    self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def _handle(self, method):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = None
+                server.log({"method": method, "path": self.path, "body": body, "headers": dict(self.headers)})
+                if server.faults:
+                    f = server.faults.pop(0)
+                    if f["delay"]:
+                        time.sleep(f["delay"])
+                    if f["close"]:
+                        self.close_connection = True
+                        return
+                    self._send(f["status"], f["body"], f["headers"])
+                    return
+                if self.path.endswith("/search") and method == "POST":
+                    status, data = server.search(body or {})
+                    self._send(status, data)
+                elif self.path.rstrip("/") == server.prefix.rstrip("/") and method == "GET":
+                    self._send(200, {"type": "Catalog", "id": "test", "stac_version": "1.0.0", "description": "test",
+                                     "conformsTo": ["https://api.stacspec.org/v1.0.0/core",
+                                                   "https://api.stacspec.org/v1.0.0/item-search"],
+                                     "links": [{"rel": "search", "method": "POST", "type": "application/geo+json",
+                                                "href": server.url.rstrip("/") + "/search"},
+                                               {"rel": "self", "href": server.url}]})
+                else:
+                    self._send(404, {"code": "NotFound", "description": "Not Found"})
+
+            def do_POST(self):
+                self._handle("POST")
+
+            def do_GET(self):
+                self._handle("GET")
+
+        return Handler
+
+
+class RangeServer(_Base):
+    """Serves files from ``root`` with HEAD, GET and single-range GET (206)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        super().__init__()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def _handler_class(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _serve(self, head):
+                server.log({"method": "HEAD" if head else "GET", "path": self.path, "range": self.headers.get("Range")})
+                path = server.root / self.path.lstrip("/").split("?")[0]
+                if not path.is_file():
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = path.read_bytes()
+                rng = self.headers.get("Range")
+                status, start, end = 200, 0, len(data) - 1
+                if rng and rng.startswith("bytes="):
+                    a, _, b = rng[6:].split(",")[0].partition("-")
+                    start = int(a) if a else max(0, len(data) - int(b))
+                    end = min(int(b), len(data) - 1) if (a and b) else len(data) - 1
+                    status = 206
+                body = data[start : end + 1]
+                self.send_response(status)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Type", "image/tiff")
+                self.send_header("Content-Length", str(len(body)))
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+            def do_HEAD(self):
+                self._serve(True)
+
+            def do_GET(self):
+                self._serve(False)
+
+        return Handler
+
+
+def make_geotiff(path: Path, bands: int = 1, georef: bool = True, size=(32, 16)) -> Path:
+    """A small Mars-radius GeoTIFF (tiled), written with GDAL."""
+    from osgeo import gdal, osr
+
+    drv = gdal.GetDriverByName("GTiff")
+    ds = drv.Create(str(path), size[0], size[1], bands, gdal.GDT_Float32, options=["TILED=YES", "BLOCKXSIZE=16", "BLOCKYSIZE=16"])
+    if georef:
+        ds.SetGeoTransform((-180.0, 360.0 / size[0], 0.0, 90.0, 0.0, -180.0 / size[1]))
+        srs = osr.SpatialReference()
+        srs.SetGeogCS("Mars 2000", "D_Mars_2000", "Mars_2000_IAU_IAG", 3396190.0, 169.8944472236118)
+        ds.SetProjection(srs.ExportToWkt())
+    for b in range(1, bands + 1):
+        ds.GetRasterBand(b).Fill(3396190.0)
+    ds.FlushCache()
+    ds = None
+    return path
