@@ -1,0 +1,184 @@
+"""Benchmarks: prints figures, asserts nothing.  Run with ``bash .ci/dev bench``.
+
+1. labels read per second (target only): shaperesolver's fast reader vs pvl.loads
+2. write time (read-modify-write with journal and fsync) on a 1 MB and a 4 GB sparse cube
+3. resolving 1,000 cubes over 5 targets against a stac-server look-alike on 127.0.0.1:
+   cold cache, warm cache, and pystac-client doing the same job
+4. ``shaperesolver fromlist=`` over 10,000 small cubes (warm cache, verify=no)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import warnings  # noqa: E402
+
+import cubes  # noqa: E402
+import pvl  # noqa: E402
+from servers import StacServer, item  # noqa: E402
+
+from shaperesolver import HttpSettings, Resolver, read_label, write_shape_model  # noqa: E402
+from shaperesolver.pvlscan import scan  # noqa: E402
+
+TARGETS = ["MARS", "Mars", "MOON", "Ceres", "IO"]
+BODIES = {"MARS": "Mars", "Mars": "Mars", "MOON": "Moon", "Ceres": "Ceres", "IO": "Io"}
+
+
+def typical_label() -> str:
+    """A ~10 KB label: the Cassini test label with a realistic NaifKeywords block."""
+    text = cubes.label_text("cassini_titan")
+    extra = "".join(f"  INS-82360_EXTRA_{i:03d}           = ({i}.0, 0.0125, -{i}.5)\n" for i in range(120))
+    return text.replace("END_OBJECT\nEnd\n", extra + "END_OBJECT\nEnd\n")
+
+
+def rate(fn, seconds=1.5) -> float:
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def bench_read(tmp: Path) -> None:
+    text = typical_label()
+    path = cubes.write_attached(tmp / "typical.cub", text)
+    print(f"\n== 1. reading the target of a {len(text) / 1024:.1f} KB label ==")
+    r_read = rate(lambda: read_label(path).target)
+    r_scan = rate(lambda: scan(text))
+    r_pvl = rate(lambda: pvl.loads(text)["IsisCube"]["Instrument"]["TargetName"], 3)
+    print(f"read_label(path).target   {r_read:9.0f} labels/s  ({1000 / r_read:.3f} ms each, file I/O included)")
+    print(f"fast reader on the text   {r_scan:9.0f} labels/s  ({1000 / r_scan:.3f} ms each)")
+    print(f"pvl.loads                 {r_pvl:9.1f} labels/s  ({1000 / r_pvl:.1f} ms each)")
+    print(f"speed-up over pvl.loads   {r_read / r_pvl:9.0f}x")
+
+
+def bench_write(tmp: Path) -> None:
+    print("\n== 2. writing ShapeModel (journal + fsync + lock, read back and checked) ==")
+    text = cubes.label_text("viking_mars")
+    for name, size in (("1 MB", 2**20), ("4 GB sparse", 4 * 2**30)):
+        path = cubes.write_attached(tmp / f"w{size}.cub", text)
+        with open(path, "r+b") as f:
+            f.truncate(size)
+        times = []
+        for i in range(40):
+            value = f"/vsicurl/https://dems.example.org/mars{i % 2}.tiff"
+            t0 = time.perf_counter()
+            out = write_shape_model(path, value)
+            times.append(time.perf_counter() - t0)
+            assert out.written
+        times.sort()
+        print(f"{name:12s} median {1000 * times[len(times) // 2]:.2f} ms, p90 {1000 * times[int(len(times) * 0.9)]:.2f} ms"
+              f" over {len(times)} writes; file size still {os.path.getsize(path)} bytes")
+
+
+def make_cubes(tmp: Path, n: int) -> list[str]:
+    base = cubes.label_text("viking_mars").replace("Bytes = 65536", "Bytes = 8192")
+    base = base.replace("StartByte   = 65537", "StartByte   = 8193")
+    out = []
+    for i in range(n):
+        target = TARGETS[i % len(TARGETS)]
+        p = tmp / f"c{i:05d}.cub"
+        cubes.write_attached(p, base.replace("= MARS\n", f"= {target}\n"), label_bytes=8192, data_bytes=1024)
+        out.append(str(p))
+    return out
+
+
+def stac_items():
+    items = []
+    for body in ("Mars", "Moon", "Ceres", "Io"):
+        for v in range(1, 6):
+            items.append(item(f"{body.lower()}dem{v:04d}", [body], f"{v:04d}", f"202{v}-01-01T00:00:00Z"))
+    return items
+
+
+def bench_web(tmp: Path) -> None:
+    print("\n== 3. resolving 1,000 cubes over 5 targets (verify=no, stac-server look-alike on loopback) ==")
+    (tmp / "web").mkdir()
+    paths = make_cubes(tmp / "web", 1000)
+    http = HttpSettings(retries=0)
+    with StacServer(stac_items()) as srv:
+        cache = tmp / "cache"
+        for label in ("cold cache", "warm cache"):
+            before = len(srv.requests)
+            t0 = time.perf_counter()
+            with Resolver(url=srv.url, cache_dir=cache, verify=False, http=http) as r:
+                got = {r.resolve(p).shape_model for p in paths}
+            took = time.perf_counter() - t0
+            print(f"shaperesolver, {label:10s} {len(srv.requests) - before:4d} HTTP requests, {took:6.2f} s, "
+                  f"{len(got)} distinct models")
+        try:
+            from pystac_client import Client
+        except ImportError:
+            print("pystac-client not installed (bash .ci/dev bench installs it)")
+            return
+        before = len(srv.requests)
+        t0 = time.perf_counter()
+        models = set()
+        for p in paths:  # what a processing script does with pystac-client: open + search per cube
+            target = read_label(p).target
+            client = Client.open(srv.url)
+            search = client.search(collections=["isis-global-dtms"], query={"ssys:targets": {"in": [BODIES[target]]}},
+                                   sortby=[{"field": "properties.version", "direction": "desc"}], max_items=1, method="POST")
+            found = list(search.items())
+            models.add(found[0].assets["image"].href if found else None)
+        took = time.perf_counter() - t0
+        print(f"pystac-client, per cube  {len(srv.requests) - before:4d} HTTP requests, {took:6.2f} s, "
+              f"{len(models)} distinct models (no version choice of its own, no cache)")
+        before = len(srv.requests)
+        t0 = time.perf_counter()
+        client = Client.open(srv.url)
+        memo: dict[str, object] = {}
+        for p in paths:
+            body = BODIES[read_label(p).target]
+            if body not in memo:
+                s = client.search(collections=["isis-global-dtms"], query={"ssys:targets": {"in": [body]}},
+                                  sortby=[{"field": "properties.version", "direction": "desc"}], max_items=1, method="POST")
+                memo[body] = next(iter(s.items()), None)
+        took = time.perf_counter() - t0
+        print(f"pystac-client, memoised  {len(srv.requests) - before:4d} HTTP requests, {took:6.2f} s")
+
+
+def bench_fromlist(tmp: Path) -> None:
+    print("\n== 4. shaperesolver fromlist= over 10,000 small cubes (warm cache, verify=no) ==")
+    (tmp / "batch").mkdir()
+    paths = make_cubes(tmp / "batch", 10000)
+    lst = tmp / "list.txt"
+    lst.write_text("\n".join(paths) + "\n")
+    exe = Path(sys.executable).parent / "shaperesolver"
+    with StacServer(stac_items()) as srv:
+        env = dict(os.environ, SHAPERESOLVER_CACHE_DIR=str(tmp / "cache10k"))
+        for t in TARGETS:  # warm the cache for every body
+            subprocess.run([str(exe), f"from={paths[TARGETS.index(t)]}", f"url={srv.url}", "verify=no", "dryrun=yes", "-q"],
+                           env=env, check=False)
+        before = len(srv.requests)
+        t0 = time.perf_counter()
+        proc = subprocess.run([str(exe), f"fromlist={lst}", f"url={srv.url}", "verify=no", "--json"], env=env,
+                              capture_output=True, text=True)
+        took = time.perf_counter() - t0
+    recs = [json.loads(line) for line in proc.stdout.splitlines()]
+    written = sum(r["written"] for r in recs)
+    print(f"{len(recs)} cubes in {took:.2f} s ({1000 * took / len(recs):.3f} ms per cube), {written} written, "
+          f"exit {proc.returncode}, {len(srv.requests) - before} HTTP requests")
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore", module="pystac_client")
+    with tempfile.TemporaryDirectory(prefix="shaperesolver-bench-") as d:
+        tmp = Path(d)
+        bench_read(tmp)
+        bench_write(tmp)
+        bench_web(tmp)
+        bench_fromlist(tmp)
+
+
+if __name__ == "__main__":
+    main()
