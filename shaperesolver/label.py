@@ -180,7 +180,10 @@ def _parse(path: str, text: str, size: int) -> CubeLabel:
         log.debug("%s: fast reader gave up (%s); reading with pvl", path, exc)
         return _parse_with_pvl(path, text, size)
     assert sc is not None
-    text = text[: sc.end]
+    return _from_scan(path, text[: sc.end], sc, size)
+
+
+def _from_scan(path: str, text: str, sc: Scan, size: int) -> CubeLabel:
     target_st = sc.find(("IsisCube", "Instrument"), "TargetName")
     if sc.aggregate(("IsisCube", "Instrument")) is None:
         raise MissingTargetError(path, "no IsisCube > Instrument group in the label")
@@ -515,8 +518,8 @@ def write_shape_model(
     if dryrun:
         lab = read_label(p)
         new_text, removed = _splice(lab, value)
-        _verify(lab, new_text, value, removed)
-        return _outcome(lab, p, value, new_text, removed, written=False)
+        new_scan = _verify(lab, new_text, value, removed)
+        return _outcome(lab, p, value, new_text, new_scan, removed, written=False)
     if not os.path.exists(p):
         raise NotACubeError(p, "no such file")
     if os.path.isdir(p):
@@ -526,18 +529,19 @@ def write_shape_model(
         _recover(fd, p)
         lab = _parse(p, *_read_text(fd, p))
         new_text, removed = _splice(lab, value)
-        _verify(lab, new_text, value, removed)
+        new_scan = _verify(lab, new_text, value, removed)
         if new_text == lab.text:
-            return _outcome(lab, p, value, new_text, removed, written=False)
+            return _outcome(lab, p, value, new_text, new_scan, removed, written=False)
         if lab.attached:
             _write_attached(fd, lab, new_text, hook)
         else:
             _write_detached(lab, new_text, hook)
-    return _outcome(lab, p, value, new_text, removed, written=True)
+    return _outcome(lab, p, value, new_text, new_scan, removed, written=True)
 
 
-def _outcome(lab: CubeLabel, path: str, value: str, new_text: str, removed: str | None, written: bool) -> WriteOutcome:
-    new = _parse(path, new_text, lab.file_size)
+def _outcome(lab: CubeLabel, path: str, value: str, new_text: str, new_scan: Scan, removed: str | None,
+             written: bool) -> WriteOutcome:
+    new = _from_scan(path, new_text, new_scan, lab.file_size)
     return WriteOutcome(
         path=path, value=value, previous=lab.shape_model, written=written,
         removed_elevation_model=removed, kernels_text=new.kernels_text or "", label=new,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 __all__ = ["ScanError", "ScanTruncated", "Statement", "Aggregate", "Scan", "scan", "decode_quoted"]
 
@@ -29,8 +30,7 @@ class ScanTruncated(ScanError):
     """The text ended before the label's ``End`` statement."""
 
 
-@dataclass(frozen=True)
-class Statement:
+class Statement(NamedTuple):
     """One ``Name = Value`` statement."""
 
     path: tuple[str, ...]  # enclosing aggregate names, outermost first, as written

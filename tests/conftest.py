@@ -14,3 +14,15 @@ def make_cube(tmp_path):
         return cubes.make(tmp_path, name, filename, **kw)
 
     return factory
+
+
+@pytest.fixture
+def isisdata(tmp_path):
+    """An ISIS data area whose DEM database has a versioned Mars DEM (0004 on disk)."""
+    dems = tmp_path / "isisdata" / "base" / "dems"
+    dems.mkdir(parents=True)
+    (dems / "kernels.0002.db").write_text(
+        'Object = Dem\n  Group = Selection\n    Match = ("Instrument","TargetName","Mars")\n'
+        '    File = ("base", "dems/molaMarsPlanetaryRadius????.cub")\n  EndGroup\nEndObject\n')
+    (dems / "molaMarsPlanetaryRadius0004.cub").write_bytes(b"")
+    return tmp_path / "isisdata"

@@ -26,6 +26,13 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+class _QuietHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+
 class _Base:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -145,12 +152,7 @@ class StacServer(_Base):
     def _handler_class(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(_QuietHandler):
             def _send(self, status, body, headers=None):
                 raw = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
@@ -214,12 +216,7 @@ class RangeServer(_Base):
     def _handler_class(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(_QuietHandler):
             def _serve(self, head):
                 server.log({"method": "HEAD" if head else "GET", "path": self.path, "range": self.headers.get("Range")})
                 path = server.root / self.path.lstrip("/").split("?")[0]

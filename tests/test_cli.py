@@ -27,17 +27,6 @@ def env(tmp_path):
     return e
 
 
-@pytest.fixture
-def isisdata(tmp_path):
-    dems = tmp_path / "isisdata" / "base" / "dems"
-    dems.mkdir(parents=True)
-    (dems / "kernels.0002.db").write_text(
-        'Object = Dem\n  Group = Selection\n    Match = ("Instrument","TargetName","Mars")\n'
-        '    File = ("base", "dems/molaMarsPlanetaryRadius????.cub")\n  EndGroup\nEndObject\n')
-    (dems / "molaMarsPlanetaryRadius0004.cub").write_bytes(b"")
-    return tmp_path / "isisdata"
-
-
 def run(*args, env=None):
     assert EXE, "the shaperesolver command is not installed"
     return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, env=env, timeout=120)
@@ -165,3 +154,15 @@ def test_static_catalog_offline(make_cube, env):
     p = run(f"from={cube}", f"catalog={root}", "verify=no", "--json", env=env)
     rec = jsonl(p)[0]
     assert p.returncode == 0 and rec["item_id"] == "molaMarsPlanetaryRadius0005" and rec["removed_elevation_model"]
+
+
+def test_import_is_quiet_and_pure(tmp_path):
+    """Importing reads no environment, touches no disk or network, and configures no output."""
+    code = ("import logging, sys, shaperesolver; "
+            "h = logging.getLogger('shaperesolver').handlers; "
+            "print(len(h), type(h[0]).__name__, 'osgeo' in sys.modules)")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "nohome"), "ISISDATA": str(tmp_path / "nowhere"),
+           "SHAPERESOLVER_STAC_URL": "not a url", "SHAPERESOLVER_CACHE_DIR": str(tmp_path / "never")}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode == 0 and p.stdout.split() == ["1", "NullHandler", "False"] and p.stderr == ""
+    assert not (tmp_path / "never").exists() and not (tmp_path / "nohome").exists()

@@ -39,17 +39,6 @@ def resolver_factory(tmp_path):
         r.close()
 
 
-@pytest.fixture
-def isisdata(tmp_path):
-    dems = tmp_path / "isisdata" / "base" / "dems"
-    dems.mkdir(parents=True)
-    (dems / "kernels.0003.db").write_text(
-        'Object = Dem\n  Group = Selection\n    Match = ("Instrument","TargetName","Mars")\n'
-        '    File = ("base", "dems/molaMarsPlanetaryRadius????.cub")\n  EndGroup\nEndObject\n')
-    (dems / "molaMarsPlanetaryRadius0004.cub").write_bytes(b"")
-    return tmp_path / "isisdata"
-
-
 def test_search_url_has_exactly_one_slash():
     assert search_url("http://h/api") == "http://h/api/search"
     assert search_url("http://h/api/") == "http://h/api/search"
