@@ -333,3 +333,23 @@ def test_threads_share_one_resolver(resolver_factory):
         with ThreadPoolExecutor(8) as pool:
             got = list(pool.map(lambda t: r.resolve(target=t).version, ["Mars", "MARS", "Moon", "MOON"] * 10))
         assert set(got) == {"0010", "11"} and len(srv.searches) == 2
+
+
+def test_static_catalog_by_url_follows_child_and_item_links(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from servers import RangeServer
+    src = Path(__file__).resolve().parent.parent / "data" / "catalog"
+    shutil.copytree(src, tmp_path / "www")
+    with RangeServer(tmp_path / "www") as files:
+        r = Resolver(catalog=files.url("catalog.json"), verify=False, cache="no", http=FAST)
+        res = r.resolve(target="mars")
+        assert (res.item_id, res.version, res.body) == ("molaMarsPlanetaryRadius0005", "0005", "Mars")
+        assert res.shape_model.endswith("isis-dtm-collection/molaMarsPlanetaryRadius0005.tiff")
+        assert [q["path"] for q in files.requests] == [
+            "/catalog.json", "/isis-global-dtms/collection.json", "/isis-global-dtms/molaMarsPlanetaryRadius0005.json"]
+        r.resolve(target="Moon", shape="ellipsoid")
+        with pytest.raises(errors.VersionNotFoundError):
+            r.resolve(target="Mars", version="4")
+        assert len(files.requests) == 3  # the catalog is walked once per resolver
