@@ -91,6 +91,9 @@ _CONTINUATION = re.compile(r"-[ \t]*\r?\n[ \t]*")
 _UNITS = re.compile(r"[ \t]*<[^>\n]*>")
 _WHITE = re.compile(r"\s+")
 _SEQ_TOKENS = re.compile(r"[(){}\"']")
+# the common case, one line "  Name = value" with a plain value: no quotes, sequence,
+# units, comment or continuation
+_SIMPLE = re.compile(r"([ \t]*)([A-Za-z0-9_^:.\-]+)([ \t]*)=[ \t]*([^\s\"'(){}<>#,]*[^\s\"'(){}<>#,\-])[ \t]*\n")
 _BEGIN = {"OBJECT": "OBJECT", "BEGIN_OBJECT": "OBJECT", "GROUP": "GROUP", "BEGIN_GROUP": "GROUP"}
 _FINISH = {"END_OBJECT": "OBJECT", "ENDOBJECT": "OBJECT", "END_GROUP": "GROUP", "ENDGROUP": "GROUP"}
 
@@ -115,6 +118,9 @@ def _finish_line(text: str, pos: int) -> int:
 
 
 def _split_sequence(body: str) -> tuple[str, ...]:
+    inner = body[1:-1]
+    if not any(c in inner for c in "\"'(){}-\n"):  # the common case: plain values on one line
+        return tuple(part for part in (p.strip() for p in inner.split(",")) if part)
     items: list[str] = []
     for part in re.findall(r'"[^"]*"|\'[^\']*\'|[^,(){}]+', body):
         part = part.strip()
@@ -200,6 +206,21 @@ def scan(text: str) -> Scan:
     n = len(text)
     pos = 0
     while True:
+        simple = _SIMPLE.match(text, pos)
+        if simple is not None:
+            name, value_text = simple.group(2), simple.group(4)
+            upper = name.upper()
+            if upper in _BEGIN:
+                ag = Aggregate(_BEGIN[upper], value_text, path, pos)
+                out.aggregates.append(ag)
+                stack.append(ag)
+                path = path + (ag.name,)
+            else:
+                name_start = simple.start(2)
+                out.statements.append(Statement(path, name, pos, name_start, simple.end(3), simple.end(),
+                                                value_text, value_text))
+            pos = simple.end()
+            continue
         pos = _SKIP.match(text, pos).end()
         if pos >= n:
             raise ScanTruncated("no End statement", text, pos)
