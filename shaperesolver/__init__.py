@@ -16,23 +16,8 @@ import logging
 
 from ._version import __version__
 from .bodies import Body, canonical, lookup
-from .errors import (
-    CatalogError,
-    DataAreaError,
-    InvalidValueError,
-    KernelDbError,
-    LabelError,
-    LabelFullError,
-    LabelSyntaxError,
-    LabelWriteError,
-    MissingTargetError,
-    ModelError,
-    NotACubeError,
-    ReadOnlyCubeError,
-    ShapeResolverError,
-    UsageError,
-    VersionNotFoundError,
-)
+from . import errors as _errors
+from .errors import *  # noqa: F403 - the whole exception tree is public
 from .label import CubeLabel, WriteOutcome, read_label, write_shape_model
 from .resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolution, ResolutionError, Resolver, resolve
 from .stac import HttpSettings
@@ -55,19 +40,4 @@ __all__ = [
     "HttpSettings",
     "DEFAULT_URL",
     "DEFAULT_COLLECTION",
-    "ShapeResolverError",
-    "UsageError",
-    "LabelError",
-    "NotACubeError",
-    "LabelSyntaxError",
-    "MissingTargetError",
-    "LabelWriteError",
-    "LabelFullError",
-    "ReadOnlyCubeError",
-    "InvalidValueError",
-    "CatalogError",
-    "VersionNotFoundError",
-    "ModelError",
-    "DataAreaError",
-    "KernelDbError",
-]
+] + _errors.__all__

@@ -299,7 +299,8 @@ def _splice(lab: CubeLabel, value: str) -> tuple[str, str | None]:
     if group is None:
         cube = sc.aggregate(("IsisCube",))
         assert cube is not None  # _START guarantees it
-        indent = (cube.end_line - cube.start) and len(text[cube.end_line:cube.end]) - len(text[cube.end_line:cube.end].lstrip(" "))
+        end_line = text[cube.end_line : cube.end]
+        indent = len(end_line) - len(end_line.lstrip(" "))  # of IsisCube's End_Object
         pad = " " * (indent + 2)
         block = f"{nl}{pad}Group = Kernels{nl}{format_statement('ShapeModel', value, indent + 4, 0, nl)}{pad}End_Group{nl}"
         edits.append((cube.end_line, cube.end_line, block))
