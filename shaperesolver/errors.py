@@ -22,6 +22,7 @@ __all__ = [
     "KernelDbError",
     "DataAreaError",
     "VersionNotFoundError",
+    "UnsafeFileError",
 ]
 
 
@@ -101,3 +102,10 @@ class DataAreaError(ShapeResolverError, OSError):
 
 class KernelDbError(ShapeResolverError, ValueError):
     """A DEM kernel database file is malformed (names the file and line)."""
+
+
+class UnsafeFileError(ShapeResolverError, OSError):
+    """A file to read is not a regular file, is a refused link, or is too large."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
