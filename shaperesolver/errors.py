@@ -23,6 +23,8 @@ __all__ = [
     "DataAreaError",
     "VersionNotFoundError",
     "UnsafeFileError",
+    "JournalError",
+    "CubeChangedError",
 ]
 
 
@@ -109,3 +111,11 @@ class UnsafeFileError(ShapeResolverError, OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+class JournalError(LabelWriteError):
+    """A file at a cube's journal path is not provably that cube's journal: left alone."""
+
+
+class CubeChangedError(LabelWriteError):
+    """The cube on disk is no longer the one that was resolved; it was not written."""

@@ -1,37 +1,28 @@
-"""Read ISIS cube labels and splice a ShapeModel into them safely.
+"""Read ISIS cube labels and splice a ShapeModel into them.
 
-Reading touches only the label area at the start of the file.  Writing replaces,
-inserts or creates exactly one statement in ``IsisCube > Kernels`` (and removes a
-non-null ``ElevationModel``), leaves every other byte alone, and is crash-safe:
+Reading touches only the label area at the start of the file, opened without blocking
+and only if it is a regular file; the text is read by :mod:`.pvlscan` in time and memory
+linear in its size.  Whether a label is attached or detached follows its own layout
+(``^Core`` means detached), and before any write the label area is proven to lie inside
+the file and before every data byte the label points at (Core, History, Tables...).
 
-* attached cubes: the old label area is saved to a journal beside the cube (fsynced,
-  with its directory) before the label area is overwritten in place; the journal is
-  removed once the new label is on disk.  Any later open of the cube rolls an
-  unfinished write back to exactly the old bytes.
-* detached labels: a temporary file in the same directory is fsynced and renamed over
-  the ``.lbl`` (atomic), keeping its permission bits.
-
-Concurrent writers are serialised with ``flock`` on the cube itself.
+Writing replaces, inserts or creates exactly one statement in ``IsisCube > Kernels``
+(and removes a non-null ``ElevationModel``) and leaves every other byte alone; how the
+bytes reach the disk safely is :mod:`.txn`'s job.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import hashlib
 import logging
 import os
 import re
 import stat
-import struct
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from . import bodies, txn
 from .errors import (
+    CubeChangedError,
     LabelError,
     LabelFullError,
     LabelSyntaxError,
@@ -39,9 +30,12 @@ from .errors import (
     MissingTargetError,
     NotACubeError,
     ReadOnlyCubeError,
+    UnsafeFileError,
 )
-from .pvlformat import check_value, format_statement
-from .pvlscan import Scan, ScanError, ScanTruncated, Statement, scan
+from .pvlformat import check_value, format_statement, check_round_trip
+from .pvlscan import Scan, ScanError, ScanTruncated, scan, skip_blank
+from .safeio import open_regular, read_fd
+from .txn import journal_path
 
 __all__ = ["CubeLabel", "WriteOutcome", "read_label", "write_shape_model", "journal_path", "MAX_LABEL_SCAN"]
 
@@ -51,18 +45,9 @@ log = logging.getLogger(__name__)
 MAX_LABEL_SCAN = 8 * 1024 * 1024
 _CHUNK = 64 * 1024
 _KERNELS = ("IsisCube", "Kernels")
-_JOURNAL_MAGIC = b"SHAPERESOLVER-JOURNAL-1\n"
-_JOURNAL_HEADER = struct.Struct(">Q32s")  # payload length, sha256(payload)
-_START = re.compile(r"(?:\s+|#[^\n]*|/\*.*?\*/)*(?:BEGIN_)?OBJECT\s*=\s*\"?ISISCUBE\b", re.I | re.S)
+_CORE = ("IsisCube", "Core")
+_START = re.compile(r"(?:BEGIN_)?OBJECT[ \t]*=[ \t]*\"?ISISCUBE\b", re.I)
 _END_LINE = re.compile(r"^[ \t]*END[ \t]*\r?$", re.I | re.M)
-
-Hook = Callable[[str], None]
-
-
-def journal_path(path: str | os.PathLike[str]) -> Path:
-    """Where the write journal of ``path`` lives (beside it, hidden)."""
-    p = Path(path)
-    return p.with_name(f".{p.name}.shaperesolver-journal")
 
 
 def _null(value: str | None) -> bool:
@@ -74,8 +59,11 @@ class CubeLabel:
     """The label of one cube, as read from disk.
 
     ``text`` is the label text up to and including the ``End`` line (Latin-1 decoded, so
-    offsets are byte offsets).  ``label_bytes`` is the space ISIS reserved for an
-    attached label (``Label > Bytes``), ``None`` for a detached label.
+    offsets are byte offsets).  ``attached`` follows the label's layout (``^Core`` means
+    detached).  ``label_bytes`` is ``Label > Bytes`` when the label says it (detached
+    labels often do too), ``data_start`` the 0-based offset of the first data byte the
+    label points at in this file.  ``layout_problem`` says why the label may not be
+    edited in place (None when it may).
     """
 
     path: str
@@ -87,13 +75,13 @@ class CubeLabel:
     elevation_model: str | None
     kernels: dict[str, str | tuple[str, ...]] | None
     file_size: int
-    scan: Scan | None  # None when the fast reader failed and pvl read the label
+    scan: Scan
+    data_start: int | None = None
+    layout_problem: str | None = None
 
     @property
     def kernels_text(self) -> str | None:
         """The ``Group = Kernels`` block exactly as written in the label."""
-        if self.scan is None:
-            return None
         ag = self.scan.aggregate(_KERNELS)
         return None if ag is None else self.text[ag.start : ag.end]
 
@@ -101,19 +89,10 @@ class CubeLabel:
         """``{(GROUP, KEYWORD): first value}`` for every group directly in IsisCube
         (names upper-cased), as ISIS's KernelDb matching sees them."""
         out: dict[tuple[str, str], str] = {}
-        if self.scan is not None:
-            for st in self.scan.statements:
-                if len(st.path) == 2 and st.path[0].upper() == "ISISCUBE":
-                    value = st.value if isinstance(st.value, str) else (st.value[0] if st.value else "")
-                    out.setdefault((st.path[1].upper(), st.name.upper()), value)
-            return out
-        cube = self.pvl().get("IsisCube") or {}
-        for gname, group in cube.items():
-            if hasattr(group, "items"):
-                for key, value in group.items():
-                    if isinstance(value, list):
-                        value = value[0] if value else ""
-                    out.setdefault((gname.upper(), key.upper()), "Null" if value is None else str(value))
+        for st in self.scan.statements:
+            if len(st.path) == 2 and st.path[0].upper() == "ISISCUBE":
+                value = st.value if isinstance(st.value, str) else (st.value[0] if st.value else "")
+                out.setdefault((st.path[1].upper(), st.name.upper()), value)
         return out
 
     def pvl(self) -> Any:
@@ -139,48 +118,75 @@ class WriteOutcome:
 # ---------------------------------------------------------------- reading
 
 
-def _open_error(path: str, exc: OSError) -> LabelError:
-    if exc.errno == errno.ENOENT:
-        return NotACubeError(path, "no such file")
-    if exc.errno == errno.EISDIR:
-        return NotACubeError(path, "is a directory, not a cube")
-    if exc.errno == errno.EACCES:
-        return NotACubeError(path, "permission denied")
-    return NotACubeError(path, f"cannot open: {exc.strerror or exc}")
-
-
-def _read_text(fd: int, path: str) -> tuple[str, int]:
-    """Return (label text up to the first NUL or the scan limit, file size)."""
-    st = os.fstat(fd)
-    if stat.S_ISDIR(st.st_mode):
-        raise NotACubeError(path, "is a directory, not a cube")
-    size = st.st_size
+def _read_text(fd: int, path: str, size: int) -> str:
+    """The label text up to the first NUL, the ``End`` line or the scan limit."""
     if size == 0:
         raise NotACubeError(path, "empty file, not an ISIS cube")
     want = _CHUNK
+    checked = False
     while True:
-        data = os.pread(fd, min(want, MAX_LABEL_SCAN), 0)
+        data = read_fd(fd, min(want, MAX_LABEL_SCAN))
         nul = data.find(b"\0")
         text = (data if nul < 0 else data[:nul]).decode("latin-1")
-        if not _START.match(text[:4096]):
-            raise NotACubeError(path, "not an ISIS cube label (it does not start with 'Object = IsisCube')")
-        if nul >= 0 or len(data) >= size or _END_LINE.search(text) or want >= MAX_LABEL_SCAN:
-            return text, size
+        if not checked:
+            if not _START.match(text, skip_blank(text[:4096], 0)):
+                raise NotACubeError(path, "not an ISIS cube label (it does not start with 'Object = IsisCube')")
+            checked = True
+        if nul >= 0 or len(data) >= size or want >= MAX_LABEL_SCAN or _END_LINE.search(text):
+            return text
         want *= 4
 
 
 def _parse(path: str, text: str, size: int) -> CubeLabel:
     try:
-        sc: Scan | None = scan(text)
+        sc = scan(text)
     except ScanTruncated as exc:
         if len(text) >= MAX_LABEL_SCAN:
             raise LabelSyntaxError(path, f"no End statement within the first {MAX_LABEL_SCAN // 2**20} MiB") from None
         raise LabelSyntaxError(path, f"truncated label: {exc}") from None
     except ScanError as exc:
-        log.debug("%s: fast reader gave up (%s); reading with pvl", path, exc)
-        return _parse_with_pvl(path, text, size)
-    assert sc is not None
+        raise LabelSyntaxError(path, f"malformed label: {exc}") from None
     return _from_scan(path, text[: sc.end], sc, size)
+
+
+def _int(sc: Scan, st: Any) -> int | None:
+    try:
+        return int(str(st.value).strip())
+    except ValueError:
+        return None
+
+
+def _layout(sc: Scan, text: str, size: int) -> tuple[bool, int | None, int | None, str | None]:
+    """(attached, Label Bytes, first data byte, problem) from the label's own layout."""
+    lb = sc.find(("Label",), "Bytes")
+    label_bytes = _int(sc, lb) if lb is not None else None
+    if lb is not None and label_bytes is None:
+        return True, None, None, f"Label > Bytes is not a number: {lb.raw[:40]!r}"
+    core = sc.aggregate(_CORE)
+    if core is None:
+        return True, label_bytes, None, "no IsisCube > Core object, so the cube's layout is unknown"
+    if sc.find(_CORE, "^Core") is not None:
+        return False, label_bytes, None, None if size <= MAX_LABEL_SCAN else f"a {size}-byte detached label is too large"
+    # attached: every StartByte of an object without a ^pointer of its own is in this file
+    pointered = {st.path for st in sc.statements if st.name.startswith("^")}
+    starts = []
+    for st in sc.statements:
+        if st.name.upper() == "STARTBYTE" and st.path not in pointered:
+            value = _int(sc, st)
+            if value is None or value < 1:
+                return True, label_bytes, None, f"{'/'.join(st.path)} > StartByte is not a positive number"
+            starts.append(value - 1)
+    first = min(starts) if starts else None
+    if label_bytes is None:
+        return True, None, first, "attached cube without Label > Bytes: the size of its label area is unknown"
+    if label_bytes <= len(text):
+        return True, label_bytes, first, f"Label > Bytes ({label_bytes}) is smaller than the label text ({len(text)} bytes)"
+    if label_bytes > size:
+        return True, label_bytes, first, f"Label > Bytes ({label_bytes}) is beyond the end of the file ({size} bytes)"
+    if first is not None and label_bytes > first:
+        return True, label_bytes, first, (f"Label > Bytes ({label_bytes}) overlaps the data, which starts at byte "
+                                          f"{first + 1}")
+    return True, label_bytes, first, None
 
 
 def _from_scan(path: str, text: str, sc: Scan, size: int) -> CubeLabel:
@@ -197,17 +203,12 @@ def _from_scan(path: str, text: str, sc: Scan, size: int) -> CubeLabel:
                    and len(st.path) == 2}
     shape = sc.find(_KERNELS, "ShapeModel")
     elev = sc.find(_KERNELS, "ElevationModel")
-    lb = sc.find(("Label",), "Bytes")
-    label_bytes = None
-    if lb is not None:
-        try:
-            label_bytes = int(str(lb.value))
-        except ValueError:
-            raise LabelSyntaxError(path, f"Label > Bytes is not a number: {lb.raw!r}") from None
+    attached, label_bytes, first, problem = _layout(sc, text, size)
     return CubeLabel(
-        path=path, text=text, attached=label_bytes is not None, label_bytes=label_bytes,
+        path=path, text=text, attached=attached, label_bytes=label_bytes,
         target=target, shape_model=_str(shape.value) if shape else None,
         elevation_model=_str(elev.value) if elev else None, kernels=kernels, file_size=size, scan=sc,
+        data_start=first, layout_problem=problem,
     )
 
 
@@ -215,55 +216,32 @@ def _str(value: str | tuple[str, ...]) -> str:
     return value if isinstance(value, str) else "(" + ", ".join(value) + ")"
 
 
-def _parse_with_pvl(path: str, text: str, size: int) -> CubeLabel:
-    import pvl
-
-    m = _END_LINE.search(text)
-    if not m:
-        raise LabelSyntaxError(path, "truncated label: no End statement")
-    text = text[: m.end()] + "\n"
+def _open_cube(path: str) -> tuple[int, os.stat_result]:
     try:
-        module = pvl.loads(text)
-    except Exception as exc:  # pvl raises several unrelated types
-        raise LabelSyntaxError(path, f"malformed label: {str(exc).splitlines()[0]}") from None
-    cube = module.get("IsisCube")
-    inst = cube.get("Instrument") if cube is not None else None
-    if inst is None:
-        raise MissingTargetError(path, "no IsisCube > Instrument group in the label")
-    target = inst.get("TargetName")
-    if target is None or str(target).strip() == "":
-        raise MissingTargetError(path, "no TargetName in IsisCube > Instrument")
-    kern = cube.get("Kernels")
-    kernels = None if kern is None else {k: ("Null" if v is None else str(v)) for k, v in kern.items()}
-    lab = module.get("Label")
-    label_bytes = int(lab["Bytes"]) if lab is not None and "Bytes" in lab else None
-    shape = kernels.get("ShapeModel") if kernels else None
-    elev = kernels.get("ElevationModel") if kernels else None
-    return CubeLabel(
-        path=path, text=text, attached=label_bytes is not None, label_bytes=label_bytes, target=str(target),
-        shape_model=_str(shape) if shape is not None else None,
-        elevation_model=_str(elev) if elev is not None else None,
-        kernels=kernels, file_size=size, scan=None,
-    )
+        return open_regular(path, what="cube")
+    except UnsafeFileError as exc:
+        raise NotACubeError(path, txn._problem(exc)) from None
 
 
 def read_label(path: str | os.PathLike[str]) -> CubeLabel:
     """Read the label of an attached cube or a detached ``.lbl`` (label area only).
 
-    If an earlier write was interrupted, the label is first rolled back to exactly the
-    bytes it had before that write.
+    If an earlier write of this cube was interrupted, it is first finished or rolled
+    back (see :mod:`.txn`).
     """
     p = os.fspath(path)
-    if journal_path(p).exists():
-        with _locked(p) as fd:
-            _recover(fd, p)
-            return _parse(p, *_read_text(fd, p))
+    if os.path.lexists(journal_path(p)):
+        try:
+            with txn.locked(p) as (fd, st):
+                txn.recover(fd, p, st)
+                return _parse(p, _read_text(fd, p, st.st_size), st.st_size)
+        except ReadOnlyCubeError:
+            with txn.locked(p, write=False) as (fd, st):
+                txn.recover(fd, p, st, writable=False)
+                return _parse(p, _read_text(fd, p, st.st_size), st.st_size)
+    fd, st = _open_cube(p)
     try:
-        fd = os.open(p, os.O_RDONLY)
-    except OSError as exc:
-        raise _open_error(p, exc) from None
-    try:
-        return _parse(p, *_read_text(fd, p))
+        return _parse(p, _read_text(fd, p, st.st_size), st.st_size)
     finally:
         os.close(fd)
 
@@ -290,8 +268,6 @@ def _kernels_layout(lab: CubeLabel, sc: Scan, group_start: int, group_end: int) 
 def _splice(lab: CubeLabel, value: str) -> tuple[str, str | None]:
     """Return (new label text, removed ElevationModel value or None)."""
     sc = lab.scan
-    if sc is None:
-        raise LabelSyntaxError(lab.path, "this label is too unusual for a safe in-place edit (pvl could read it)")
     text, nl = lab.text, sc.newline
     edits: list[tuple[int, int, str]] = []  # (start, end, replacement), non-overlapping
     removed = None
@@ -334,7 +310,6 @@ def _verify(lab: CubeLabel, new_text: str, value: str, removed: str | None) -> S
         new = scan(new_text)
     except ScanError as exc:
         raise LabelWriteError(lab.path, f"internal check failed, nothing written: new label unreadable ({exc})") from None
-    assert lab.scan is not None
 
     def others(sc: Scan) -> list[tuple[tuple[str, ...], str, str]]:
         skip = {"SHAPEMODEL"} | ({"ELEVATIONMODEL"} if removed is not None else set())
@@ -347,7 +322,7 @@ def _verify(lab: CubeLabel, new_text: str, value: str, removed: str | None) -> S
     return new
 
 
-# ---------------------------------------------------------------- safe I/O
+# ---------------------------------------------------------------- writing
 
 
 def _check_writable(path: str) -> None:
@@ -356,188 +331,85 @@ def _check_writable(path: str) -> None:
         raise ReadOnlyCubeError(path, "file is read-only (no write permission bits); not modified")
     if not os.access(path, os.W_OK):
         raise ReadOnlyCubeError(path, "no permission to write this file; not modified")
-    d = os.path.dirname(os.path.abspath(path))
+    d = os.path.dirname(os.path.realpath(path))
     dst = os.stat(d)
     if not dst.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(d, os.W_OK):
         raise ReadOnlyCubeError(path, f"directory {d} is not writable (needed for the write journal); not modified")
 
 
-@contextmanager
-def _locked(path: str, write: bool = True) -> Iterator[int]:
-    """Open ``path`` and hold an exclusive flock on it (re-opening if it was replaced)."""
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR if write else os.O_RDONLY)
-        except IsADirectoryError:
-            raise NotACubeError(path, "is a directory, not a cube") from None
-        except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EROFS) and write:
-                raise ReadOnlyCubeError(path, f"cannot open for writing: {exc.strerror}; not modified") from None
-            raise _open_error(path, exc) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)  # a detached label was replaced while we waited: lock the new one
-    try:
-        yield fd
-    finally:
-        os.close(fd)  # closing releases the flock
+def _plan(lab: CubeLabel, value: str) -> tuple[str, str | None, Scan]:
+    """Splice, check the result and the layout; (new text, removed ElevationModel, scan)."""
+    new_text, removed = _splice(lab, value)
+    new_scan = _verify(lab, new_text, value, removed)
+    if new_text != lab.text:
+        if lab.layout_problem:
+            raise LabelWriteError(lab.path, f"{lab.layout_problem}; not modified")
+        if lab.attached:
+            assert lab.label_bytes is not None
+            if len(new_text) >= lab.label_bytes:
+                raise LabelFullError(lab.path, f"label space is full: the new label needs {len(new_text)} bytes but "
+                                               f"Label Bytes is {lab.label_bytes}; not modified")
+    return new_text, removed, new_scan
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _recover(fd: int, path: str) -> None:
-    """Roll back an interrupted write of ``path`` (the caller holds the lock)."""
-    jp = journal_path(path)
-    try:
-        blob = jp.read_bytes()
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise LabelWriteError(path, f"cannot read the write journal {jp}: {exc.strerror}") from None
-    head = len(_JOURNAL_MAGIC) + _JOURNAL_HEADER.size
-    complete = False
-    if blob.startswith(_JOURNAL_MAGIC) and len(blob) >= head:
-        length, digest = _JOURNAL_HEADER.unpack_from(blob, len(_JOURNAL_MAGIC))
-        payload = blob[head:]
-        complete = len(payload) == length and hashlib.sha256(payload).digest() == digest
-    if complete:
-        # The journal was durable before the label was touched: put the old bytes back.
-        log.warning("%s: an earlier write was interrupted; restoring the label saved in %s", path, jp)
-        os.pwrite(fd, payload, 0)
-        os.fsync(fd)
-    else:
-        # The journal never became durable, so the label was never touched.
-        log.info("%s: removing an incomplete write journal %s (the cube was not modified)", path, jp)
-    jp.unlink()
-    _fsync_dir(str(jp.parent))
-
-
-def _write_attached(fd: int, lab: CubeLabel, new_text: str, hook: Hook) -> None:
-    assert lab.label_bytes is not None
+def _write(fd: int, st: os.stat_result, lab: CubeLabel, new_text: str, hook: txn.Hook) -> None:
+    old = lab.text.encode("latin-1")
     new = new_text.encode("latin-1")
-    if len(new) >= lab.label_bytes:
-        raise LabelFullError(
-            lab.path, f"label space is full: the new label needs {len(new)} bytes but Label Bytes is {lab.label_bytes}; not modified"
-        )
-    old_area = os.pread(fd, lab.label_bytes, 0)
-    area = new + b"\0" * (lab.label_bytes - len(new))
-    jp = journal_path(lab.path)
-    try:
-        jfd = os.open(jp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        raise LabelWriteError(lab.path, f"cannot create the write journal {jp}: {exc.strerror}; not modified") from None
-    try:
-        try:
-            hook("journal-open")
-            os.write(jfd, _JOURNAL_MAGIC + _JOURNAL_HEADER.pack(len(old_area), hashlib.sha256(old_area).digest()))
-            hook("journal-header")
-            os.write(jfd, old_area)
-            os.fsync(jfd)
-        finally:
-            os.close(jfd)
-        _fsync_dir(str(jp.parent))
-    except OSError as exc:
-        jp.unlink(missing_ok=True)
-        raise LabelWriteError(lab.path, f"cannot write the write journal {jp}: {exc.strerror}; not modified") from None
-    hook("journal-durable")
-    try:
-        os.pwrite(fd, area, 0)
-        hook("label-written")
-        os.fsync(fd)
-    except OSError as exc:
-        _recover(fd, lab.path)
-        raise LabelWriteError(lab.path, f"writing the label failed ({exc.strerror}); old label restored") from None
-    hook("label-durable")
-    jp.unlink()
-    _fsync_dir(str(jp.parent))
-    hook("journal-removed")
-
-
-def _write_detached(lab: CubeLabel, new_text: str, hook: Hook) -> None:
-    path = lab.path
-    st = os.stat(path)
-    with open(path, "rb") as f:
-        rest = f.read()[len(lab.text.encode("latin-1")):]
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        tfd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise LabelWriteError(path, f"cannot create a temporary file in {directory}: {exc.strerror}; not modified") from None
-    try:
-        with os.fdopen(tfd, "wb") as f:
-            f.write(new_text.encode("latin-1") + rest)
-            f.flush()
-            os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))
-            os.fsync(f.fileno())
-        hook("temp-durable")
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise LabelWriteError(path, f"replacing the label failed ({exc.strerror}); not modified") from None
-        raise
-    _fsync_dir(directory)
-    hook("renamed")
-
-
-def _no_hook(step: str) -> None:
-    return None
+    if lab.attached:
+        width = max(len(old), len(new))
+        old_region = read_fd(fd, width)
+        if len(old_region) != width or not old_region.startswith(old):
+            raise LabelWriteError(lab.path, "the label changed while it was read; not modified")
+        txn.write_region(fd, lab.path, st, old_region, new + b"\0" * (width - len(new)), hook)
+    else:
+        data = read_fd(fd, MAX_LABEL_SCAN + 1)
+        if len(data) != st.st_size or not data.startswith(old):
+            raise LabelWriteError(lab.path, "the label changed while it was read; not modified")
+        txn.replace_file(fd, lab.path, st, new + data[len(old):], hook)
 
 
 def write_shape_model(
-    path: str | os.PathLike[str], value: str, *, dryrun: bool = False, _hook: Hook | None = None
+    path: str | os.PathLike[str], value: str, *, dryrun: bool = False, expect_target: str | None = None,
+    _hook: txn.Hook | None = None,
 ) -> WriteOutcome:
     """Set ``IsisCube > Kernels > ShapeModel`` of a cube or detached label to ``value``.
 
     ``value`` is the decoded string (``"Null"`` for the ellipsoid).  Only the label text
     changes; a cube that already holds ``value`` is not rewritten (``written`` is
-    False).  With ``dryrun`` nothing is written but every check still runs.
+    False).  With ``dryrun`` nothing is written but every check still runs.  With
+    ``expect_target`` the write happens only if the cube (re-read under the lock) still
+    names that body; otherwise :class:`CubeChangedError`.
     """
     p = os.fspath(path)
+    value = value or "Null"
     check_value(value)
-    if not value:
-        value = "Null"
-    hook = _hook or _no_hook
+    check_round_trip(value)
+    hook = _hook or (lambda step: None)
     if dryrun:
         lab = read_label(p)
-        new_text, removed = _splice(lab, value)
-        new_scan = _verify(lab, new_text, value, removed)
+        _expect(lab, expect_target)
+        new_text, removed, new_scan = _plan(lab, value)
         return _outcome(lab, p, value, new_text, new_scan, removed, written=False)
-    if not os.path.exists(p):
+    if not os.path.lexists(p):
         raise NotACubeError(p, "no such file")
     if os.path.isdir(p):
         raise NotACubeError(p, "is a directory, not a cube")
     _check_writable(p)
-    with _locked(p) as fd:
-        _recover(fd, p)
-        lab = _parse(p, *_read_text(fd, p))
-        new_text, removed = _splice(lab, value)
-        new_scan = _verify(lab, new_text, value, removed)
+    with txn.locked(p) as (fd, st):
+        txn.recover(fd, p, st)
+        lab = _parse(p, _read_text(fd, p, st.st_size), st.st_size)
+        _expect(lab, expect_target)
+        new_text, removed, new_scan = _plan(lab, value)
         if new_text == lab.text:
             return _outcome(lab, p, value, new_text, new_scan, removed, written=False)
-        if lab.attached:
-            _write_attached(fd, lab, new_text, hook)
-        else:
-            _write_detached(lab, new_text, hook)
+        _write(fd, st, lab, new_text, hook)
     return _outcome(lab, p, value, new_text, new_scan, removed, written=True)
+
+
+def _expect(lab: CubeLabel, target: str | None) -> None:
+    if target is not None and bodies.canonical(lab.target) != bodies.canonical(target):
+        raise CubeChangedError(lab.path, f"the cube changed since it was resolved: its target is now {lab.target}, "
+                                         f"not {target}; not modified")
 
 
 def _outcome(lab: CubeLabel, path: str, value: str, new_text: str, new_scan: Scan, removed: str | None,

@@ -9,25 +9,52 @@ line directly).  Continuation lines are indented to the value's start column.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from .errors import InvalidValueError
 
-__all__ = ["LINE_WIDTH", "check_value", "quote_value", "format_statement"]
+__all__ = ["LINE_WIDTH", "check_value", "check_round_trip", "quote_value", "format_statement"]
 
 LINE_WIDTH = 80
-_NEEDS_QUOTES = re.compile(r"[ (){},=]|-$")
-_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\"']")
+# written bare only when made of these (what ISIS writes bare in paths and URLs, and
+# what every reader, pvl included, reads back bare); anything else is quoted
+_BARE = re.compile(r"[A-Za-z0-9_$./:@?\-]*[A-Za-z0-9_$./:@?]")
+_FORBIDDEN = re.compile(r"[^\x20-\x7e]|[\"']")
 
 
 def check_value(value: str) -> str:
     """Return ``value`` if it can be written into a label, else raise InvalidValueError."""
+    shown = value if len(value) <= 80 else value[:77] + "..."
     bad = _FORBIDDEN.search(value)
     if bad:
-        raise InvalidValueError(
-            f"refusing to write {value!r}: it contains {bad.group()!r}, which would break the label"
-        )
+        why = ("a non-ASCII character (labels are ASCII: percent-encode it)" if bad.group() > "\x7e"
+               else f"{bad.group()!r}, which would break the label")
+        raise InvalidValueError(f"refusing to write {shown!r}: it contains {why}")
     if value != value.strip():
-        raise InvalidValueError(f"refusing to write {value!r}: leading or trailing whitespace")
+        raise InvalidValueError(f"refusing to write {shown!r}: leading or trailing whitespace")
+    if "  " in value:
+        raise InvalidValueError(f"refusing to write {shown!r}: consecutive spaces do not read back (PVL readers collapse them)")
+    return value
+
+
+@lru_cache(maxsize=256)
+def check_round_trip(value: str) -> str:
+    """Refuse ``value`` unless ``pvl`` reads its formatted statement back exactly.
+
+    The fast reader's own check happens on the whole spliced label; this one makes sure
+    the independent reader agrees (once per distinct value).
+    """
+    import pvl
+
+    text = format_statement("ShapeModel", value, 4, 25) if value != "Null" else "ShapeModel = Null\n"
+    try:
+        got = pvl.loads(f"Group = Kernels\n{text}End_Group\nEnd\n")["Kernels"]["ShapeModel"]
+    except Exception as exc:  # noqa: BLE001 - pvl raises many unrelated types
+        raise InvalidValueError(f"refusing to write {value[:80]!r}: pvl cannot read it back ({type(exc).__name__})") from None
+    if value == "Null" and got is None:
+        return value
+    if not isinstance(got, str) or got != value:
+        raise InvalidValueError(f"refusing to write {value[:80]!r}: pvl reads it back as {str(got)[:80]!r}")
     return value
 
 
@@ -36,9 +63,9 @@ def quote_value(value: str) -> str:
     check_value(value)
     if value == "":
         return "Null"
-    if _NEEDS_QUOTES.search(value):
-        return f'"{value}"'
-    return value
+    if value.upper() == "NULL" or _BARE.fullmatch(value):
+        return value
+    return f'"{value}"'
 
 
 def _wrap(text: str, width: int) -> list[str]:

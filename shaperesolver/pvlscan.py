@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-__all__ = ["ScanError", "ScanTruncated", "Statement", "Aggregate", "Scan", "scan", "decode_quoted"]
+__all__ = ["ScanError", "ScanTruncated", "ScanLimit", "skip_blank", "MAX_DEPTH", "Statement", "Aggregate", "Scan", "scan", "decode_quoted"]
 
 
 class ScanError(ValueError):
@@ -82,8 +82,14 @@ class Scan:
         return None
 
 
-_SKIP = re.compile(r"(?:[ \t\r\n\f\v]+|#[^\n]*|/\*.*?\*/)*", re.S)
-_INLINE = re.compile(r"[ \t]*(?:#[^\n]*|/\*[^\n]*?\*/)?[ \t\r]*(?:\n|\Z)")
+_WS = re.compile(r"[ \t\r\n\f\v]*")
+# after a value: an optional comment running to the end of the line (ISIS's rule for
+# "#", "//" and "/*": a "/*" that does not close on its line comments out the rest of it)
+_INLINE = re.compile(r"[ \t]*(?:#[^\n]*|//[^\n]*|/\*[^\n]*)?[ \t\r]*(?:\n|\Z)")
+#: refuse labels nested deeper than this (ISIS labels nest 3 or 4 levels)
+MAX_DEPTH = 64
+#: refuse labels with more statements than this (real labels have a few thousand)
+MAX_STATEMENTS = 200_000
 _NAME = re.compile(r"[^\s=#(){}<>\"',;]+")
 _SPACES = re.compile(r"[ \t]*")
 _UNQUOTED = re.compile(r"[^\s#<>(){}\",]+")
@@ -103,6 +109,35 @@ def decode_quoted(inner: str) -> str:
     if "\n" in inner:
         inner = _CONTINUATION.sub("", inner)
     return _WHITE.sub(" ", inner) if ("  " in inner or "\n" in inner or "\t" in inner) else inner
+
+
+class ScanLimit(ScanError):
+    """The text is beyond the reader's bounds (depth, statement count): never retried."""
+
+
+def skip_blank(text: str, pos: int) -> int:
+    """Skip whitespace and comment lines from ``pos``; linear in what it skips.
+
+    Comments open with ``#``, ``//`` or ``/*``; a ``/*`` comment ends at its ``*/`` when
+    that is on the same line, else at the end of the line (old ISIS labels have such
+    lines, and ISIS reads them).
+    """
+    n = len(text)
+    while True:
+        pos = _WS.match(text, pos).end()
+        if pos >= n:
+            return pos
+        c = text[pos]
+        if c == "#" or text.startswith("//", pos):
+            eol = text.find("\n", pos)
+            pos = n if eol < 0 else eol
+        elif text.startswith("/*", pos):
+            eol = text.find("\n", pos)
+            eol = n if eol < 0 else eol
+            close = text.find("*/", pos + 2, eol)
+            pos = eol if close < 0 else close + 2
+        else:
+            return pos
 
 
 def _line_start(text: str, pos: int) -> int:
@@ -206,11 +241,15 @@ def scan(text: str) -> Scan:
     n = len(text)
     pos = 0
     while True:
+        if len(out.statements) + len(out.aggregates) > MAX_STATEMENTS:
+            raise ScanLimit(f"more than {MAX_STATEMENTS} statements", text, pos)
         simple = _SIMPLE.match(text, pos)
         if simple is not None:
             name, value_text = simple.group(2), simple.group(4)
             upper = name.upper()
             if upper in _BEGIN:
+                if len(stack) >= MAX_DEPTH:
+                    raise ScanLimit(f"objects and groups nested more than {MAX_DEPTH} deep", text, pos)
                 ag = Aggregate(_BEGIN[upper], value_text, path, pos)
                 out.aggregates.append(ag)
                 stack.append(ag)
@@ -221,7 +260,7 @@ def scan(text: str) -> Scan:
                                                 value_text, value_text))
             pos = simple.end()
             continue
-        pos = _SKIP.match(text, pos).end()
+        pos = skip_blank(text, pos)
         if pos >= n:
             raise ScanTruncated("no End statement", text, pos)
         m = _NAME.match(text, pos)
@@ -242,7 +281,7 @@ def scan(text: str) -> Scan:
                 raise ScanError(f"unexpected {name}", text, pos)
             pos = m.end()
             if has_eq:  # "End_Group = Name" is legal PVL
-                pos, _ = _value(text, _SKIP.match(text, after + 1).end())
+                pos, _ = _value(text, skip_blank(text, after + 1))
             ag = stack.pop()
             ag.end_line = start
             ag.end = _finish_line(text, pos)
@@ -253,9 +292,11 @@ def scan(text: str) -> Scan:
             if after >= n:
                 raise ScanTruncated("the label ends inside a statement", text, after)
             raise ScanError(f"expected '=' after {name}", text, after)
-        vstart = _SKIP.match(text, after + 1).end()
+        vstart = skip_blank(text, after + 1)
         vend, value = _value(text, vstart)
         if upper in _BEGIN:
+            if len(stack) >= MAX_DEPTH:
+                raise ScanLimit(f"objects and groups nested more than {MAX_DEPTH} deep", text, pos)
             ag = Aggregate(_BEGIN[upper], value if isinstance(value, str) else str(value), path, start)
             out.aggregates.append(ag)
             stack.append(ag)

@@ -20,11 +20,14 @@ WRITER = textwrap.dedent("""
     def hook(step):
         if step != stop:
             return
-        if torn:  # a pwrite cut short: half of the new label area reaches the disk
+        if torn:  # a torn write: the first half of what changes reaches the disk
             new = os.environ["NEW_AREA_FILE"]
             data = open(new, "rb").read()
-            fd = os.open(path, os.O_WRONLY)
-            os.pwrite(fd, data[: len(data) // 2], 0)
+            fd = os.open(path, os.O_RDWR)
+            cur = os.pread(fd, len(data), 0)
+            first = next(i for i in range(len(data)) if cur[i] != data[i])
+            half = first + (len(data) - first) // 2
+            os.pwrite(fd, data[first:half], first)
             os.fsync(fd)
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -44,8 +47,8 @@ STEPS = [
     ("journal-open", "old"),      # empty journal file exists
     ("journal-header", "old"),    # journal half written
     ("journal-durable", "old"),   # journal complete, label not touched
-    ("label-written", "old"),     # label written, not yet fsynced, journal present
-    ("label-durable", "old"),     # label on disk, journal not yet removed: roll back
+    ("label-written", "new"),     # label written, not yet fsynced, journal present: it is whole, keep it
+    ("label-durable", "new"),     # label on disk, journal not yet removed: keep it
     ("journal-removed", "new"),   # finished
 ]
 
@@ -75,7 +78,7 @@ def test_torn_label_write_is_rolled_back(make_cube, tmp_path):
     old = path.read_bytes()
     new_text = write_shape_model(path, URL, dryrun=True).label.text.encode()
     area = tmp_path / "area"
-    area.write_bytes(new_text + b"\0" * (65536 - len(new_text)))
+    area.write_bytes(new_text)  # the hook writes half of it: a torn label
     _run(path, "journal-durable", torn=True, env_extra={"NEW_AREA_FILE": str(area)})
     assert path.read_bytes() != old  # the torn write really happened
     assert read_label(path).target == "Mars"

@@ -109,16 +109,14 @@ def test_label_larger_than_first_chunk(tmp_path):
     assert read_label(path).target == "MARS"
 
 
-def test_fast_reader_falls_back_to_pvl(tmp_path):
-    # two statements on one line: legal for pvl, too odd for the fast reader
+def test_text_the_reader_does_not_understand_is_a_one_line_error(tmp_path):
+    # two statements on one line: legal for pvl, not what ISIS writes or reads
     text = cubes.label_text("lro_moon").replace("    OrbitNumber  = 2061\n", "    OrbitNumber  = 2061 ; Foo = 1\n")
     path = cubes.write_attached(tmp_path / "odd.cub", text)
-    try:
-        pvl.loads(text)
-    except Exception:
-        pytest.skip("pvl does not read this either")
-    lab = read_label(path)
-    assert lab.target == "MOON" and lab.scan is None
+    with pytest.raises(errors.LabelSyntaxError) as info:
+        read_label(path)
+    msg = str(info.value)
+    assert msg.startswith(str(path)) and "line 38" in msg and "\n" not in msg and len(msg) < 250
 
 
 BAD = {

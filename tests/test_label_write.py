@@ -172,7 +172,7 @@ def test_label_area_full(tmp_path):
 
 
 def test_exact_fit_is_refused_one_byte_less_is_fine(tmp_path):
-    text = cubes.label_text("galileo_io_detached").replace("^Core = galileo_io.cub", "StartByte = 1")
+    text = cubes.label_text("galileo_io_detached").replace("^Core = galileo_io.cub", "StartByte = 4097")
     text = text.replace("End_Object\nEnd\n", "End_Object\n\nObject = Label\n  Bytes = 4096\nEnd_Object\nEnd\n")
     path = cubes.write_attached(tmp_path / "fit.cub", text, label_bytes=4096)
     new_len = len(write_shape_model(path, "x" * 20, dryrun=True).label.text)
