@@ -41,8 +41,9 @@ class LabelError(ShapeResolverError):
 
     def __init__(self, path: object, problem: str) -> None:
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        problem = " ".join(problem.split())  # always one line
+        self.problem = problem if len(problem) <= 200 else problem[:197] + "..."
+        super().__init__(f"{self.path}: {self.problem}")
 
 
 class NotACubeError(LabelError, ValueError):

@@ -69,14 +69,15 @@ def quote_value(value: str) -> str:
 
 
 def _wrap(text: str, width: int) -> list[str]:
-    """Split ``text`` into pieces that fit ``width`` columns, ISIS style."""
+    """Split ``text`` into pieces that fit ``width`` columns, ISIS style.
+
+    A quoted value stays on one line, however long: GDAL's ISIS3 driver keeps the
+    newline (and a ``-``) of a quoted value that continues on the next line.
+    """
+    if text.startswith('"'):
+        return [text]
     pieces: list[str] = []
-    while len(text) > width:
-        space = text.rfind(" ", 0, width + 1)
-        if space > 0:
-            pieces.append(text[:space])
-            text = text[space + 1 :]
-            continue
+    while len(text) > width:  # a bare value has no spaces: cut it, ending the line with "-"
         cut = width - 1
         # never split a "//" across lines: a reader could take it for a comment start
         while cut > 1 and text[cut - 1] == "/" and text[cut] == "/":

@@ -23,6 +23,8 @@ class ScanError(ValueError):
 
     def __init__(self, message: str, text: str, pos: int) -> None:
         self.line = text.count("\n", 0, pos) + 1
+        if len(message) > 120:
+            message = message[:117] + "..."
         super().__init__(f"{message} at line {self.line}")
 
 

@@ -74,6 +74,8 @@ class Resolution:
     version: str | None = None
     fallback_reasons: tuple[str, ...] = ()
     db: str | None = None
+    #: the TargetName the cube's label held when it was resolved (None if not read)
+    label_target: str | None = None
 
     def record(self) -> dict[str, Any]:
         """The fields of the JSON record (without the write outcome)."""
@@ -220,7 +222,7 @@ class Resolver:
         if name is None or not name.strip():
             raise UsageError("give a cube or target=NAME")
         body = bodies.canonical(name)
-        base = dict(target=name, body=body, cube=cube_path)
+        base = dict(target=name, body=body, cube=cube_path, label_target=label.target if label else None)
         if shape == "ellipsoid":
             return Resolution(shape_model=NULL, source="ellipsoid", **base)
         if shape == "user":
@@ -251,7 +253,9 @@ class Resolver:
         path = cube if cube is not None else resolution.cube
         if path is None:
             raise UsageError("no cube to write to")
-        return write_shape_model(path, resolution.shape_model, dryrun=dryrun)
+        # re-checked under the lock: a cube swapped since it was resolved is not written
+        return write_shape_model(path, resolution.shape_model, dryrun=dryrun,
+                                  expect_target=resolution.label_target)
 
     def open_model(self, what: Resolution | str, verify: bool | None = None) -> Any:
         """Open a resolution's model (or a path) as a ``gdal.Dataset``."""
