@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from array import array
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from .errors import ModelError
+from .modelcheck import CrsFacts, Sample
 
-__all__ = ["VSICURL_OPTIONS", "gdal_options", "open_model", "gdal_version"]
+__all__ = ["VSICURL_OPTIONS", "gdal_options", "open_model", "gdal_version", "sample_values", "crs_facts",
+           "identity", "SAMPLE_PIXELS"]
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +117,99 @@ def _problem(gdal: Any, ds: Any) -> str | None:
     if gt is None or tuple(gt) == (0.0, 1.0, 0.0, 0.0, 0.0, 1.0) or not srs:
         return "no georeference (geotransform and coordinate system)"
     return None
+
+
+#: At most this many pixels are read for the values check (one 512x512 COG tile).
+SAMPLE_PIXELS = 512 * 512
+#: A remote model without a usable overview is read decimated only if that touches at
+#: most this many blocks (each may be one HTTP request); otherwise it is not sampled.
+REMOTE_BLOCKS = 16
+_NETWORK = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift", "/vsiwebhdfs", "/vsihdfs")
+#: ISIS special pixels (Null, Lrs, Lis, His, Hrs) of signed 16-bit cubes.
+_ISIS_INT16_SPECIAL = frozenset({-32768, -32767, -32766, -32765, -32764})
+
+
+def _is_network(path: str) -> bool:
+    return any(prefix + tail in path for prefix in _NETWORK for tail in ("/", "?", "_streaming/"))
+
+
+def sample_values(ds: Any, path: str = "", options: Mapping[str, str] | None = None,
+                  max_pixels: int = SAMPLE_PIXELS) -> Sample | None:
+    """A cheap sample of band 1's valid values in metres (scale/offset applied).
+
+    Reads the smallest overview that has valid pixels (at most two levels are tried),
+    else the full-resolution band decimated to ``max_pixels``.  NoData, NaN, infinities
+    and ISIS special pixels are dropped.  ``None`` when a remote model has no usable
+    overview and a decimated read would touch more than :data:`REMOTE_BLOCKS` blocks.
+    """
+    gdal = _gdal()
+    band = ds.GetRasterBand(1)
+    nodata = band.GetNoDataValue()
+    scale = band.GetScale() or 1.0
+    offset = band.GetOffset() or 0.0
+    isis16 = ds.GetDriver().ShortName.startswith("ISIS") and band.DataType == gdal.GDT_Int16
+    overviews = sorted((band.GetOverview(i) for i in range(band.GetOverviewCount())), key=lambda b: b.XSize * b.YSize)
+    levels = [(ov, f"overview {ov.XSize}x{ov.YSize}", ov.XSize, ov.YSize) for ov in overviews
+              if ov is not None and ov.XSize * ov.YSize <= max_pixels][:2]
+    w, h = band.XSize, band.YSize
+    k = max(1.0, (w * h / max_pixels) ** 0.5)
+    bw, bh = max(1, int(w / k)), max(1, int(h / k))
+    full = (band, f"full resolution {w}x{h}" if k == 1 else f"full resolution {w}x{h} read at {bw}x{bh}", bw, bh)
+    remote = _is_network(path)
+    if remote and k > 1:
+        xb, yb = band.GetBlockSize()
+        blocks = min(bw, -(-w // max(1, xb))) * min(bh, -(-h // max(1, yb)))
+        if blocks > REMOTE_BLOCKS:
+            full = None  # type: ignore[assignment]
+    sample = None
+    with gdal_options(dict(VSICURL_OPTIONS, **(options or {}))):
+        for lvl in [*levels, *([full] if full else [])]:
+            b, name, bx, by = lvl
+            raw = b.ReadRaster(0, 0, b.XSize, b.YSize, buf_xsize=bx, buf_ysize=by, buf_type=gdal.GDT_Float64)
+            if raw is None:
+                raise ModelError(f"GDAL cannot read {name} of {path or 'the model'}: {gdal.GetLastErrorMsg().strip()}")
+            vals = array("d")
+            vals.frombytes(bytes(raw))
+            good = tuple(v * scale + offset for v in vals
+                         if v == v and abs(v) < 1e37 and v != nodata and not (isis16 and v in _ISIS_INT16_SPECIAL))
+            sample = Sample(good, len(vals), name)
+            if good:
+                return sample
+    log.debug("%s: no overview and too many blocks to sample cheaply", path)
+    return sample
+
+
+def crs_facts(ds: Any) -> CrsFacts:
+    """The semi-major axis and the GEOGCS/datum/ellipsoid names of the model's CRS."""
+    from osgeo import osr
+
+    wkt = ds.GetProjection() or ""
+    srs = osr.SpatialReference()
+    if not wkt or srs.ImportFromWkt(wkt) != 0:
+        return CrsFacts(None)
+    names = tuple(n for n in (srs.GetAttrValue("GEOGCS"), srs.GetAttrValue("DATUM"), srs.GetAttrValue("SPHEROID")) if n)
+    try:
+        semi = float(srs.GetSemiMajor())
+    except (RuntimeError, TypeError, ValueError):
+        semi = None
+    return CrsFacts(semi if names or semi else None, names)
+
+
+def identity(path: str, options: Mapping[str, str] | None = None) -> dict[str, int]:
+    """What identifies the model's content, cheaply: size and modification time.
+
+    For ``/vsi...`` paths GDAL's stat answers from what the open already learnt (no
+    request for ``/vsicurl/``; ``mtime`` is the server's Last-Modified, 0 when absent).
+    """
+    if not path.startswith("/vsi"):
+        import os
+
+        try:
+            st = os.stat(path)
+        except OSError:
+            return {}
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    gdal = _gdal()
+    with gdal_options(dict(VSICURL_OPTIONS, **(options or {}))):
+        st = gdal.VSIStatL(path)
+    return {} if st is None else {"size": int(st.size), "mtime": int(st.mtime)}
