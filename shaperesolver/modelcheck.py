@@ -101,7 +101,7 @@ def _inside(values: Iterable[float], rng: tuple[float, float], factor: float = 1
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.6g}"
+    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.6g}"
 
 
 def check_values(sample: Sample, body: Body, others: Sequence[Body] | None = None) -> str | None:
