@@ -322,9 +322,6 @@ class Resolver:
             log.info("%s: pck00011.tpc has no radii for %s; pixel values not checked", path, body.name)
             return {"ok": True, "reason": None}
         sample = raster.sample_values(ds, path, self.gdal_options)
-        if sample is None:
-            log.warning("%s: no overview to sample cheaply; pixel values not checked against %s", path, body.name)
-            return {"ok": True, "reason": None}
         why = modelcheck.check_values(sample, body)
         if why:
             return {"ok": False, "reason": f"{path} failed the values check for {body.name}: {why}"}
