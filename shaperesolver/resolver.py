@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bodies, kerneldb, raster
+from . import bodies, kerneldb, modelcheck, raster
 from .cache import DiskCache
 from .errors import (
     CatalogError,
@@ -139,7 +139,8 @@ class Resolver:
     isisdata:
         The ISIS data area for SYSTEM models (default ``$ISISDATA``, read when needed).
     verify:
-        Open each web or user model with GDAL once and check it is a usable DEM.
+        Open each web or user model with GDAL once and check it is a usable DEM that
+        fits the body (:mod:`shaperesolver.modelcheck`); results are cached.
     http:
         Timeouts, retries and size limits.
     """
@@ -227,7 +228,7 @@ class Resolver:
             return Resolution(shape_model=NULL, source="ellipsoid", **base)
         if shape == "user":
             assert model is not None
-            return Resolution(shape_model=self._user_model(model), source="user", **base)
+            return Resolution(shape_model=self._user_model(model, body), source="user", **base)
         reasons: list[str] = []
         if shape == "web":
             try:
@@ -280,14 +281,56 @@ class Resolver:
         choice = self._lookup(names, body, pin)
         if self.verify:
             try:
-                self._opened.get(choice.vsi_path, lambda: self._check_open(choice.vsi_path))
+                self._opened.get((choice.vsi_path, body),
+                                 lambda: self._check_open(choice.vsi_path, body, (choice.item_id, choice.version)))
             except ModelError as exc:
                 raise _Fallback(f"web model {choice.item_id} failed verification: {exc}") from None
         return choice
 
-    def _check_open(self, path: str) -> bool:
-        raster.open_model(path, True, self.gdal_options)
+    def _check_open(self, path: str, body: str | None = None, content: tuple[Any, ...] = ()) -> bool:
+        """Open ``path``, check it fits ``body``; the outcome is cached with the model.
+
+        The cache key is the path, the body and what identifies the content (the catalog
+        item and version; size and mtime for local files, which cost nothing).  A warm
+        entry costs no request; a stale one is reused when GDAL's stat (free after the
+        open) still shows the same size and Last-Modified.
+        """
+        local = not path.startswith("/vsi")
+        ident = raster.identity(path) if local else None
+        key = self.cache.key("modelcheck", modelcheck.VERSION, path, body, list(content), ident)
+        hit = self.cache.get(key)
+        result = hit[0] if hit is not None and isinstance(hit[0], dict) and "ok" in hit[0] else None
+        if result is None:
+            ds = raster.open_model(path, True, self.gdal_options)
+            ident = ident or raster.identity(path, self.gdal_options)
+            old = None if self.cache.mode == "refresh" else self.cache.get(key, allow_stale=True)
+            if (old is not None and isinstance(old[0], dict) and "ok" in old[0] and old[0].get("identity") == ident
+                    and (local or ident.get("mtime"))):
+                result = old[0]
+            else:
+                result = {"ok": True, "reason": None} if body is None else self._model_check(ds, path, body)
+            self.cache.put(key, {**result, "identity": ident})
+        if not result["ok"]:
+            raise ModelError(result["reason"])
         return True
+
+    def _model_check(self, ds: Any, path: str, name: str) -> dict[str, Any]:
+        body = bodies.lookup(name)
+        if body is None:
+            log.info("%s: %s is not in the body table; the model is not checked against it", path, name)
+            return {"ok": True, "reason": None}
+        why = modelcheck.check_crs(raster.crs_facts(ds), body)
+        if why:
+            return {"ok": False, "reason": f"{path} failed the CRS check for {body.name}: {why}"}
+        if body.radii_km is None:
+            log.info("%s: pck00011.tpc has no radii for %s; pixel values not checked", path, body.name)
+            return {"ok": True, "reason": None}
+        sample = raster.sample_values(ds, path, self.gdal_options)
+        why = modelcheck.check_values(sample, body)
+        if why:
+            return {"ok": False, "reason": f"{path} failed the values check for {body.name}: {why}"}
+        log.debug("%s: %d valid values of %s fit %s", path, len(sample.values), sample.level, body.name)
+        return {"ok": True, "reason": None}
 
     def _lookup(self, names: tuple[str, ...], body: str, pin: str | None) -> Choice:
         if self._static is not None:
@@ -327,10 +370,10 @@ class Resolver:
             return str(kerneldb.expand(path, kerneldb.data_area(self.isisdata)))
         return path
 
-    def _user_model(self, model: str) -> str:
+    def _user_model(self, model: str, body: str | None = None) -> str:
         if model.startswith("/vsi"):
             if self.verify:
-                self._opened.get(model, lambda: self._check_open(model))
+                self._opened.get((model, body), lambda: self._check_open(model, body))
             return model
         if model.startswith("$"):
             try:
@@ -345,7 +388,7 @@ class Resolver:
                 raise UsageError(f"model={model}: no such file")
             real = value = str(Path(model).resolve())
         if self.verify:
-            self._opened.get(real, lambda: self._check_open(real))
+            self._opened.get((real, body), lambda: self._check_open(real, body))
         return value
 
 

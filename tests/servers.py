@@ -4,7 +4,8 @@
   ``query`` ``in``; reads ``sortby`` and ignores ``sort``; newest ``datetime`` first by
   default; a ``next`` link on every non-empty page; stac-server's error bodies.  With
   ``pgstac=True`` it rejects ``query`` like stac-fastapi-pgstac and takes CQL2 filters.
-* :class:`RangeServer` serves files with HTTP Range support, as GDAL's /vsicurl/ needs.
+* :class:`RangeServer` serves files with HTTP Range support, as GDAL's /vsicurl/ needs
+  (and ``Last-Modified``, as S3 sends it).
 
 Both count the requests they get.  Scripted faults (:meth:`StacServer.fault`) are
 served before normal answers.
@@ -16,6 +17,7 @@ import json
 import os
 import threading
 import time
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -237,6 +239,7 @@ class RangeServer(_Base):
                 self.send_response(status)
                 self.send_header("Accept-Ranges", "bytes")
                 self.send_header("Content-Type", "image/tiff")
+                self.send_header("Last-Modified", formatdate(path.stat().st_mtime, usegmt=True))
                 self.send_header("Content-Length", str(len(body)))
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")

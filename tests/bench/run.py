@@ -5,6 +5,8 @@
 3. resolving 1,000 cubes over 5 targets against a stac-server look-alike on 127.0.0.1:
    cold cache, warm cache, and pystac-client doing the same job
 4. ``shaperesolver fromlist=`` over 10,000 small cubes (warm cache, verify=no)
+5. checking a remote COG against the body (issue 11): HTTP requests to the DEM's server
+   for today's open, a first check, a warm-cache check and a stale entry
 """
 
 from __future__ import annotations
@@ -170,14 +172,69 @@ def bench_fromlist(tmp: Path) -> None:
           f"exit {proc.returncode}, {len(srv.requests) - before} HTTP requests")
 
 
+def make_cog(path: Path, width: int = 4096, height: int = 2048) -> Path:
+    """A Mars radius COG (float32, 512x512 tiles, DEFLATE, overviews) written with GDAL."""
+    import numpy as np
+    from osgeo import gdal, osr
+
+    lat = np.radians(np.linspace(89.9, -89.9, height))[:, None]
+    lon = np.radians(np.linspace(-180, 180, width))[None, :]
+    a, c = 3396190.0, 3376200.0
+    r = a * c / np.sqrt((c * np.cos(lat)) ** 2 + (a * np.sin(lat)) ** 2) + 8000.0 * np.sin(3 * lon) * np.cos(2 * lat)
+    mem = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GDT_Float32)
+    mem.SetGeoTransform((-180.0, 360.0 / width, 0.0, 90.0, 0.0, -180.0 / height))
+    srs = osr.SpatialReference()
+    srs.SetGeogCS("Mars 2000", "D_Mars_2000", "Mars_2000_IAU_IAG", a, 0.0)
+    mem.SetProjection(srs.ExportToWkt())
+    mem.GetRasterBand(1).WriteArray(r.astype(np.float32))
+    gdal.GetDriverByName("COG").CreateCopy(str(path), mem, options=["BLOCKSIZE=512", "COMPRESS=DEFLATE",
+                                                                    "RESAMPLING=AVERAGE"])
+    return path
+
+
+def bench_modelcheck(tmp: Path) -> None:
+    from osgeo import gdal
+    from servers import RangeServer
+
+    from shaperesolver.raster import open_model
+
+    print("\n== 5. checking a remote COG against the body (4096x2048 float32, 512x512 tiles, overviews) ==")
+    www = tmp / "www"
+    www.mkdir()
+    make_cog(www / "mars.tif")
+    with RangeServer(www) as files, StacServer([item("mars0005", ["Mars"], "0005", href=files.url("mars.tif"))]) as srv:
+        gdal.VSICurlClearCache()
+        t0 = time.perf_counter()
+        open_model("/vsicurl/" + files.url("mars.tif"))
+        print(f"open and verify structure (before issue 11)  {len(files.requests):2d} HTTP requests, "
+              f"{1000 * (time.perf_counter() - t0):6.1f} ms")
+        rows = (("first check", {}), ("warm cache", {}), ("stale entry, same size/Last-Modified", {"cache_ttl": 0.0}))
+        for label, kw in rows:
+            gdal.VSICurlClearCache()
+            before = len(files.requests)
+            t0 = time.perf_counter()
+            with Resolver(url=srv.url, cache_dir=tmp / "cache-check", http=HttpSettings(retries=0), **kw) as r:
+                res = r.resolve(target="Mars")
+            took = time.perf_counter() - t0
+            print(f"{label:44s} {len(files.requests) - before:2d} HTTP requests to the DEM, {took * 1000:6.1f} ms "
+                  f"({res.source}; {r.requests_sent} to the STAC API)")
+
+
+BENCHES = {"read": bench_read, "write": bench_write, "web": bench_web, "fromlist": bench_fromlist,
+           "modelcheck": bench_modelcheck}
+
+
 def main() -> None:
+    """All benchmarks, or only those named on the command line (e.g. ``run.py modelcheck``)."""
     warnings.filterwarnings("ignore", module="pystac_client")
+    chosen = sys.argv[1:] or list(BENCHES)
+    unknown = [n for n in chosen if n not in BENCHES]
+    if unknown:
+        sys.exit(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
     with tempfile.TemporaryDirectory(prefix="shaperesolver-bench-") as d:
         tmp = Path(d)
-        bench_read(tmp)
-        bench_write(tmp)
-        bench_web(tmp)
-        bench_fromlist(tmp)
+        for name in chosen:
+            BENCHES[name](tmp)
 
 
 if __name__ == "__main__":
