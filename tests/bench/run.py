@@ -63,6 +63,31 @@ def bench_read(tmp: Path) -> None:
     print(f"speed-up over pvl.loads   {r_read / r_pvl:9.0f}x")
 
 
+def bench_read_real(tmp: Path) -> None:
+    """Reads per second over the real ISIS labels of tests/data/real (when present)."""
+    sys.path.insert(0, str(HERE.parent))
+    import test_real_labels as real  # noqa: E402 - the test module knows where the set is
+
+    paths = []
+    for row in real.ROWS:
+        try:
+            src = real._source(row["name"])
+        except BaseException:  # noqa: BLE001 - pytest's skip when the set is absent
+            print("\n== 1b. real labels: the real set is not on this machine; skipped ==")
+            return
+        if row["role"] == "positive" and src.suffix in (".cub", ".lbl"):
+            paths.append(src)
+    ok = [p for p in paths if read_label(p).target]
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 2.0:
+        for p in ok:
+            read_label(p).target
+        n += len(ok)
+    took = time.perf_counter() - t0
+    print(f"\n== 1b. reading the {len(ok)} real ISIS cubes and labels of tests/data/real ==")
+    print(f"read_label(path).target   {n / took:9.0f} labels/s  ({1000 * took / n:.3f} ms each)")
+
+
 def bench_write(tmp: Path) -> None:
     print("\n== 2. writing ShapeModel (journal + fsync + lock, read back and checked) ==")
     text = cubes.label_text("viking_mars")
@@ -220,7 +245,7 @@ def bench_modelcheck(tmp: Path) -> None:
                   f"({res.source}; {r.requests_sent} to the STAC API)")
 
 
-BENCHES = {"read": bench_read, "write": bench_write, "web": bench_web, "fromlist": bench_fromlist,
+BENCHES = {"read": bench_read, "real": bench_read_real, "write": bench_write, "web": bench_web, "fromlist": bench_fromlist,
            "modelcheck": bench_modelcheck}
 
 
