@@ -1,0 +1,184 @@
+"""Issue 8: a hostile server, cache, shared directory, catalog, kernel db or list.
+
+Everything here runs against real servers on 127.0.0.1, real FIFOs, symlinks and a
+real second uid (a forked child that calls ``os.setuid``).  Traffic to link-local or
+private addresses is made impossible by an audit hook (below) that aborts any such
+``connect`` before it happens.
+"""
+
+import ipaddress
+import json
+import logging
+import os
+import socket
+import sys
+import time
+
+import pytest
+
+from servers import StacServer, item
+from shaperesolver import HttpSettings, Resolver
+from shaperesolver.cache import DiskCache
+from shaperesolver.stac import search_url
+
+FAST = HttpSettings(connect_timeout=2, read_timeout=2, retries=1, backoff=0.01, max_retry_after=5)
+MARS = [item("molaMarsPlanetaryRadius0005", ["Mars"], "0005"), item("molaMarsPlanetaryRadius0004", ["Mars"], "0004")]
+GOOD = "/vsicurl/https://dems.example.org/molaMarsPlanetaryRadius0005.tiff"
+SYSTEM = "$base/dems/molaMarsPlanetaryRadius0004.cub"
+
+# ---------------------------------------------------------------- no traffic beyond loopback
+
+CONNECTS: list = []
+_FORBIDDEN = [ipaddress.ip_network(n) for n in ("169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                 "fe80::/10", "fc00::/7")]
+
+
+def _audit(event, args):
+    if event == "socket.connect":
+        addr = args[1]
+        if isinstance(addr, tuple) and addr:
+            CONNECTS.append(addr[0])
+            try:
+                ip = ipaddress.ip_address(addr[0])
+            except ValueError:
+                return
+            if any(ip in n for n in _FORBIDDEN):
+                raise OSError(f"test guard: refusing to connect to {addr[0]}")
+
+
+sys.addaudithook(_audit)
+
+
+def closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    d = tmp_path / "cache"
+    d.mkdir(mode=0o755)
+    os.chmod(d, 0o755)
+    return d
+
+
+@pytest.fixture
+def resolver_factory(tmp_path, cache_dir):
+    made = []
+
+    def make(url=None, **kw):
+        kw.setdefault("cache_dir", cache_dir)
+        kw.setdefault("verify", False)
+        kw.setdefault("http", FAST)
+        r = Resolver(url=url, **kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def plant(cache_dir, url, value, stored=None, body="Mars", pin=None, raw=None):
+    """Write a cache entry for (url, body) as an attacker would."""
+    path = cache_dir / f"{DiskCache.key(search_url(url), 'isis-global-dtms', body, pin)}.json"
+    path.write_bytes(raw if raw is not None else json.dumps({"stored": time.time() if stored is None else stored,
+                                                             "value": value}).encode())
+    os.chmod(path, 0o644)
+    return path
+
+
+def entry(href, item_id="evil0099", version="0099"):
+    return {"item_id": item_id, "version": version, "href": href, "asset_key": "image"}
+
+
+# ================================================================ 1. cache poisoning
+
+
+def test_cached_entry_with_a_future_stored_time_is_ignored(resolver_factory, cache_dir, caplog):
+    with StacServer(MARS) as srv:
+        plant(cache_dir, srv.url, entry("https://evil.example.org/evil0099.tiff"), stored=time.time() + 10 * 365 * 86400)
+        res = resolver_factory(srv.url).resolve(target="Mars")
+        assert res.shape_model == GOOD and len(srv.searches) == 1
+    assert any("in the future" in m for m in caplog.messages)
+
+
+def test_cached_href_obeys_the_same_rules_as_a_fresh_answer(resolver_factory, cache_dir, isisdata, caplog):
+    """An http:// href planted for an https endpoint: refused, as a server answer would be."""
+    url = f"https://127.0.0.1:{closed_port()}/"  # nothing listens: the fresh search fails too
+    plant(cache_dir, url, entry("http://127.0.0.1:9/attacker/dem.tif"))
+    r = resolver_factory(url, isisdata=isisdata)
+    res = r.resolve(target="Mars")
+    assert res.source == "system" and res.shape_model == SYSTEM
+    assert "attacker" not in json.dumps(res.record())
+    assert any("ignoring cache entry" in m and "absolute https" in m for m in caplog.messages)
+    assert r.requests_sent >= 1  # the cached value was not used; the API was asked
+
+
+@pytest.mark.parametrize("kind", ["list", "deep", "devzero", "fifo", "huge", "types", "symlink", "bad-stored",
+                                  "not-json", "extra-keys"])
+def test_malformed_cache_entries_are_ignored(resolver_factory, cache_dir, tmp_path, caplog, kind):
+    with StacServer(MARS) as srv:
+        path = cache_dir / f"{DiskCache.key(search_url(srv.url), 'isis-global-dtms', 'Mars', None)}.json"
+        if kind == "list":
+            plant(cache_dir, srv.url, [1, 2, 3])
+        elif kind == "deep":
+            plant(cache_dir, srv.url, None, raw=b'{"stored": 1, "value": ' + b"[" * 100000 + b"]" * 100000 + b"}")
+        elif kind == "devzero":
+            path.symlink_to("/dev/zero")
+        elif kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "huge":
+            plant(cache_dir, srv.url, entry(GOOD[9:]) | {"pad": "x" * (3 << 20)})
+        elif kind == "types":
+            plant(cache_dir, srv.url, {"item_id": ["x"], "version": 5, "href": {"a": 1}, "asset_key": None})
+        elif kind == "symlink":
+            real = tmp_path / "elsewhere.json"
+            real.write_text(json.dumps({"stored": time.time(), "value": entry("https://evil.example.org/e.tiff")}))
+            path.symlink_to(real)
+        elif kind == "bad-stored":
+            plant(cache_dir, srv.url, None, raw=b'{"stored": "yesterday", "value": {}}')
+        elif kind == "not-json":
+            plant(cache_dir, srv.url, None, raw=b"\xff\xfe{{{")
+        elif kind == "extra-keys":
+            plant(cache_dir, srv.url, None, raw=json.dumps({"stored": time.time(), "value": entry("https://e.org/e.tiff"),
+                                                            "more": 1}).encode())
+        t0 = time.monotonic()
+        res = resolver_factory(srv.url).resolve(target="Mars")
+        assert time.monotonic() - t0 < 10
+        assert res.shape_model == GOOD and res.item_id == "molaMarsPlanetaryRadius0005" and len(srv.searches) == 1
+    msgs = [m for m in caplog.messages if "cache" in m]
+    assert msgs and all("\n" not in m and len(m) < 400 for m in msgs), caplog.messages
+
+
+def test_the_search_modes_file_is_read_only_when_a_search_needs_it(resolver_factory, cache_dir, isisdata, make_cube):
+    modes = cache_dir / "search-modes.json"
+    modes.write_text(json.dumps({"stored": time.time(), "value": {"http://x/search": "filter"}}))
+    os.utime(modes, (1_000_000, time.time()))  # atime < mtime: any read updates atime (relatime)
+    with StacServer(MARS) as srv:
+        cube = make_cube("viking_mars")
+        for shape in ("ellipsoid", "system"):
+            r = resolver_factory(srv.url, isisdata=isisdata)
+            r.resolve(cube, shape=shape)
+            r.resolve(target="Mars", shape=shape)
+        assert os.stat(modes).st_atime == 1_000_000 and srv.requests == []
+        resolver_factory(srv.url).resolve(target="Mars")  # a search: now it is read
+        if os.stat(modes).st_atime == 1_000_000:
+            pytest.skip("this file system does not update access times")
+
+
+def test_hostile_search_modes_files_never_break_a_run(resolver_factory, cache_dir, isisdata):
+    modes = cache_dir / "search-modes.json"
+    os.mkfifo(modes)
+    with StacServer(MARS) as srv:
+        assert resolver_factory(srv.url).resolve(target="Mars").shape_model == GOOD
+        os.unlink(modes)
+        modes.write_text(json.dumps({"stored": time.time(), "value": {search_url(srv.url): {"evil": 1}, "x": "filter"}}))
+        res = resolver_factory(srv.url).resolve(target="Mars")
+        assert res.shape_model == GOOD and "query" in srv.searches[-1]["body"]
+        os.unlink(modes)
+        modes.write_text(json.dumps({"stored": time.time(), "value": ["filter"]}))
+        assert resolver_factory(srv.url, cache="yes").resolve(target="Mars").shape_model == GOOD
