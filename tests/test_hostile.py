@@ -182,3 +182,119 @@ def test_hostile_search_modes_files_never_break_a_run(resolver_factory, cache_di
         os.unlink(modes)
         modes.write_text(json.dumps({"stored": time.time(), "value": ["filter"]}))
         assert resolver_factory(srv.url, cache="yes").resolve(target="Mars").shape_model == GOOD
+
+
+# ================================================================ 2. sharing the cache
+
+NOBODY = 65534
+
+
+def as_user(uid, func):
+    """Run ``func()`` in a forked child that has switched to ``uid``; return its JSON result."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            messages = []
+
+            class Keep(logging.Handler):
+                def emit(self, record):
+                    messages.append(record.getMessage())
+
+            logging.getLogger("shaperesolver").addHandler(Keep())
+            out = {"result": func(), "messages": messages, "uid": os.getuid()}
+            os.write(w, json.dumps(out).encode())
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 - report to the parent
+            os.write(w, json.dumps({"error": repr(exc)}).encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    out = json.loads(data)
+    assert "error" not in out, out
+    assert out["uid"] == uid
+    return out
+
+
+@pytest.fixture
+def shared(tmp_path):
+    """A directory every uid can reach (pytest's tmp_path is private to root)."""
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="shaperesolver-shared-", dir="/tmp")
+    os.chmod(d, 0o1777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_the_same_user_shares_a_cache_across_processes_and_files_are_0644(shared):
+    from pathlib import Path
+    d = Path(shared) / "mine"
+    # one process of uid 65534 warms the cache ("login node"), another reads it ("compute node")
+    as_user(NOBODY, lambda: DiskCache(d).put("k", {"href": "https://x.org/a.tif"}))
+    out = as_user(NOBODY, lambda: DiskCache(d).get("k"))
+    assert out["result"][0] == {"href": "https://x.org/a.tif"} and out["messages"] == []
+    st = (d / "k.json").stat()
+    assert st.st_uid == NOBODY and oct(st.st_mode & 0o777) == oct(0o644)
+    assert oct(d.stat().st_mode & 0o022) == oct(0)
+
+
+def test_another_users_cache_directory_is_ignored_with_a_clear_message(shared, caplog):
+    from pathlib import Path
+    with StacServer(MARS) as srv:
+        d = Path(shared) / "roots"
+        r = Resolver(url=srv.url, cache_dir=d, verify=False, http=FAST)
+        assert r.resolve(target="Mars").shape_model == GOOD and len(srv.searches) == 1
+        os.chmod(d, 0o755)
+
+        def nobody_resolves():
+            rr = Resolver(url=srv.url, cache_dir=d, verify=False, http=FAST)
+            res = rr.resolve(target="Mars")
+            return [res.shape_model, rr.requests_sent]
+
+        out = as_user(NOBODY, nobody_resolves)
+        assert out["result"] == [GOOD, 1]  # not trusted: asked the API itself, and worked
+        [msg] = out["messages"]
+        assert "ignoring the cache directory" in msg and "owned by uid 0" in msg and "corrupt" not in msg
+        assert sorted(p.stat().st_uid for p in d.iterdir()) == [0]  # nobody wrote nothing there
+
+        # and the other way round: root never trusts what uid 65534 wrote
+        theirs = Path(shared) / "theirs"
+        out = as_user(NOBODY, lambda: DiskCache(theirs).put(
+            DiskCache.key(search_url(srv.url), "isis-global-dtms", "Mars", None), entry("https://evil.example.org/e.tiff")))
+        res = Resolver(url=srv.url, cache_dir=theirs, verify=False, http=FAST).resolve(target="Mars")
+        assert res.shape_model == GOOD and len(srv.searches) == 3
+    assert any("owned by uid 65534" in m for m in caplog.messages)
+
+
+def test_writable_by_others_directory_or_foreign_file_is_not_trusted(cache_dir, caplog):
+    with StacServer(MARS) as srv:
+        Resolver(url=srv.url, cache_dir=cache_dir, verify=False, http=FAST).resolve(target="Mars")
+        [f] = [p for p in cache_dir.iterdir() if p.name != "search-modes.json"]
+        f.write_text(json.dumps({"stored": time.time(), "value": entry("https://evil.example.org/e.tiff")}))
+        os.chmod(f, 0o644)
+        os.chown(f, NOBODY, NOBODY)  # planted by another user (in a directory they could once write)
+        assert Resolver(url=srv.url, cache_dir=cache_dir, verify=False, http=FAST).resolve(target="Mars").shape_model == GOOD
+        assert any("owned by uid 65534" in m for m in caplog.messages)
+        os.chown(f, 0, 0)
+        os.chmod(f, 0o666)
+        assert Resolver(url=srv.url, cache_dir=cache_dir, verify=False, http=FAST).resolve(target="Mars").shape_model == GOOD
+        assert any("other users can write to it (mode 0666)" in m for m in caplog.messages)
+        os.chmod(cache_dir, 0o777)
+        caplog.clear()
+        r = Resolver(url=srv.url, cache_dir=cache_dir, verify=False, http=FAST)
+        assert r.resolve(target="Mars").shape_model == GOOD and r.resolve(target="Moon", shape="ellipsoid")
+        assert len(srv.searches) == 4
+        assert [m for m in caplog.messages if "cache directory" in m] == [
+            f"ignoring the cache directory {cache_dir}: other users can write to it (mode 0777); "
+            "set SHAPERESOLVER_CACHE_DIR to a directory of your own"]
