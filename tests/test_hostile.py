@@ -298,3 +298,169 @@ def test_writable_by_others_directory_or_foreign_file_is_not_trusted(cache_dir, 
         assert [m for m in caplog.messages if "cache directory" in m] == [
             f"ignoring the cache directory {cache_dir}: other users can write to it (mode 0777); "
             "set SHAPERESOLVER_CACHE_DIR to a directory of your own"]
+
+
+# ================================================================ 3. requests it should never send
+
+
+def test_next_link_with_delete_is_refused(resolver_factory, isisdata):
+    with StacServer(MARS, page_size=1, next_link={"method": "DELETE", "href": "/admin/delete-everything"}) as srv:
+        r = resolver_factory(srv.url, isisdata=isisdata, cache="no")
+        res = r.resolve(target="Mars")
+        assert [q["method"] for q in srv.requests] == ["POST"]
+        assert res.source == "system" and "refusing a next link with method 'DELETE'" in res.fallback_reasons[0]
+
+
+@pytest.mark.parametrize("href,words", [
+    ("http://169.254.169.254/latest/meta-data/iam/security-credentials/", "link-local address (169.254.169.254)"),
+    ("http://10.0.0.1/search", "private address (10.0.0.1)"),
+    ("http://[fe80::1]/search", "link-local address (fe80::1)"),
+    ("file:///etc/passwd", "only http(s) URLs"),
+    ("gopher://127.0.0.1:70/x", "only http(s) URLs"),
+])
+def test_next_link_to_a_forbidden_address_is_refused_before_connecting(resolver_factory, isisdata, href, words):
+    with StacServer(MARS, page_size=1, next_link={"method": "POST", "href": href}) as srv:
+        r = resolver_factory(srv.url, isisdata=isisdata, cache="no")
+        CONNECTS.clear()
+        res = r.resolve(target="Mars")
+        assert res.source == "system" and words in res.fallback_reasons[0], res.fallback_reasons
+        assert set(CONNECTS) == {"127.0.0.1"} and r.requests_sent == 1 and len(srv.requests) == 1
+
+
+def test_next_link_to_another_loopback_name_is_followed(resolver_factory):
+    """The API is on loopback, so a next link to 'localhost' (another loopback name) is fine."""
+    with StacServer(MARS, page_size=1, next_host="localhost") as srv:
+        res = resolver_factory(srv.url, cache="no").resolve(target="Mars")
+        assert res.shape_model == GOOD and len(srv.searches) == 2
+
+
+def test_address_policy_of_a_public_api():
+    """USGS's next links point at another public host; private and metadata addresses are refused."""
+    from shaperesolver.errors import CatalogError
+    from shaperesolver.stac import AddressPolicy
+    CONNECTS.clear()
+    policy = AddressPolicy("https://8.8.8.8/apis/isis-stac/")  # a public address literal: never contacted
+    assert policy.check("https://93.184.216.34/prod/search", "next link")
+    for bad in ("http://169.254.169.254/", "http://127.0.0.1:9/", "http://192.168.1.1/", "http://172.16.0.1/",
+                "http://[::1]/", "http://[::ffff:169.254.169.254]/", "http://0.0.0.0/", "file:///etc/passwd"):
+        with pytest.raises(CatalogError):
+            policy.check(bad, "next link")
+    assert CONNECTS == []
+
+
+def test_cross_origin_307_does_not_re_post_the_search_body(resolver_factory, isisdata):
+    with StacServer(MARS) as other, StacServer(MARS) as srv:
+        srv.fault(status=307, headers={"Location": f"http://localhost:{other.port}/search"}, body=b"")
+        res = resolver_factory(srv.url, isisdata=isisdata, cache="no").resolve(target="Mars")
+        assert other.requests == []
+        assert res.source == "system" and "refusing to re-send the search body to another origin" in res.fallback_reasons[0]
+
+
+def test_same_origin_307_is_followed_with_the_body(resolver_factory):
+    with StacServer(MARS) as srv:
+        srv.fault(status=307, headers={"Location": "/moved/search"}, body=b"")
+        res = resolver_factory(srv.url, cache="no").resolve(target="Mars")
+        assert res.shape_model == GOOD and [q["path"] for q in srv.requests] == ["/search", "/moved/search"]
+        assert srv.requests[1]["body"]["query"] == {"ssys:targets": {"in": ["Mars"]}}
+
+
+def test_remote_catalog_links_stay_remote(tmp_path, isisdata):
+    from servers import RangeServer
+    www = tmp_path / "www"
+    www.mkdir()
+    evil = tmp_path / "evil.json"  # a valid item on local disk, which a remote catalog must never reach
+    evil.write_text(json.dumps(item("evil0099", ["Mars"], "0099", href="https://evil.example.org/evil.tiff")))
+    for name, href in (("a.json", f"file://{evil}"), ("b.json", str(evil)), ("c.json", "/proc/self/cmdline"),
+                       ("d.json", "http://169.254.169.254/latest/meta-data/")):
+        (www / name).write_text(json.dumps({"type": "Catalog", "id": "x", "links": [{"rel": "child", "href": href}]}))
+    with RangeServer(www) as files:
+        results = {}
+        for name in ("a.json", "b.json", "c.json", "d.json"):
+            r = Resolver(catalog=files.url(name), verify=False, cache="no", http=FAST, isisdata=isisdata)
+            results[name] = r.resolve(target="Mars")
+        paths = [q["path"] for q in files.requests]
+    for res in results.values():
+        assert res.source == "system" and "evil" not in res.shape_model
+    assert "remote catalog's links must stay remote" in results["a.json"].fallback_reasons[0]
+    assert str(evil) in paths and "/proc/self/cmdline" in paths  # asked the server, never the local disk
+    assert "link-local" in results["d.json"].fallback_reasons[0]
+
+
+def test_local_catalog_links_stay_local_regular_files(tmp_path, isisdata):
+    cat = tmp_path / "cat"
+    cat.mkdir()
+    os.mkfifo(cat / "fifo.json")
+    (cat / "zero.json").symlink_to("/dev/zero")
+    for name, href in (("web.json", "http://127.0.0.1:9/x.json"), ("fifo-cat.json", "fifo.json"),
+                       ("zero-cat.json", "zero.json"), ("dir-cat.json", str(tmp_path))):
+        (cat / name).write_text(json.dumps({"type": "Catalog", "id": "x", "links": [{"rel": "child", "href": href}]}))
+    expect = {"web.json": "links must be local files", "fifo-cat.json": "is a FIFO", "zero-cat.json": "character device",
+              "dir-cat.json": "directory"}
+    for name, words in expect.items():
+        t0 = time.monotonic()
+        res = Resolver(catalog=cat / name, verify=False, cache="no", http=FAST, isisdata=isisdata).resolve(target="Mars")
+        assert time.monotonic() - t0 < 10
+        assert res.source == "system" and words in res.fallback_reasons[0], res.fallback_reasons
+
+
+# ================================================================ 4. time and memory
+
+
+def test_dribbling_server_is_cut_off_at_the_search_deadline(resolver_factory, isisdata):
+    with StacServer(MARS) as srv:
+        srv.fault(status=200, body=b'{"type": "FeatureCollection", "features": []}' + b" " * 1000, dribble=0.2)
+        settings = HttpSettings(connect_timeout=2, read_timeout=5, retries=2, backoff=0.01, deadline=1.5)
+        t0 = time.monotonic()
+        res = resolver_factory(srv.url, isisdata=isisdata, cache="no", http=settings).resolve(target="Mars")
+        took = time.monotonic() - t0
+        assert res.source == "system" and "gave up after the 1.5 s deadline" in res.fallback_reasons[0]
+        assert took < 3
+
+
+def test_retries_and_back_off_count_against_the_deadline(resolver_factory, isisdata):
+    with StacServer(MARS) as srv:
+        srv.fault(status=503, body={"message": "slow down"}, headers={"Retry-After": "30"}, times=10)
+        settings = HttpSettings(connect_timeout=2, read_timeout=2, retries=5, max_retry_after=60, deadline=1.0)
+        t0 = time.monotonic()
+        res = resolver_factory(srv.url, isisdata=isisdata, cache="no", http=settings).resolve(target="Mars")
+        assert time.monotonic() - t0 < 2 and "deadline" in res.fallback_reasons[0] and len(srv.searches) == 1
+
+
+def test_dribbling_static_catalog_is_cut_off_at_the_walk_deadline(isisdata):
+    with StacServer(MARS) as srv:
+        srv.fault(status=200, body=b'{"type": "Catalog", "links": []}' + b" " * 1000, dribble=0.2)
+        settings = HttpSettings(connect_timeout=2, read_timeout=5, retries=0, deadline=1.0)
+        t0 = time.monotonic()
+        res = Resolver(catalog=srv.url, verify=False, cache="no", http=settings, isisdata=isisdata).resolve(target="Mars")
+        assert time.monotonic() - t0 < 2.5 and "deadline" in res.fallback_reasons[0]
+
+
+def test_deeply_nested_json_is_refused(resolver_factory, isisdata):
+    with StacServer(MARS) as srv:
+        srv.fault(status=200, body=b"[" * 100000 + b"]" * 100000)
+        res = resolver_factory(srv.url, isisdata=isisdata, cache="no").resolve(target="Mars")
+        assert res.source == "system" and "nested more than 64 levels" in res.fallback_reasons[0]
+
+
+def test_items_are_capped_across_pages(resolver_factory, isisdata):
+    many = [item(f"dem{v:05d}", ["Mars"], f"{v:05d}") for v in range(1, 301)]
+    with StacServer(many, page_size=50) as srv:
+        settings = HttpSettings(connect_timeout=2, read_timeout=2, retries=0, max_items=120)
+        res = resolver_factory(srv.url, isisdata=isisdata, cache="no", http=settings).resolve(target="Mars")
+        assert res.source == "system" and "more than 120 items in all" in res.fallback_reasons[0]
+        assert len(srv.searches) == 3  # stopped on the page that crossed the cap
+        res = resolver_factory(srv.url, isisdata=isisdata, cache="no").resolve(target="Mars")  # the defaults suffice
+        assert res.version == "00300" and len(srv.searches) == 3 + 6
+
+
+def test_bytes_are_capped_across_pages(resolver_factory, isisdata):
+    with StacServer(MARS, page_size=1, pad=400_000) as srv:  # each page is well under the per-response cap
+        settings = HttpSettings(connect_timeout=2, read_timeout=2, retries=0, max_total_bytes=600_000)
+        res = resolver_factory(srv.url, isisdata=isisdata, cache="no", http=settings).resolve(target="Mars")
+        assert res.source == "system" and "more than 600000 bytes in all" in res.fallback_reasons[0]
+        assert len(srv.searches) == 2
+
+
+def test_default_deadline_and_caps():
+    st = HttpSettings()
+    assert (st.deadline, st.max_total_bytes, st.max_items, st.max_bytes) == (120.0, 64 * 2**20, 100_000, 20 * 2**20)
