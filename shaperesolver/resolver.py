@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bodies, kerneldb, raster
+from . import bodies, kerneldb, raster, safeio
 from .cache import DiskCache
 from .errors import (
     CatalogError,
@@ -24,6 +24,7 @@ from .errors import (
     KernelDbError,
     ModelError,
     ShapeResolverError,
+    UnsafeFileError,
     UsageError,
     VersionNotFoundError,
 )
@@ -240,6 +241,7 @@ class Resolver:
             sysmodel = kerneldb.find_system_model(keywords, self.isisdata)
         except (DataAreaError, KernelDbError) as exc:
             raise ResolutionError([*reasons, str(exc)]) from None
+        reasons.extend(sysmodel.reasons)
         if sysmodel.path is None:
             reasons.append(f"no SYSTEM shape model for {name} in {sysmodel.db}; using the ellipsoid")
             log.warning("%s: %s", cube_path or name, reasons[-1])
@@ -359,6 +361,11 @@ class Resolver:
             if not os.path.exists(model):
                 raise UsageError(f"model={model}: no such file")
             real = value = str(Path(model).resolve())
+        try:  # a FIFO or device would hang or exhaust GDAL
+            fd, _ = safeio.open_regular(real, what="model")
+            os.close(fd)
+        except UnsafeFileError as exc:
+            raise UsageError(f"model={model}: {exc}") from None
         if self.verify:
             self._opened.get(real, lambda: self._check_open(real))
         return value

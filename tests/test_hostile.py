@@ -464,3 +464,163 @@ def test_bytes_are_capped_across_pages(resolver_factory, isisdata):
 def test_default_deadline_and_caps():
     st = HttpSettings()
     assert (st.deadline, st.max_total_bytes, st.max_items, st.max_bytes) == (120.0, 64 * 2**20, 100_000, 20 * 2**20)
+
+
+# ================================================================ 5. inputs that abort a batch
+
+import subprocess  # noqa: E402
+import shutil  # noqa: E402
+
+EXE = shutil.which("shaperesolver", path=os.path.dirname(sys.executable)) or shutil.which("shaperesolver")
+
+
+def run(*args, tmp_path, timeout=60):
+    env = dict(os.environ, SHAPERESOLVER_CACHE_DIR=str(tmp_path / "clicache"))
+    env.pop("ISISDATA", None)
+    env.pop("SHAPERESOLVER_STAC_URL", None)
+    p = subprocess.run([EXE, *map(str, args)], capture_output=True, env=env, timeout=timeout)
+    assert b"Traceback" not in p.stderr, p.stderr.decode()
+    return p
+
+
+def jsonl(p):
+    return [json.loads(line) for line in p.stdout.decode().splitlines()]
+
+
+def test_bad_fromlist_lines_fail_alone(make_cube, tmp_path):
+    good1, good2, good3 = make_cube("viking_mars"), make_cube("lro_moon"), make_cube("ctx_mars")
+    lst = tmp_path / "list.bin"
+    lst.write_bytes(f"{good1}\n".encode() + b"/tmp/evil\x00name.cub\n" + f"{good2}\n".encode()
+                    + b"/tmp/caf\xe9-latin1.cub\n" + f"{good3}\n".encode())
+    before = {c: c.read_bytes() for c in (good1, good2, good3)}
+    p = run(f"fromlist={lst}", "shape=ellipsoid", "--json", tmp_path=tmp_path)
+    assert p.returncode == 1
+    recs = jsonl(p)
+    assert [r["written"] for r in recs] == [True, False, True, False, True]
+    assert "line 2: contains a NUL byte" in recs[1]["error"] and recs[1]["cube"] == "/tmp/evil\\x00name.cub"
+    assert "line 4: not valid UTF-8" in recs[3]["error"] and recs[3]["cube"] == "/tmp/caf\\xe9-latin1.cub"
+    assert all(c.read_bytes() != b for c, b in before.items())
+    errors_ = [line for line in p.stderr.decode().splitlines() if "line " in line]
+    assert len(errors_) == 2 and all(len(e) < 200 for e in errors_)
+    assert "5 cubes: 3 written, 0 unchanged, 0 fell back, 2 failed" in p.stderr.decode()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "devzero", "dir"])
+def test_a_fromlist_that_is_not_a_regular_file_is_one_line(tmp_path, kind):
+    lst = tmp_path / "list.txt"
+    if kind == "fifo":
+        os.mkfifo(lst)
+    elif kind == "devzero":
+        lst.symlink_to("/dev/zero")
+    else:
+        lst.mkdir()
+    p = run(f"fromlist={lst}", "shape=ellipsoid", tmp_path=tmp_path, timeout=20)
+    assert p.returncode == 2 and p.stderr.count(b"\n") == 1 and b"not a regular file" in p.stderr
+
+
+@pytest.mark.parametrize("kind", ["devzero", "fifo", "huge"])
+def test_hostile_kernel_db_is_a_one_line_error_and_the_batch_goes_on(make_cube, tmp_path, kind):
+    root = tmp_path / "isisdata"
+    dems = root / "base" / "dems"
+    dems.mkdir(parents=True)
+    (dems / "kernels.0001.db").write_text('Object = Dem\nEndObject\n')
+    bad = dems / "kernels.0009.db"
+    if kind == "devzero":
+        bad.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(bad)
+    else:
+        with open(bad, "wb") as f:
+            f.truncate(17 * 2**20)
+    mars, moon = make_cube("viking_mars"), make_cube("lro_moon")
+    before = {c: c.read_bytes() for c in (mars, moon)}
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{mars}\n{moon}\n")
+    p = run(f"fromlist={lst}", "shape=system", f"isisdata={root}", "--json", tmp_path=tmp_path, timeout=30)
+    assert p.returncode == 1
+    recs = jsonl(p)
+    assert len(recs) == 2 and all(r["source"] is None and "kernels.0009.db" in r["error"] for r in recs)
+    assert all(c.read_bytes() == b for c, b in before.items())
+    assert all(len(line) < 300 for line in p.stderr.decode().splitlines())
+
+
+def test_catalog_children_at_devices_and_fifos_fall_back(make_cube, tmp_path, isisdata):
+    from servers import RangeServer
+    cat = tmp_path / "cat"
+    cat.mkdir()
+    os.mkfifo(cat / "fifo.json")
+    (cat / "local.json").write_text(json.dumps({"type": "Catalog", "links": [
+        {"rel": "child", "href": "fifo.json"}, {"rel": "child", "href": "/dev/zero"}]}))
+    (cat / "remote.json").write_text(json.dumps({"type": "Catalog", "links": [{"rel": "child", "href": "/dev/zero"}]}))
+    (cat / "remote2.json").write_text(json.dumps({"type": "Catalog", "links": [
+        {"rel": "child", "href": f"file://{cat}/fifo.json"}]}))
+    cube = make_cube("viking_mars")
+    before = cube.read_bytes()
+    p = run(f"from={cube}", f"catalog={cat / 'local.json'}", f"isisdata={isisdata}", "--json", tmp_path=tmp_path, timeout=30)
+    [rec] = jsonl(p)
+    assert p.returncode == 0 and rec["source"] == "system" and "FIFO" in rec["fallback_reason"]
+    with RangeServer(cat) as files:
+        p = run(f"from={cube}", f"catalog={files.url('remote.json')}", "dryrun=yes", f"isisdata={isisdata}", "--json",
+                tmp_path=tmp_path, timeout=30)
+        [rec] = jsonl(p)
+        assert p.returncode == 0 and rec["source"] == "system" and "HTTP 404" in rec["fallback_reason"]
+        assert [q["path"] for q in files.requests] == ["/remote.json", "/dev/zero"]  # asked the server, not the disk
+        p = run(f"from={cube}", f"catalog={files.url('remote2.json')}", "dryrun=yes", f"isisdata={isisdata}", "--json",
+                tmp_path=tmp_path, timeout=30)
+        [rec] = jsonl(p)
+        assert p.returncode == 0 and rec["source"] == "system" and "must stay remote" in rec["fallback_reason"]
+    assert cube.read_bytes() != before
+
+
+def test_user_model_that_is_a_fifo_is_refused(tmp_path):
+    fifo = tmp_path / "dem.tif"
+    os.mkfifo(fifo)
+    with pytest.raises(Exception) as info:
+        Resolver(cache="no", verify=True).resolve(target="Mars", shape="user", model=str(fifo))
+    assert "FIFO" in str(info.value)
+
+
+# ================================================================ 6. SYSTEM paths that escape the data area
+
+
+def _area(tmp_path, *files):
+    root = tmp_path / "isisdata"
+    dems = root / "base" / "dems"
+    dems.mkdir(parents=True)
+    sels = "".join(f'  Group = Selection\n    Match = ("Instrument","TargetName","Mars")\n    File = {f}\n  EndGroup\n'
+                   for f in files)
+    (dems / "kernels.0001.db").write_text(f"Object = Dem\n{sels}EndObject\n")
+    (dems / "molaMarsPlanetaryRadius0004.cub").write_bytes(b"")
+    return root
+
+
+@pytest.mark.parametrize("evil,words", [
+    ('"../../../etc/shadow"', "outside the data area"),
+    ('("base", "../../../../etc/shadow")', "outside the data area"),
+    ('"/etc/shadow"', "outside the data area"),
+    ('("base", "dems/missing.cub")', "no such file"),
+    ('("base", "dems/gone????.cub")', "no existing files"),
+    ('("base", "dems/fifo.cub")', "is a FIFO"),
+])
+def test_system_model_must_be_an_existing_file_inside_the_data_area(make_cube, tmp_path, evil, words):
+    root = _area(tmp_path, '("base", "dems/molaMarsPlanetaryRadius????.cub")', evil)
+    os.mkfifo(root / "base" / "dems" / "fifo.cub")
+    cube = make_cube("viking_mars")
+    r = Resolver(isisdata=root, cache="no")
+    res = r.resolve(cube, shape="system")  # the last match is refused: the one before it wins
+    assert res.source == "system" and res.shape_model == SYSTEM
+    assert words in res.fallback_reasons[0] and "shadow" not in res.shape_model
+    only_evil = _area(tmp_path / "b", evil)
+    os.mkfifo(only_evil / "base" / "dems" / "fifo.cub")
+    res = Resolver(isisdata=only_evil, cache="no").resolve(cube, shape="system")
+    assert res.source == "ellipsoid" and res.shape_model == "Null"
+    assert words in res.fallback_reasons[0] and "no SYSTEM shape model" in res.fallback_reasons[1]
+
+
+def test_system_escape_through_the_command_writes_the_ellipsoid(make_cube, tmp_path):
+    root = _area(tmp_path, '"../../../etc/shadow"')
+    cube = make_cube("viking_mars")
+    p = run(f"from={cube}", "shape=system", f"isisdata={root}", "--json", tmp_path=tmp_path)
+    [rec] = jsonl(p)
+    assert p.returncode == 0 and rec["shape_model"] == "Null" and "outside the data area" in rec["fallback_reason"]
+    assert b"shadow" not in cube.read_bytes()
