@@ -319,7 +319,15 @@ class AddressPolicy:
         if parts.scheme not in ("http", "https") or not parts.hostname or _CONTROL.search(url):
             raise CatalogError(f"refusing {what} {_short(url, 120)!r}: only http(s) URLs are followed")
         allowed = self.allowed()
-        for ip in _addresses(parts.hostname, parts.port):
+        try:
+            addresses = _addresses(parts.hostname, parts.port)
+        except CatalogError:
+            # a name only a configured proxy can resolve (compute nodes behind one): no IP
+            # literal, so not a metadata or private address we could be steered to
+            if requests.utils.get_environ_proxies(url).get(parts.scheme):
+                return url
+            raise
+        for ip in addresses:
             kind = _category(ip)
             if kind not in allowed:
                 raise CatalogError(f"refusing {what} {_short(url, 100)!r}: {parts.hostname} is a {kind} address ({ip}), "
