@@ -14,8 +14,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from . import safeio
 from ._version import __version__
-from .errors import ShapeResolverError, UsageError
+from .errors import ShapeResolverError, UnsafeFileError, UsageError
 from .label import WriteOutcome
 from .resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolution, Resolver
 
@@ -134,20 +135,36 @@ def _versions() -> str:
     return "\n".join(parts)
 
 
-def _cube_list(opts: dict[str, Any]) -> list[str]:
-    cubes = []
+MAX_LIST_BYTES = 64 * 2**20  # a fromlist= file: about a million paths
+
+
+class ListLineError(ShapeResolverError, ValueError):
+    """One line of a ``fromlist=`` file cannot name a cube (not UTF-8, a NUL byte)."""
+
+
+def _cube_list(opts: dict[str, Any]) -> list[str | tuple[str, ListLineError]]:
+    """The cubes to process; a bad ``fromlist`` line is a (shown name, error) pair."""
+    cubes: list[str | tuple[str, ListLineError]] = []
     if "from" in opts:
         cubes.append(opts["from"])
     if "fromlist" in opts:
         path = opts["fromlist"]
         try:
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    line = line.strip()
-                    if line and not line.startswith("#"):
-                        cubes.append(line)
-        except OSError as exc:
-            raise UsageError(f"fromlist={path}: {exc.strerror}") from None
+            data, _ = safeio.read_regular(path, MAX_LIST_BYTES, what="fromlist")
+        except UnsafeFileError as exc:
+            raise UsageError(str(exc)) from None
+        for n, raw in enumerate(data.split(b"\n"), 1):
+            raw = raw.strip()
+            if not raw or raw.startswith(b"#"):
+                continue
+            shown = raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+            if b"\0" in raw:
+                cubes.append((shown, ListLineError(f"{path} line {n}: contains a NUL byte; not a file name")))
+                continue
+            try:
+                cubes.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                cubes.append((shown, ListLineError(f"{path} line {n}: not valid UTF-8; not a file name")))
     if not cubes and "target" not in opts:
         raise UsageError("give from=CUBE or fromlist=LIST (see --help)")
     return cubes
@@ -241,15 +258,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = {"written": 0, "unchanged": 0, "fell back": 0, "failed": 0}
     progress = _Progress(len(cubes), sys.stderr, not opts["quiet"] and (as_json or len(cubes) > 1))
     with resolver:
-        for n, cube in enumerate(cubes, 1):
+        for n, entry in enumerate(cubes, 1):
             res = out = err = None
+            cube = entry if isinstance(entry, str) else entry[0]
             try:
+                if not isinstance(entry, str):
+                    raise entry[1]
                 res = resolver.resolve(cube, shape=shape, **per_cube)
                 out = resolver.write(res, cube, dryrun=dryrun)
             except UsageError as exc:
                 print(f"shaperesolver: {exc}", file=sys.stderr)
                 return 2
-            except ShapeResolverError as exc:
+            except (ShapeResolverError, OSError, ValueError) as exc:  # one bad cube never stops the batch
                 err = exc
             rec = _record(cube, res, out, err)
             if err is not None:
@@ -276,7 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(err: Exception, cube: str) -> str:
     text = " ".join(str(err).split())
-    return text if text.startswith(cube) else f"{cube}: {text}"
+    if isinstance(err, ListLineError):
+        return text
+    text = text if text.startswith(cube) else f"{cube}: {text}"
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _configure_logging(opts: dict[str, Any]) -> None:

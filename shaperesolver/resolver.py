@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bodies, kerneldb, modelcheck, raster
+from . import bodies, kerneldb, modelcheck, raster, safeio
 from .cache import DiskCache
 from .errors import (
     CatalogError,
@@ -24,11 +24,12 @@ from .errors import (
     KernelDbError,
     ModelError,
     ShapeResolverError,
+    UnsafeFileError,
     UsageError,
     VersionNotFoundError,
 )
 from .label import CubeLabel, WriteOutcome, read_label, write_shape_model
-from .stac import Choice, Http, HttpSettings, StacClient, StaticCatalog, check_api_url, choose_item
+from .stac import FILTER, QUERY, Choice, Http, HttpSettings, StacClient, StaticCatalog, _short, check_api_url, check_href, choose_item
 
 __all__ = [
     "DEFAULT_URL",
@@ -169,7 +170,7 @@ class Resolver:
         self.cache = DiskCache(cache_dir, mode=cache, **kw)
         self.http = Http(http or HttpSettings())
         self._modes = _ModeStore(self.cache)
-        self._client = StacClient(self.url, self.http, self._modes.modes, self._modes.remember)
+        self._client = StacClient(self.url, self.http, self._modes, self._modes.remember)
         self._static = StaticCatalog(self.catalog, self.http) if self.catalog else None
         self._web = _Memo()
         self._opened = _Memo()
@@ -243,6 +244,7 @@ class Resolver:
             sysmodel = kerneldb.find_system_model(keywords, self.isisdata)
         except (DataAreaError, KernelDbError) as exc:
             raise ResolutionError([*reasons, str(exc)]) from None
+        reasons.extend(sysmodel.reasons)
         if sysmodel.path is None:
             reasons.append(f"no SYSTEM shape model for {name} in {sysmodel.db}; using the ellipsoid")
             log.warning("%s: %s", cube_path or name, reasons[-1])
@@ -345,25 +347,44 @@ class Resolver:
                 raise _Fallback(f"no web shape model for {'/'.join(names)} in {self._where()}")
             return choice
         key = self.cache.key(self._client.search, self.collection, body, pin)
-        hit = self.cache.get(key)
+        hit = self._cached_choice(key, allow_stale=False)
         if hit is not None:
-            return Choice(**hit[0])
+            return hit[0]
         try:
             items = self._client.items(self.collection, names)
             choice = choose_item(items, names, pin, self._where(), self._client.allow_http)
         except VersionNotFoundError:
             raise
         except CatalogError as exc:
-            stale = self.cache.get(key, allow_stale=True)
+            stale = self._cached_choice(key, allow_stale=True)
             if stale is not None:
                 log.warning("STAC API unreachable (%s); using a cached result %s old", exc, _age(stale[1]))
-                return Choice(**stale[0])
+                return stale[0]
             raise _Fallback(f"web search failed: {exc}") from None
         if choice is None:
             raise _Fallback(f"no web shape model for {'/'.join(names)} in {self._where()}")
         self.cache.put(key, {"item_id": choice.item_id, "version": choice.version, "href": choice.href,
                              "asset_key": choice.asset_key})
         return choice
+
+    def _cached_choice(self, key: str, allow_stale: bool) -> tuple[Choice, float] | None:
+        """A cached Choice, validated exactly like a fresh answer (types, href rules)."""
+        hit = self.cache.get(key, allow_stale=allow_stale)
+        if hit is None:
+            return None
+        value, age = hit
+        try:
+            if not isinstance(value, dict) or set(value) != {"item_id", "version", "href", "asset_key"}:
+                raise CatalogError("not a search result")
+            item_id, version, href, asset_key = (value[k] for k in ("item_id", "version", "href", "asset_key"))
+            if not (isinstance(item_id, str) and isinstance(href, str) and isinstance(asset_key, str)
+                    and (version is None or isinstance(version, str))):
+                raise CatalogError("fields of the wrong type")
+            check_href(href, item_id, self._client.allow_http)
+        except CatalogError as exc:
+            log.warning("ignoring cache entry %s: %s", key, _short(str(exc)))
+            return None
+        return Choice(item_id, version, href, asset_key), age
 
     def _expand(self, path: str) -> str:
         if path.startswith("$"):
@@ -387,6 +408,11 @@ class Resolver:
             if not os.path.exists(model):
                 raise UsageError(f"model={model}: no such file")
             real = value = str(Path(model).resolve())
+        try:  # a FIFO or device would hang or exhaust GDAL
+            fd, _ = safeio.open_regular(real, what="model")
+            os.close(fd)
+        except UnsafeFileError as exc:
+            raise UsageError(f"model={model}: {exc}") from None
         if self.verify:
             self._opened.get((real, body), lambda: self._check_open(real, body))
         return value
@@ -397,20 +423,47 @@ class _Fallback(CatalogError):
 
 
 class _ModeStore:
-    """Which search form (``query`` or ``filter``) works per endpoint, in memory and on disk."""
+    """Which search form (``query`` or ``filter``) works per endpoint, in memory and on disk.
+
+    The file is read only when a search needs it (never for ellipsoid, SYSTEM, user or
+    static-catalog runs), and only well-formed ``{endpoint: "query"|"filter"}`` entries
+    are kept.
+    """
 
     KEY = "search-modes"
 
     def __init__(self, cache: DiskCache) -> None:
         self.cache = cache
         self.lock = threading.Lock()
-        hit = cache.get(self.KEY, allow_stale=True) if cache.mode != "no" else None
-        self.modes: dict[str, str] = dict(hit[0]) if hit and isinstance(hit[0], dict) else {}
+        self._modes: dict[str, str] | None = None
+
+    @property
+    def modes(self) -> dict[str, str]:
+        with self.lock:
+            if self._modes is None:
+                hit = self.cache.get(self.KEY, allow_stale=True) if self.cache.mode != "no" else None
+                modes: dict[str, str] = {}
+                if hit is not None:
+                    if isinstance(hit[0], dict):
+                        modes = {k: v for k, v in hit[0].items() if isinstance(k, str) and v in (QUERY, FILTER)}
+                    if not isinstance(hit[0], dict) or len(modes) != len(hit[0]):
+                        log.warning("ignoring malformed entries in the cache's %s file", self.KEY)
+                self._modes = modes
+            return self._modes
+
+    def get(self, endpoint: str, default: str | None = None) -> str | None:
+        return self.modes.get(endpoint, default)
+
+    def __setitem__(self, endpoint: str, mode: str) -> None:
+        modes = self.modes
+        with self.lock:
+            modes[endpoint] = mode
 
     def remember(self, endpoint: str, mode: str) -> None:
+        modes = self.modes
         with self.lock:
-            self.modes[endpoint] = mode
-            self.cache.put(self.KEY, dict(self.modes))
+            modes[endpoint] = mode
+            self.cache.put(self.KEY, dict(modes))
 
 
 def _age(seconds: float) -> str:
