@@ -100,6 +100,14 @@ def _reserve(fd: int, length: int) -> None:
         raise
 
 
+def _create(path: str, new: Path, what: str) -> int:
+    """Create ``new`` for writing: exclusively, never through a link, private to us."""
+    try:
+        return os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise LabelWriteError(path, f"cannot create {what} {new.name}: {_why(exc)}; not modified") from None
+
+
 def _fsync_dir(directory: str | os.PathLike[str]) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -276,10 +284,7 @@ def write_region(fd: int, path: str, st: os.stat_result, old: bytes, new: bytes,
     except OSError as exc:
         raise LabelWriteError(path, f"cannot secure space for the label ({_why(exc)}); not modified") from None
     blob = _encode(st, old, new)
-    try:
-        jfd = os.open(jp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise LabelWriteError(path, f"cannot create the write journal {jp.name}: {_why(exc)}; not modified") from None
+    jfd = _create(path, jp, "the write journal")
     try:
         try:
             hook("journal-open")
@@ -337,10 +342,7 @@ def replace_file(fd: int, path: str, st: os.stat_result, data: bytes, hook: Hook
         raise LabelWriteError(path, f"has {st.st_nlink} hard links; replacing it would split them; not modified")
     tmp = temp_path(real)
     _clear_temp(tmp, st)
-    try:
-        tfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise LabelWriteError(path, f"cannot create {tmp.name}: {_why(exc)}; not modified") from None
+    tfd = _create(path, tmp, "the temporary file")
     try:
         try:
             _reserve(tfd, len(data))

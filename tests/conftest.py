@@ -26,3 +26,30 @@ def isisdata(tmp_path):
         '    File = ("base", "dems/molaMarsPlanetaryRadius????.cub")\n  EndGroup\nEndObject\n')
     (dems / "molaMarsPlanetaryRadius0004.cub").write_bytes(b"")
     return tmp_path / "isisdata"
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    """Where the test's cache lives (not created: the tool makes it)."""
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def resolver_factory(request, cache_dir):
+    """Make Resolvers (closed at the end) with the test module's FAST HTTP settings."""
+    from shaperesolver import Resolver
+
+    made = []
+
+    def make(url=None, **kw):
+        kw.setdefault("cache_dir", cache_dir)
+        kw.setdefault("verify", False)
+        if hasattr(request.module, "FAST"):
+            kw.setdefault("http", request.module.FAST)
+        r = Resolver(url=url, **kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()

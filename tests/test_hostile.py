@@ -59,27 +59,11 @@ def closed_port():
 
 @pytest.fixture
 def cache_dir(tmp_path):
+    """The cache directory, made in advance (0755, ours) so tests can plant entries."""
     d = tmp_path / "cache"
     d.mkdir(mode=0o755)
     os.chmod(d, 0o755)
     return d
-
-
-@pytest.fixture
-def resolver_factory(tmp_path, cache_dir):
-    made = []
-
-    def make(url=None, **kw):
-        kw.setdefault("cache_dir", cache_dir)
-        kw.setdefault("verify", False)
-        kw.setdefault("http", FAST)
-        r = Resolver(url=url, **kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
 
 
 def plant(cache_dir, url, value, stored=None, body="Mars", pin=None, raw=None):

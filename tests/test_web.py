@@ -22,23 +22,6 @@ MARS = [
 MOON = [item("ldem_moon_0002", ["Moon"], "2"), item("ldem_moon_0011", ["Moon"], "11"), item("ldem_moon_0003", ["Moon"], "3")]
 
 
-@pytest.fixture
-def resolver_factory(tmp_path):
-    made = []
-
-    def make(url, **kw):
-        kw.setdefault("cache_dir", tmp_path / "cache")
-        kw.setdefault("verify", False)
-        kw.setdefault("http", FAST)
-        r = Resolver(url=url, **kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
-
-
 def test_search_url_has_exactly_one_slash():
     assert search_url("http://h/api") == "http://h/api/search"
     assert search_url("http://h/api/") == "http://h/api/search"
