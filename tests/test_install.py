@@ -159,7 +159,8 @@ def installed(dists, tmp_path_factory):
         site = Path(dist.locate_file("")).resolve()
         if system_site and site != own_site:
             continue
-        for name in _top_level(dist) | {Path(str(dist._path)).name}:  # type: ignore[attr-defined]
+        info_dir = getattr(dist, "_path", None)  # the .dist-info/.egg-info directory (not in every RECORD)
+        for name in _top_level(dist) | ({Path(str(info_dir)).name} if info_dir else set()):
             target = site / name
             if not target.exists():
                 target = site / f"{name}.py"
