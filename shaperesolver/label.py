@@ -168,7 +168,10 @@ def _layout(sc: Scan, text: str, size: int) -> tuple[bool, int | None, int | Non
     if sc.find(_CORE, "^Core") is not None:
         return False, label_bytes, None, None if size <= MAX_LABEL_SCAN else f"a {size}-byte detached label is too large"
     # attached: every StartByte of an object without a ^pointer of its own is in this file
-    pointered = {st.path for st in sc.statements if st.name.startswith("^")}
+    # a pointer to another file for the object's own data (^Core, ^History, and ^DnFile
+    # of an external cube): that object's StartByte is not in this file
+    pointered = {st.path for st in sc.statements if st.path and st.name.startswith("^")
+                 and st.name[1:].upper() in (st.path[-1].upper(), "DNFILE")}
     starts = []
     for st in sc.statements:
         if st.name.upper() == "STARTBYTE" and st.path not in pointered:
@@ -230,7 +233,11 @@ def read_label(path: str | os.PathLike[str]) -> CubeLabel:
     back (see :mod:`.txn`).
     """
     p = os.fspath(path)
-    if os.path.lexists(journal_path(p)):
+    try:
+        pending = os.path.lexists(journal_path(p))
+    except OSError:
+        pending = False  # no such file (or no access): opening it below says which
+    if pending:
         try:
             with txn.locked(p) as (fd, st):
                 txn.recover(fd, p, st)
@@ -326,13 +333,19 @@ def _verify(lab: CubeLabel, new_text: str, value: str, removed: str | None) -> S
 
 
 def _check_writable(path: str) -> None:
-    st = os.stat(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise NotACubeError(path, f"cannot open: {exc.strerror or exc}; not modified") from None
     if not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
         raise ReadOnlyCubeError(path, "file is read-only (no write permission bits); not modified")
     if not os.access(path, os.W_OK):
         raise ReadOnlyCubeError(path, "no permission to write this file; not modified")
     d = os.path.dirname(os.path.realpath(path))
-    dst = os.stat(d)
+    try:
+        dst = os.stat(d)
+    except OSError as exc:
+        raise NotACubeError(path, f"cannot open its directory: {exc.strerror or exc}; not modified") from None
     if not dst.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(d, os.W_OK):
         raise ReadOnlyCubeError(path, f"directory {d} is not writable (needed for the write journal); not modified")
 

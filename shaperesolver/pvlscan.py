@@ -96,6 +96,12 @@ _NAME = re.compile(r"[^\s=#(){}<>\"',;]+")
 _SPACES = re.compile(r"[ \t]*")
 _UNQUOTED = re.compile(r"[^\s#<>(){}\",]+")
 _CONTINUATION = re.compile(r"-[ \t]*\r?\n[ \t]*")
+#: refuse an unquoted value continued over more lines than this
+MAX_CONTINUATIONS = 10_000
+_CONTINUED = re.compile(r"[^\s#<>(){}\",]+(?:(?<=-)[ \t]*\r?\n[ \t]*[^\s#<>(){}\",]+){0,%d}" % MAX_CONTINUATIONS)
+_MORE = re.compile(r"(?<=-)[ \t]*\r?\n[ \t]*[^\s#<>(){}\",]")
+#: refuse a sequence with more brackets and quotes, or more items, than this
+MAX_SEQUENCE = 100_000
 _UNITS = re.compile(r"[ \t]*<[^>\n]*>")
 _WHITE = re.compile(r"\s+")
 _SEQ_TOKENS = re.compile(r"[(){}\"']")
@@ -186,10 +192,14 @@ def _value(text: str, pos: int) -> tuple[int, str | tuple[str, ...]]:
         depth = 0
         i = pos
         end = -1
+        tokens = 0
         while True:
             m = _SEQ_TOKENS.search(text, i)
             if not m:
                 raise ScanTruncated("unterminated sequence", text, pos)
+            tokens += 1
+            if tokens > MAX_SEQUENCE or depth > MAX_DEPTH:
+                raise ScanLimit("sequence too large or nested too deeply", text, pos)
             ch = m.group()
             if ch in "\"'":
                 close = text.find(ch, m.end())
@@ -202,29 +212,20 @@ def _value(text: str, pos: int) -> tuple[int, str | tuple[str, ...]]:
             if depth == 0:
                 end = i
                 break
+        if text.count(",", pos, end) > MAX_SEQUENCE:
+            raise ScanLimit(f"sequence of more than {MAX_SEQUENCE} items", text, pos)
         value = _split_sequence(text[pos:end])
     else:
-        m = _UNQUOTED.match(text, pos)
+        # ISIS dash continuation: an unquoted value ending in "-" continues on the next
+        # line (one regular expression, so a value continued over millions of lines is fast)
+        m = _CONTINUED.match(text, pos)
         if not m:
             raise ScanError("expected a value", text, pos)
         end = m.end()
-        parts = [m.group()]
-        # ISIS dash continuation: an unquoted value ending in "-" continues on the next line
-        while parts[-1].endswith("-"):
-            nl = _SPACES.match(text, end).end()
-            if text.startswith("\r\n", nl):
-                nl += 2
-            elif text.startswith("\n", nl):
-                nl += 1
-            else:
-                break
-            nxt = _UNQUOTED.match(text, _SPACES.match(text, nl).end())
-            if not nxt:
-                break
-            parts[-1] = parts[-1][:-1]
-            parts.append(nxt.group())
-            end = nxt.end()
-        value = "".join(parts)
+        raw = m.group()
+        if raw.endswith("-") and _MORE.match(text, end):
+            raise ScanLimit(f"a value continued over more than {MAX_CONTINUATIONS} lines", text, pos)
+        value = _CONTINUATION.sub("", raw) if "\n" in raw else raw
     units = _UNITS.match(text, end)
     if units:
         end = units.end()

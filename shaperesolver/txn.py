@@ -58,16 +58,23 @@ _SUM = hashlib.sha256().digest_size
 MAX_REGION = 16 * 2**20
 
 
+def _beside(real: str, st: os.stat_result, suffix: str) -> Path:
+    # named after the file's identity, not its name: every hard link and every later
+    # name of the file finds the same journal, and the name is short whatever the cube's is
+    return Path(os.path.dirname(real)) / f".shaperesolver-{st.st_dev:x}-{st.st_ino:x}.{suffix}"
+
+
 def journal_path(path: str | os.PathLike[str]) -> Path:
-    """Where the write journal of the cube at ``path`` lives (beside the real file)."""
-    p = Path(os.path.realpath(path))
-    return p.with_name(f".{p.name}.shaperesolver-journal")
+    """Where the write journal of the cube at ``path`` lives: beside the real file, named
+    after its device and inode (``.shaperesolver-DEV-INODE.journal``)."""
+    real = os.path.realpath(path)
+    return _beside(real, os.stat(real), "journal")
 
 
 def temp_path(path: str | os.PathLike[str]) -> Path:
-    """The temporary file a detached-label write uses (beside the real file)."""
-    p = Path(os.path.realpath(path))
-    return p.with_name(f".{p.name}.shaperesolver-tmp")
+    """The temporary file a detached-label write of ``path`` uses (beside the real file)."""
+    real = os.path.realpath(path)
+    return _beside(real, os.stat(real), "tmp")
 
 
 def _noop(step: str) -> None:
@@ -114,6 +121,14 @@ def _fsync_dir(directory: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _sync_after_commit(directory: str | os.PathLike[str], path: str) -> None:
+    """fsync a directory after the write took effect: a failure is worth a warning only."""
+    try:
+        _fsync_dir(directory)
+    except OSError as exc:
+        log.warning("%s: written; could not sync its directory (%s)", path, _why(exc))
 
 
 def _why(exc: OSError) -> str:
@@ -207,11 +222,13 @@ def recover(fd: int, path: str, st: os.stat_result, writable: bool = True) -> No
     Raises :class:`JournalError` when a file at the journal path is not provably this
     cube's journal; the cube and that file are then left exactly as they are.
     """
-    jp = journal_path(path)
+    jp = _beside(os.path.realpath(path), st, "journal")
     try:
         os.lstat(jp)
     except FileNotFoundError:
         return
+    except OSError as exc:
+        raise LabelWriteError(path, f"cannot look for the journal {jp.name}: {_why(exc)}") from None
 
     def refuse(why: str) -> JournalError:
         return JournalError(path, f"{jp.name} {why}; cube not changed. Move that file away if no shaperesolver write "
@@ -235,7 +252,8 @@ def recover(fd: int, path: str, st: os.stat_result, writable: bool = True) -> No
         os.close(jfd)
     parsed = _decode(blob)
     if parsed is None:
-        if blob.startswith(_MAGIC[: len(blob)]) or blob.startswith(_MAGIC):
+        head = blob[: len(_MAGIC)]
+        if _MAGIC.startswith(head) or head.startswith(_MAGIC) or not head.strip(b"\0"):
             # never completed, so the cube was never touched: drop it
             log.info("%s: removing an incomplete write journal %s (the cube was not modified)", path, jp)
             _drop(jp, writable, path)
@@ -268,17 +286,17 @@ def _drop(jp: Path, writable: bool, path: str) -> None:
         return
     try:
         jp.unlink()
-        _fsync_dir(jp.parent)
     except FileNotFoundError:
-        pass
+        return
     except OSError as exc:
         raise LabelWriteError(path, f"cannot remove the journal {jp.name}: {_why(exc)}") from None
+    _sync_after_commit(jp.parent, path)
 
 
 def write_region(fd: int, path: str, st: os.stat_result, old: bytes, new: bytes, hook: Hook = _noop) -> None:
     """Replace bytes [0, len(new)) of the locked cube, which hold ``old``, with ``new``."""
     assert len(old) == len(new) <= MAX_REGION
-    jp = journal_path(path)
+    jp = _beside(os.path.realpath(path), st, "journal")
     try:
         _reserve(fd, len(new))
     except OSError as exc:
@@ -315,8 +333,14 @@ def write_region(fd: int, path: str, st: os.stat_result, old: bytes, new: bytes,
         jp.unlink(missing_ok=True)
         raise LabelWriteError(path, f"writing the label failed ({why}); old label restored") from None
     hook("label-durable")
-    jp.unlink()
-    _fsync_dir(jp.parent)
+    # the new label is durable: from here on nothing may fail the write (a journal left
+    # behind matches the new label, so the next run just removes it)
+    try:
+        jp.unlink()
+    except OSError as exc:
+        log.warning("%s: written; could not remove the journal %s (%s): the next run removes it", path, jp.name, _why(exc))
+        return
+    _sync_after_commit(jp.parent, path)
     hook("journal-removed")
 
 
@@ -340,7 +364,7 @@ def replace_file(fd: int, path: str, st: os.stat_result, data: bytes, hook: Hook
     real = os.path.realpath(path)
     if st.st_nlink > 1:
         raise LabelWriteError(path, f"has {st.st_nlink} hard links; replacing it would split them; not modified")
-    tmp = temp_path(real)
+    tmp = _beside(real, st, "tmp")
     _clear_temp(tmp, st)
     tfd = _create(path, tmp, "the temporary file")
     try:
@@ -363,5 +387,5 @@ def replace_file(fd: int, path: str, st: os.stat_result, data: bytes, hook: Hook
             why = "cannot keep its owner and group" if exc.errno == errno.EPERM else _why(exc)
             raise LabelWriteError(path, f"replacing the label failed ({why}); not modified") from None
         raise
-    _fsync_dir(os.path.dirname(real))
+    _sync_after_commit(os.path.dirname(real), path)
     hook("renamed")

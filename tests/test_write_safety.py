@@ -195,18 +195,25 @@ def _killed_write(path, value, stop):
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_stale_journal_is_not_applied_to_a_replacement_cube(tmp_path):
+@pytest.mark.parametrize("how", ["rename", "copy_over"])
+def test_stale_journal_is_not_applied_to_a_replacement_cube(tmp_path, how):
     path = cubes.make(tmp_path, "viking_mars")
     _killed_write(path, URL, "journal-durable")
-    assert journal_path(path).exists()
+    jp = journal_path(path)
+    assert jp.exists()
     # the user replaces the cube with another cube of the same name
     other = cubes.make(tmp_path, "ctx_mars", "other.cub")
-    os.replace(other, path)
-    before = path.read_bytes()
-    with pytest.raises(errors.JournalError) as info:
-        read_label(path)
-    assert "another file" in str(info.value)
-    assert path.read_bytes() == before
+    if how == "rename":  # a new file (inode) at the same name: the journal is not its
+        os.replace(other, path)
+        before = path.read_bytes()
+        assert read_label(path).target == "Mars"
+    else:  # cp over it: the same inode, other bytes: the journal matches neither
+        shutil.copyfile(other, path)
+        before = path.read_bytes()
+        with pytest.raises(errors.JournalError) as info:
+            read_label(path)
+        assert "does not match" in str(info.value) and jp.name in str(info.value)
+    assert path.read_bytes() == before and jp.exists()
 
 
 def test_hard_links_a_crash_via_one_name_never_undoes_a_later_write_via_another(tmp_path):
