@@ -288,7 +288,7 @@ def _executor(opts: dict[str, Any]) -> Iterator[Any]:
     except ImportError:
         raise UsageError("scheduler= needs Dask: pip install 'shaperesolver[dask]'") from None
     try:
-        client = Client(address, timeout=30, set_as_default=False)
+        client = Client(address, timeout=15, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         raise _SchedulerError(f"cannot reach the Dask scheduler at {address}: {' '.join(str(exc).split())}") from None
     try:

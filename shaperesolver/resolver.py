@@ -321,7 +321,8 @@ class Resolver:
 
     def _find_web(self, target: str, body: str, pin: str | None) -> Choice:
         if not self.searches_allowed:
-            raise ShapeResolverError(f"internal error: {body} was not resolved before the batch was shipped")
+            raise ShapeResolverError(f"{body} is not in the batch's table of resolved bodies "
+                                     "(did the cube change during the batch?)")
         names = bodies.query_names(target)
         choice = self._lookup(names, body, pin)
         if self.verify:
