@@ -91,9 +91,10 @@ def record(cube: str, res: Resolution | None, out: WriteOutcome | None, err: Exc
 
 
 def one_line(err: Exception | str, cube: str) -> str:
-    """An error as one line that names the cube."""
+    """An error as one line (at most 300 characters) that names the cube."""
     text = " ".join(str(err).split())
-    return text if text.startswith(cube) else f"{cube}: {text}"
+    text = text if text.startswith(cube) else f"{cube}: {text}"
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def default_jobs() -> int:
@@ -113,6 +114,11 @@ def _identity(cube: str) -> tuple[Any, ...]:
         return ("file", st.st_dev, st.st_ino)
     except OSError:
         return ("path", os.path.abspath(cube))
+
+
+def _entry_result(index: int, name: str, err: Exception) -> CubeResult:
+    """A list entry that names no cube (the caller found it bad): reported as is."""
+    return CubeResult(index, name, record(name, None, None, err), None, " ".join(str(err).split()))
 
 
 def scan_chunk(entries: Sequence[tuple[int, str]], want_target: bool) -> list[tuple[int, tuple[Any, ...], str | None]]:
@@ -138,7 +144,7 @@ def write_chunk(resolver: Resolver, opts: BatchOptions, entries: Sequence[tuple[
         try:
             res = resolver.resolve(cube, **kw)
             out = resolver.write(res, cube, dryrun=opts.dryrun)
-        except ShapeResolverError as exc:
+        except (ShapeResolverError, OSError, ValueError) as exc:  # one bad cube never stops the batch
             err = exc
         rec = record(cube, res, out, err)
         results.append(CubeResult(index, cube, rec, out.kernels_text if out else None,
@@ -180,7 +186,7 @@ def _check(resolver: Resolver, opts: BatchOptions) -> None:
 
 def run_batch(
     resolver: Resolver,
-    cubes: Iterable[str | os.PathLike[str]],
+    cubes: Iterable[str | os.PathLike[str] | tuple[str, Exception]],
     opts: BatchOptions = BatchOptions(),
     *,
     jobs: int = 1,
@@ -192,18 +198,33 @@ def run_batch(
     Without ``executor`` the work runs on ``jobs`` threads of this process (``0``: one
     per core).  With one (any :class:`concurrent.futures.Executor` or a
     ``distributed.Client``) each body is resolved here once and the write tasks get
-    the table.  Raises :class:`UsageError` for bad parameters before any cube is touched.
+    the table.  An entry may be a ``(name, error)`` pair (a list line that names no
+    cube): it is reported with that error.  Raises :class:`UsageError` for bad
+    parameters before any cube is touched.
     """
-    items = [(i, os.fspath(c)) for i, c in enumerate(cubes)]
+    items: list[tuple[int, str]] = []
+    bad: dict[int, CubeResult] = {}
+    for i, c in enumerate(cubes):
+        if isinstance(c, tuple):
+            bad[i] = _entry_result(i, c[0], c[1])
+        else:
+            items.append((i, os.fspath(c)))
     _check(resolver, opts)
     if not items:
+        yield from (bad[i] for i in sorted(bad))
         return
     jobs = default_jobs() if jobs == 0 else jobs
     if jobs < 0:
         raise UsageError(f"jobs={jobs} must be 0 (one per core) or more")
     if executor is None and jobs == 1:  # in order, here: nothing to group
+        nxt = 0
         for item in items:
+            while nxt in bad:
+                yield bad.pop(nxt)
+                nxt += 1
             yield from write_chunk(resolver, opts, [item])
+            nxt = item[0] + 1
+        yield from (bad[i] for i in sorted(bad))
         return
     own = None
     if executor is None:
@@ -214,7 +235,7 @@ def run_batch(
         workers = _worker_count(executor)
     size = chunk_size or _chunk_size(len(items), workers)
     try:
-        yield from _run(resolver, items, opts, ex, size, shipped=executor is not None)
+        yield from _run(resolver, items, bad, opts, ex, size, shipped=executor is not None)
     finally:
         if own is not None:
             own.shutdown(wait=True, cancel_futures=True)
@@ -231,8 +252,8 @@ def _worker_count(executor: Any) -> int:
         return 8
 
 
-def _run(resolver: Resolver, items: list[tuple[int, str]], opts: BatchOptions, ex: cf.Executor, size: int,
-         shipped: bool) -> Iterator[CubeResult]:
+def _run(resolver: Resolver, items: list[tuple[int, str]], bad: dict[int, CubeResult], opts: BatchOptions,
+         ex: cf.Executor, size: int, shipped: bool) -> Iterator[CubeResult]:
     web = opts.shape.lower() == "web"
     # 1. scan: file identities, and the targets when the shipped table needs them
     want = shipped and web and opts.target is None
@@ -275,8 +296,11 @@ def _run(resolver: Resolver, items: list[tuple[int, str]], opts: BatchOptions, e
     if cur:
         chunks.append(cur)
     pending = {ex.submit(write_chunk, worker_resolver, opts, chunk): chunk for chunk in chunks}
-    done: dict[int, CubeResult] = {}
+    done: dict[int, CubeResult] = dict(bad)
     nxt = 0
+    while nxt in done:
+        yield done.pop(nxt)
+        nxt += 1
     try:
         for fut in cf.as_completed(pending):
             chunk = pending[fut]
@@ -293,6 +317,7 @@ def _run(resolver: Resolver, items: list[tuple[int, str]], opts: BatchOptions, e
             while nxt in done:
                 yield done.pop(nxt)
                 nxt += 1
+        yield from (done[i] for i in sorted(done))
     finally:
         for fut in pending:
             fut.cancel()

@@ -1,7 +1,8 @@
 """Target names as labels spell them → canonical body names as the STAC catalog uses them.
 
 The table (``bodies.json``, shipped inside the package) lists each body's canonical
-name, NAIF id, NAIF name and common aliases.  Labels say ``MARS``, ``Mars``, ``IO``,
+name, NAIF id, NAIF name, common aliases and triaxial radii (a, b, c in km, from NAIF's
+pck00011.tpc; see ``bodies-radii-source.md``; ``None`` when the PCK has none).  Labels say ``MARS``, ``Mars``, ``IO``,
 ``TEMPEL_1``...; the catalog matches exact, case-sensitive canonical names.
 """
 
@@ -24,16 +25,25 @@ class Body:
     naif_id: int
     naif_name: str
     aliases: tuple[str, ...] = ()
+    radii_km: tuple[float, float, float] | None = None
 
 
 def _norm(name: str) -> str:
     return re.sub(r"[\s_]+", " ", name).strip().upper()
 
 
+def _radii(value: object) -> tuple[float, float, float] | None:
+    if not value:
+        return None
+    a, b, c = (float(v) for v in value)  # type: ignore[attr-defined]
+    return a, b, c
+
+
 @lru_cache(maxsize=1)
 def _table() -> tuple[tuple[Body, ...], dict[str, Body]]:
     raw = json.loads(resources.files(__package__).joinpath("bodies.json").read_text(encoding="utf-8"))
-    bodies = tuple(Body(r["name"], int(r["naif_id"]), r["naif_name"], tuple(r.get("aliases", ()))) for r in raw)
+    bodies = tuple(Body(r["name"], int(r["naif_id"]), r["naif_name"], tuple(r.get("aliases", ())), _radii(r.get("radii_km")))
+                   for r in raw)
     index: dict[str, Body] = {}
     for b in bodies:
         for spelling in (b.name, b.naif_name, str(b.naif_id), *b.aliases):

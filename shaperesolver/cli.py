@@ -15,9 +15,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from . import safeio
 from ._version import __version__
 from .batch import BatchOptions, run_batch
-from .errors import UsageError
+from .errors import ShapeResolverError, UnsafeFileError, UsageError
 from .resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolver
 
 __all__ = ["main", "parse_args"]
@@ -149,20 +150,36 @@ def _versions() -> str:
     return "\n".join(parts)
 
 
-def _cube_list(opts: dict[str, Any]) -> list[str]:
-    cubes = []
+MAX_LIST_BYTES = 64 * 2**20  # a fromlist= file: about a million paths
+
+
+class ListLineError(ShapeResolverError, ValueError):
+    """One line of a ``fromlist=`` file cannot name a cube (not UTF-8, a NUL byte)."""
+
+
+def _cube_list(opts: dict[str, Any]) -> list[str | tuple[str, ListLineError]]:
+    """The cubes to process; a bad ``fromlist`` line is a (shown name, error) pair."""
+    cubes: list[str | tuple[str, ListLineError]] = []
     if "from" in opts:
         cubes.append(opts["from"])
     if "fromlist" in opts:
         path = opts["fromlist"]
         try:
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    line = line.strip()
-                    if line and not line.startswith("#"):
-                        cubes.append(line)
-        except OSError as exc:
-            raise UsageError(f"fromlist={path}: {exc.strerror}") from None
+            data, _ = safeio.read_regular(path, MAX_LIST_BYTES, what="fromlist")
+        except UnsafeFileError as exc:
+            raise UsageError(str(exc)) from None
+        for n, raw in enumerate(data.split(b"\n"), 1):
+            raw = raw.strip()
+            if not raw or raw.startswith(b"#"):
+                continue
+            shown = raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+            if b"\0" in raw:
+                cubes.append((shown, ListLineError(f"{path} line {n}: contains a NUL byte; not a file name")))
+                continue
+            try:
+                cubes.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                cubes.append((shown, ListLineError(f"{path} line {n}: not valid UTF-8; not a file name")))
     if not cubes and "target" not in opts:
         raise UsageError("give from=CUBE or fromlist=LIST (see --help)")
     return cubes

@@ -9,6 +9,11 @@
 * ``File = ("base", "dems/x????.cub")`` means ``$base/dems/x????.cub``; each run of
   ``?`` is resolved to the highest zero-padded version on disk.  ``$base`` is kept
   unexpanded in the result, as spiceinit writes it.
+* A chosen model must lie inside the data area (after normalising ``..``; symbolic
+  links the data area's owner made are followed) and be an existing regular file.
+  Otherwise the previous matching Selection is tried, then the ellipsoid, and
+  ``SystemModel.reasons`` says why each was skipped.
+* Every db or conf file is read as a regular file of at most :data:`MAX_DB_BYTES`.
 """
 
 from __future__ import annotations
@@ -20,20 +25,27 @@ from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DataAreaError, KernelDbError
+from . import safeio
+from .errors import DataAreaError, KernelDbError, UnsafeFileError
 from .pvlscan import Scan, ScanError, ScanTruncated, scan
 
 __all__ = ["SystemModel", "find_system_model", "data_area", "highest_version", "expand"]
 
 log = logging.getLogger(__name__)
 
+MAX_DB_BYTES = 16 * 2**20  # real kernel dbs are a few kB
+
 
 @dataclass(frozen=True)
 class SystemModel:
-    """What the DEM database says for one cube: ``path`` is None when nothing matched."""
+    """What the DEM database says for one cube: ``path`` is None when nothing usable matched.
+
+    ``reasons`` lists matches that were skipped (outside the data area, missing).
+    """
 
     path: str | None
     db: str
+    reasons: tuple[str, ...] = ()
 
 
 def data_area(isisdata: str | os.PathLike[str] | None = None) -> Path:
@@ -82,9 +94,10 @@ def _norm(value: str) -> str:
 
 def _read_db(path: Path) -> tuple[str, Scan]:
     try:
-        text = path.read_text(encoding="latin-1")
-    except OSError as exc:
-        raise KernelDbError(f"{path}: cannot read: {exc.strerror}") from None
+        raw, _ = safeio.read_regular(path, MAX_DB_BYTES, what="kernel database")
+    except UnsafeFileError as exc:
+        raise KernelDbError(str(exc)) from None
+    text = raw.decode("latin-1")
     try:
         try:
             return text, scan(text)
@@ -151,7 +164,10 @@ def _db_files(root: Path, dems: Path, keywords: dict[tuple[str, str], str]) -> l
             if _matches(sel, keywords):
                 value = _file_value(sel, conf)
                 if value:
-                    target = highest_version(expand(value, root) if value.startswith("$") else dems / value)
+                    pattern = expand(value, root) if value.startswith("$") else dems / value
+                    if not _inside(pattern, root):
+                        raise KernelDbError(f"{conf}: {value} is outside the data area {root}")
+                    target = highest_version(pattern)
                     if target is None:
                         raise KernelDbError(f"{conf}: no file found for {value}")
                     files.append(target)
@@ -166,14 +182,40 @@ def _db_files(root: Path, dems: Path, keywords: dict[tuple[str, str], str]) -> l
     return [db]
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """True when ``path`` (``..`` normalised away, relative to the cwd) lies inside ``root``."""
+    p = os.path.normpath(os.path.abspath(path))
+    r = os.path.normpath(os.path.abspath(root))
+    return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
+
+
+def _usable(value: str, root: Path, db: Path) -> tuple[str | None, str | None]:
+    """(the value to write, None) for a usable model, else (None, why it was skipped)."""
+    where = expand(value, root) if value.startswith("$") else Path(value)
+    if not _inside(where, root):
+        return None, f"{db}: SYSTEM model {value} is outside the data area {root}; skipped"
+    if "?" in where.name:
+        on_disk = highest_version(where)
+        if on_disk is None:
+            return None, f"{db}: no existing files found with a numerical version matching {value}; skipped"
+        value = value[: value.rfind("/") + 1] + on_disk.name if "/" in value else on_disk.name
+        where = on_disk
+    try:
+        fd, _ = safeio.open_regular(where, what="SYSTEM model")
+        os.close(fd)
+    except UnsafeFileError as exc:
+        return None, f"{db}: {exc}; skipped"
+    return value, None
+
+
 def find_system_model(keywords: dict[tuple[str, str], str], isisdata: str | os.PathLike[str] | None = None) -> SystemModel:
     """The SYSTEM shape model for a cube whose ``IsisCube > group > keyword`` values are
-    ``keywords`` (keys upper-cased).  ``path`` is None when no Selection matches."""
+    ``keywords`` (keys upper-cased).  ``path`` is None when no usable Selection matches."""
     root = data_area(isisdata)
     dems = root / "base" / "dems"
     if not dems.is_dir():
         raise DataAreaError(f"no DEM directory {dems} in the ISIS data area (set ISISDATA or pass isisdata=DIR)")
-    found: tuple[str, Path] | None = None
+    found: list[tuple[str, Path]] = []
     last_db = None
     for db in _db_files(root, dems, keywords):
         last_db = db
@@ -181,14 +223,13 @@ def find_system_model(keywords: dict[tuple[str, str], str], isisdata: str | os.P
             if sel.get("MATCH") and _matches(sel, keywords):
                 value = _file_value(sel, db)
                 if value:
-                    found = (value, db)
+                    found.append((value, db))
     assert last_db is not None
-    if found is None:
-        return SystemModel(None, str(last_db))
-    value, db = found
-    if "?" in value:
-        on_disk = highest_version(expand(value, root) if value.startswith("$") else Path(value))
-        if on_disk is None:
-            raise KernelDbError(f"{db}: no existing files found with a numerical version matching {value}")
-        value = value[: value.rfind("/") + 1] + on_disk.name if "/" in value else on_disk.name
-    return SystemModel(value, str(db))
+    reasons: list[str] = []
+    for value, db in reversed(found):  # the last match wins; earlier ones are the fallbacks
+        usable, why = _usable(value, root, db)
+        if usable is not None:
+            return SystemModel(usable, str(db), tuple(reasons))
+        log.warning("%s", why)
+        reasons.append(str(why))
+    return SystemModel(None, str(last_db), tuple(reasons))

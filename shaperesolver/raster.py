@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from array import array
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from .errors import ModelError
+from .modelcheck import CrsFacts, Sample
 
-__all__ = ["VSICURL_OPTIONS", "gdal_options", "open_model", "gdal_version"]
+__all__ = ["VSICURL_OPTIONS", "gdal_options", "open_model", "gdal_version", "sample_values", "crs_facts",
+           "identity", "SAMPLE_PIXELS"]
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +117,116 @@ def _problem(gdal: Any, ds: Any) -> str | None:
     if gt is None or tuple(gt) == (0.0, 1.0, 0.0, 0.0, 0.0, 1.0) or not srs:
         return "no georeference (geotransform and coordinate system)"
     return None
+
+
+#: At most this many pixels are read for the values check (one 512x512 COG tile).
+SAMPLE_PIXELS = 512 * 512
+#: Without a usable overview a large band is sampled by side x side whole blocks spread
+#: over it: 2 x 2 for network paths (each block may be one HTTP request), 4 x 4 locally.
+REMOTE_BLOCKS = 2
+LOCAL_BLOCKS = 4
+_NETWORK = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift", "/vsiwebhdfs", "/vsihdfs")
+#: ISIS special pixels (Null, Lrs, Lis, His, Hrs) of signed 16-bit cubes.
+_ISIS_INT16_SPECIAL = frozenset({-32768, -32767, -32766, -32765, -32764})
+
+
+def _is_network(path: str) -> bool:
+    return any(prefix + tail in path for prefix in _NETWORK for tail in ("/", "?", "_streaming/"))
+
+
+def sample_values(ds: Any, path: str = "", options: Mapping[str, str] | None = None,
+                  max_pixels: int = SAMPLE_PIXELS) -> Sample:
+    """A cheap sample of band 1's valid values in metres (scale/offset applied).
+
+    Reads the smallest overview of at most ``max_pixels`` that has valid pixels (two
+    levels are tried: a COG's smallest is one tile, one HTTP request).  Without one, a
+    band of at most ``max_pixels`` is read whole; a larger one is sampled by reading a
+    few whole blocks spread over it (:data:`LOCAL_BLOCKS`, or :data:`REMOTE_BLOCKS` for
+    network paths), each decimated to fit.  NoData, NaN, infinities and ISIS special
+    pixels are dropped (``Sample.values`` may then be empty).
+    """
+    gdal = _gdal()
+    band = ds.GetRasterBand(1)
+    nodata = band.GetNoDataValue()
+    scale = band.GetScale() or 1.0
+    offset = band.GetOffset() or 0.0
+    isis16 = ds.GetDriver().ShortName.startswith("ISIS") and band.DataType == gdal.GDT_Int16
+    overviews = sorted((band.GetOverview(i) for i in range(band.GetOverviewCount())), key=lambda b: b.XSize * b.YSize)
+    plans = [(f"overview {ov.XSize}x{ov.YSize}", [(ov, 0, 0, ov.XSize, ov.YSize, ov.XSize, ov.YSize)])
+             for ov in overviews if ov is not None and ov.XSize * ov.YSize <= max_pixels][:2]
+    w, h = band.XSize, band.YSize
+    if w * h <= max_pixels:
+        plans.append((f"full resolution {w}x{h}", [(band, 0, 0, w, h, w, h)]))
+    else:
+        side = REMOTE_BLOCKS if _is_network(path) else LOCAL_BLOCKS
+        wins = _spread_blocks(w, h, *band.GetBlockSize(), side)
+        budget = max_pixels / len(wins)
+        reads = []
+        for x, y, ww, wh in wins:
+            k = max(1.0, (ww * wh / budget) ** 0.5)
+            reads.append((band, x, y, ww, wh, max(1, int(ww / k)), max(1, int(wh / k))))
+        plans.append((f"{len(wins)} blocks of full resolution {w}x{h}", reads))
+    sample = Sample((), 0, "nothing")
+    with gdal_options(dict(VSICURL_OPTIONS, **(options or {}))):
+        for name, reads in plans:
+            vals = array("d")
+            for b, x, y, ww, wh, bx, by in reads:
+                try:
+                    raw = b.ReadRaster(x, y, ww, wh, buf_xsize=bx, buf_ysize=by, buf_type=gdal.GDT_Float64)
+                except RuntimeError as exc:  # gdal.UseExceptions() is on
+                    raw, msg = None, str(exc)
+                else:
+                    msg = gdal.GetLastErrorMsg()
+                if raw is None:
+                    raise ModelError(f"GDAL cannot read {name} of {path or 'the model'}: {msg.strip() or 'unknown error'}")
+                vals.frombytes(bytes(raw))
+            good = tuple(v * scale + offset for v in vals
+                         if v == v and abs(v) < 1e37 and v != nodata and not (isis16 and v in _ISIS_INT16_SPECIAL))
+            sample = Sample(good, len(vals), name)
+            if good:
+                break
+    return sample
+
+
+def _spread_blocks(w: int, h: int, bx: int, by: int, side: int) -> list[tuple[int, int, int, int]]:
+    """Up to ``side`` x ``side`` distinct whole blocks spread evenly over a w x h band."""
+    bx, by = max(1, min(bx, w)), max(1, min(by, h))
+    xs = sorted({int((i + 0.5) * w / side) // bx * bx for i in range(side)})
+    ys = sorted({int((j + 0.5) * h / side) // by * by for j in range(side)})
+    return [(x, y, min(bx, w - x), min(by, h - y)) for y in ys for x in xs]
+
+
+def crs_facts(ds: Any) -> CrsFacts:
+    """The semi-major axis and the GEOGCS/datum/ellipsoid names of the model's CRS."""
+    from osgeo import osr
+
+    wkt = ds.GetProjection() or ""
+    srs = osr.SpatialReference()
+    if not wkt or srs.ImportFromWkt(wkt) != 0:
+        return CrsFacts(None)
+    names = tuple(n for n in (srs.GetAttrValue("GEOGCS"), srs.GetAttrValue("DATUM"), srs.GetAttrValue("SPHEROID")) if n)
+    try:
+        semi = float(srs.GetSemiMajor())
+    except (RuntimeError, TypeError, ValueError):
+        semi = None
+    return CrsFacts(semi, names)
+
+
+def identity(path: str, options: Mapping[str, str] | None = None) -> dict[str, int]:
+    """What identifies the model's content, cheaply: size and modification time.
+
+    For ``/vsi...`` paths GDAL's stat answers from what the open already learnt (no
+    request for ``/vsicurl/``; ``mtime`` is the server's Last-Modified, 0 when absent).
+    """
+    if not path.startswith("/vsi"):
+        import os
+
+        try:
+            st = os.stat(path)
+        except OSError:
+            return {}
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    gdal = _gdal()
+    with gdal_options(dict(VSICURL_OPTIONS, **(options or {}))):
+        st = gdal.VSIStatL(path)
+    return {} if st is None else {"size": int(st.size), "mtime": int(st.mtime)}

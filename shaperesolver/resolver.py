@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bodies, claims, kerneldb, raster
+from . import bodies, claims, kerneldb, modelcheck, raster, safeio
 from .cache import DiskCache
 from .errors import (
     CatalogError,
@@ -25,11 +25,12 @@ from .errors import (
     KernelDbError,
     ModelError,
     ShapeResolverError,
+    UnsafeFileError,
     UsageError,
     VersionNotFoundError,
 )
 from .label import CubeLabel, WriteOutcome, read_label, write_shape_model
-from .stac import Choice, Http, HttpSettings, StacClient, StaticCatalog, check_api_url, choose_item
+from .stac import FILTER, QUERY, Choice, Http, HttpSettings, StacClient, StaticCatalog, _short, check_api_url, check_href, choose_item
 
 __all__ = [
     "DEFAULT_URL",
@@ -143,7 +144,8 @@ class Resolver:
     isisdata:
         The ISIS data area for SYSTEM models (default ``$ISISDATA``, read when needed).
     verify:
-        Open each web or user model with GDAL once and check it is a usable DEM.
+        Open each web or user model with GDAL once and check it is a usable DEM that
+        fits the body (:mod:`shaperesolver.modelcheck`); results are cached.
     http:
         Timeouts, retries and size limits.
     claim_wait:
@@ -187,7 +189,7 @@ class Resolver:
         self.cache = DiskCache(cache_dir, mode=cache, **kw)
         self.http = Http(http or HttpSettings())
         self._modes = _ModeStore(self.cache)
-        self._client = StacClient(self.url, self.http, self._modes.modes, self._modes.remember)
+        self._client = StacClient(self.url, self.http, self._modes, self._modes.remember)
         self._static = StaticCatalog(self.catalog, self.http) if self.catalog else None
         self._web = _Memo()
         self._opened = _Memo()
@@ -271,7 +273,7 @@ class Resolver:
             return Resolution(shape_model=NULL, source="ellipsoid", **base)
         if shape == "user":
             assert model is not None
-            return Resolution(shape_model=self._user_model(model), source="user", **base)
+            return Resolution(shape_model=self._user_model(model, body), source="user", **base)
         reasons: list[str] = []
         if shape == "web":
             try:
@@ -286,6 +288,7 @@ class Resolver:
             sysmodel = kerneldb.find_system_model(keywords, self.isisdata)
         except (DataAreaError, KernelDbError) as exc:
             raise ResolutionError([*reasons, str(exc)]) from None
+        reasons.extend(sysmodel.reasons)
         if sysmodel.path is None:
             reasons.append(f"no SYSTEM shape model for {name} in {sysmodel.db}; using the ellipsoid")
             log.warning("%s: %s", cube_path or name, reasons[-1])
@@ -327,14 +330,56 @@ class Resolver:
         choice = self._lookup(names, body, pin)
         if self.verify:
             try:
-                self._opened.get(choice.vsi_path, lambda: self._check_open(choice.vsi_path))
+                self._opened.get((choice.vsi_path, body),
+                                 lambda: self._check_open(choice.vsi_path, body, (choice.item_id, choice.version)))
             except ModelError as exc:
                 raise _Fallback(f"web model {choice.item_id} failed verification: {exc}") from None
         return choice
 
-    def _check_open(self, path: str) -> bool:
-        raster.open_model(path, True, self.gdal_options)
+    def _check_open(self, path: str, body: str | None = None, content: tuple[Any, ...] = ()) -> bool:
+        """Open ``path``, check it fits ``body``; the outcome is cached with the model.
+
+        The cache key is the path, the body and what identifies the content (the catalog
+        item and version; size and mtime for local files, which cost nothing).  A warm
+        entry costs no request; a stale one is reused when GDAL's stat (free after the
+        open) still shows the same size and Last-Modified.
+        """
+        local = not path.startswith("/vsi")
+        ident = raster.identity(path) if local else None
+        key = self.cache.key("modelcheck", modelcheck.VERSION, path, body, list(content), ident)
+        hit = self.cache.get(key)
+        result = hit[0] if hit is not None and isinstance(hit[0], dict) and "ok" in hit[0] else None
+        if result is None:
+            ds = raster.open_model(path, True, self.gdal_options)
+            ident = ident or raster.identity(path, self.gdal_options)
+            old = None if self.cache.mode == "refresh" else self.cache.get(key, allow_stale=True)
+            if (old is not None and isinstance(old[0], dict) and "ok" in old[0] and old[0].get("identity") == ident
+                    and (local or ident.get("mtime"))):
+                result = old[0]
+            else:
+                result = {"ok": True, "reason": None} if body is None else self._model_check(ds, path, body)
+            self.cache.put(key, {**result, "identity": ident})
+        if not result["ok"]:
+            raise ModelError(result["reason"])
         return True
+
+    def _model_check(self, ds: Any, path: str, name: str) -> dict[str, Any]:
+        body = bodies.lookup(name)
+        if body is None:
+            log.info("%s: %s is not in the body table; the model is not checked against it", path, name)
+            return {"ok": True, "reason": None}
+        why = modelcheck.check_crs(raster.crs_facts(ds), body)
+        if why:
+            return {"ok": False, "reason": f"{path} failed the CRS check for {body.name}: {why}"}
+        if body.radii_km is None:
+            log.info("%s: pck00011.tpc has no radii for %s; pixel values not checked", path, body.name)
+            return {"ok": True, "reason": None}
+        sample = raster.sample_values(ds, path, self.gdal_options)
+        why = modelcheck.check_values(sample, body)
+        if why:
+            return {"ok": False, "reason": f"{path} failed the values check for {body.name}: {why}"}
+        log.debug("%s: %d valid values of %s fit %s", path, len(sample.values), sample.level, body.name)
+        return {"ok": True, "reason": None}
 
     def _lookup(self, names: tuple[str, ...], body: str, pin: str | None) -> Choice:
         if self._static is not None:
@@ -349,16 +394,16 @@ class Resolver:
                 raise _Fallback(f"no web shape model for {'/'.join(names)} in {self._where()}")
             return choice
         key = self.cache.key(self._client.search, self.collection, body, pin)
-        hit = self.cache.get(key)
+        hit = self._cached_choice(key, allow_stale=False)
         if hit is not None:
-            return Choice(**hit[0])
+            return hit[0]
         if self.cache.mode == "no" or self.claim_wait <= 0:
             return self._search(names, body, pin, key)
         # processes sharing the cache directory: one searches, the others use its entry
         started = time.time()
 
-        def poll() -> Any:
-            got = self.cache.get(key, allow_stale=True)
+        def poll() -> Choice | None:
+            got = self._cached_choice(key, allow_stale=True)
             if got is None or got[1] > self.cache.ttl:
                 return None
             if self.cache.mode == "refresh" and time.time() - got[1] <= started:
@@ -367,7 +412,7 @@ class Resolver:
 
         with claims.claim(self.cache.directory, key, poll, self.claim_wait, what=f"{body} models") as c:
             if c.result is not None:
-                return Choice(**c.result)
+                return c.result
             if isinstance(c.noted, dict) and c.noted.get("kind") in ("error", "none", "version"):
                 reason = str(c.noted.get("reason"))
                 log.info("another process's search for %s gave: %s", body, reason)
@@ -399,21 +444,40 @@ class Resolver:
         return choice
 
     def _search_failed(self, key: str, exc: CatalogError) -> Choice:
-        stale = self.cache.get(key, allow_stale=True)
+        stale = self._cached_choice(key, allow_stale=True)
         if stale is not None:
             log.warning("STAC API unreachable (%s); using a cached result %s old", exc, _age(stale[1]))
-            return Choice(**stale[0])
+            return stale[0]
         raise _Fallback(f"web search failed: {exc}") from None
+
+    def _cached_choice(self, key: str, allow_stale: bool) -> tuple[Choice, float] | None:
+        """A cached Choice, validated exactly like a fresh answer (types, href rules)."""
+        hit = self.cache.get(key, allow_stale=allow_stale)
+        if hit is None:
+            return None
+        value, age = hit
+        try:
+            if not isinstance(value, dict) or set(value) != {"item_id", "version", "href", "asset_key"}:
+                raise CatalogError("not a search result")
+            item_id, version, href, asset_key = (value[k] for k in ("item_id", "version", "href", "asset_key"))
+            if not (isinstance(item_id, str) and isinstance(href, str) and isinstance(asset_key, str)
+                    and (version is None or isinstance(version, str))):
+                raise CatalogError("fields of the wrong type")
+            check_href(href, item_id, self._client.allow_http)
+        except CatalogError as exc:
+            log.warning("ignoring cache entry %s: %s", key, _short(str(exc)))
+            return None
+        return Choice(item_id, version, href, asset_key), age
 
     def _expand(self, path: str) -> str:
         if path.startswith("$"):
             return str(kerneldb.expand(path, kerneldb.data_area(self.isisdata)))
         return path
 
-    def _user_model(self, model: str) -> str:
+    def _user_model(self, model: str, body: str | None = None) -> str:
         if model.startswith("/vsi"):
             if self.verify:
-                self._opened.get(model, lambda: self._check_open(model))
+                self._opened.get((model, body), lambda: self._check_open(model, body))
             return model
         if model.startswith("$"):
             try:
@@ -427,8 +491,13 @@ class Resolver:
             if not os.path.exists(model):
                 raise UsageError(f"model={model}: no such file")
             real = value = str(Path(model).resolve())
+        try:  # a FIFO or device would hang or exhaust GDAL
+            fd, _ = safeio.open_regular(real, what="model")
+            os.close(fd)
+        except UnsafeFileError as exc:
+            raise UsageError(f"model={model}: {exc}") from None
         if self.verify:
-            self._opened.get(real, lambda: self._check_open(real))
+            self._opened.get((real, body), lambda: self._check_open(real, body))
         return value
 
 
@@ -437,20 +506,47 @@ class _Fallback(CatalogError):
 
 
 class _ModeStore:
-    """Which search form (``query`` or ``filter``) works per endpoint, in memory and on disk."""
+    """Which search form (``query`` or ``filter``) works per endpoint, in memory and on disk.
+
+    The file is read only when a search needs it (never for ellipsoid, SYSTEM, user or
+    static-catalog runs), and only well-formed ``{endpoint: "query"|"filter"}`` entries
+    are kept.
+    """
 
     KEY = "search-modes"
 
     def __init__(self, cache: DiskCache) -> None:
         self.cache = cache
         self.lock = threading.Lock()
-        hit = cache.get(self.KEY, allow_stale=True) if cache.mode != "no" else None
-        self.modes: dict[str, str] = dict(hit[0]) if hit and isinstance(hit[0], dict) else {}
+        self._modes: dict[str, str] | None = None
+
+    @property
+    def modes(self) -> dict[str, str]:
+        with self.lock:
+            if self._modes is None:
+                hit = self.cache.get(self.KEY, allow_stale=True) if self.cache.mode != "no" else None
+                modes: dict[str, str] = {}
+                if hit is not None:
+                    if isinstance(hit[0], dict):
+                        modes = {k: v for k, v in hit[0].items() if isinstance(k, str) and v in (QUERY, FILTER)}
+                    if not isinstance(hit[0], dict) or len(modes) != len(hit[0]):
+                        log.warning("ignoring malformed entries in the cache's %s file", self.KEY)
+                self._modes = modes
+            return self._modes
+
+    def get(self, endpoint: str, default: str | None = None) -> str | None:
+        return self.modes.get(endpoint, default)
+
+    def __setitem__(self, endpoint: str, mode: str) -> None:
+        modes = self.modes
+        with self.lock:
+            modes[endpoint] = mode
 
     def remember(self, endpoint: str, mode: str) -> None:
+        modes = self.modes
         with self.lock:
-            self.modes[endpoint] = mode
-            self.cache.put(self.KEY, dict(self.modes))
+            modes[endpoint] = mode
+            self.cache.put(self.KEY, dict(modes))
 
 
 def _age(seconds: float) -> str:

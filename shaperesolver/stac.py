@@ -13,9 +13,11 @@ This is the only module that speaks HTTP.  What it knows about real servers
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -25,9 +27,11 @@ from typing import Any
 from urllib.parse import urljoin, urlparse
 
 import requests
+import urllib3
 
 from ._version import __version__
-from .errors import CatalogError, UsageError, VersionNotFoundError
+from . import safeio
+from .errors import CatalogError, UnsafeFileError, UsageError, VersionNotFoundError
 
 __all__ = [
     "Choice",
@@ -39,6 +43,7 @@ __all__ = [
     "search_url",
     "check_api_url",
     "version_key",
+    "AddressPolicy",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,7 +75,14 @@ class Choice:
 
 @dataclass(frozen=True)
 class HttpSettings:
-    """Timeouts, retries and limits for every request a resolver makes."""
+    """Timeouts, retries and limits for every request a resolver makes.
+
+    ``connect_timeout`` / ``read_timeout`` bound each socket operation; ``deadline``
+    bounds a whole search or static-catalog walk (every page, retry, redirect and
+    back-off included).  ``max_bytes`` caps one response, ``max_total_bytes`` and
+    ``max_items`` everything one search or walk reads.  Exceeding any of them is a
+    :class:`CatalogError` (the resolver then falls back as for any web failure).
+    """
 
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
@@ -78,6 +90,10 @@ class HttpSettings:
     backoff: float = 0.5
     max_retry_after: float = 60.0
     max_bytes: int = 20 * 2**20
+    deadline: float = 120.0
+    max_total_bytes: int = 64 * 2**20
+    max_items: int = 100_000
+    max_redirects: int = 5
 
 
 # ------------------------------------------------------------------ versions
@@ -212,6 +228,118 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class Budget:
+    """Time, bytes and items left for one search or one catalog walk."""
+
+    def __init__(self, settings: HttpSettings, what: str) -> None:
+        self.settings = settings
+        self.what = what
+        self.end = time.monotonic() + settings.deadline
+        self.bytes = 0
+        self.items = 0
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+    def check_time(self) -> float:
+        left = self.remaining()
+        if left <= 0:
+            raise CatalogError(f"{self.what}: gave up after the {self.settings.deadline:g} s deadline "
+                               "(pages and retries included)")
+        return left
+
+    def add_bytes(self, n: int) -> None:
+        self.bytes += n
+        if self.bytes > self.settings.max_total_bytes:
+            raise CatalogError(f"{self.what}: more than {self.settings.max_total_bytes} bytes in all "
+                               "(the limit across pages)")
+
+    def add_items(self, n: int) -> None:
+        self.items += n
+        if self.items > self.settings.max_items:
+            raise CatalogError(f"{self.what}: more than {self.settings.max_items} items in all (the limit across pages)")
+
+
+def _category(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_private:
+        return "private"
+    if ip.is_global:
+        return "public"
+    return "reserved"
+
+
+def _addresses(host: str, port: int | None) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses ``host`` stands for (an IP literal is not looked up)."""
+    try:
+        return [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise CatalogError(f"cannot resolve host {host!r} ({exc})") from None
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+class AddressPolicy:
+    """Where links and redirects a server sends may lead.
+
+    Only ``http``/``https``.  Public addresses are always allowed (USGS's ``next``
+    links point at another public host than its API URL); a loopback, link-local,
+    private or reserved address only when the trusted ``base`` URL (the API or
+    catalog the user chose) is itself on an address of that kind.  Checked before any
+    connection is made; the base host is looked up on first use, never at import.
+    """
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self._allowed: set[str] | None = None
+        self._lock = threading.Lock()
+
+    def allowed(self) -> set[str]:
+        with self._lock:
+            if self._allowed is None:
+                parts = urlparse(self.base)
+                try:
+                    self._allowed = {_category(ip) for ip in _addresses(parts.hostname or "", parts.port)}
+                except CatalogError:
+                    self._allowed = set()
+                self._allowed.add("public")
+            return self._allowed
+
+    def check(self, url: str, what: str) -> str:
+        """``url`` if a request to it may be sent, else a CatalogError saying why."""
+        parts = urlparse(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or _CONTROL.search(url):
+            raise CatalogError(f"refusing {what} {_short(url, 120)!r}: only http(s) URLs are followed")
+        allowed = self.allowed()
+        try:
+            addresses = _addresses(parts.hostname, parts.port)
+        except CatalogError:
+            # a name only a configured proxy can resolve (compute nodes behind one): no IP
+            # literal, so not a metadata or private address we could be steered to
+            if requests.utils.get_environ_proxies(url).get(parts.scheme):
+                return url
+            raise
+        for ip in addresses:
+            kind = _category(ip)
+            if kind not in allowed:
+                raise CatalogError(f"refusing {what} {_short(url, 100)!r}: {parts.hostname} is a {kind} address ({ip}), "
+                                   f"and {urlparse(self.base).hostname} is not")
+        return url
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    p = urlparse(url)
+    return (p.scheme, (p.hostname or "").lower(), p.port or {"http": 80, "https": 443}.get(p.scheme))
+
+
 class Http:
     """One ``requests.Session`` per thread, with timeouts, retries and a size cap."""
 
@@ -238,42 +366,76 @@ class Http:
             s.close()
             self._local.session = None
 
-    def json(self, method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    def json(self, method: str, url: str, body: Any = None, budget: Budget | None = None,
+             policy: AddressPolicy | None = None) -> tuple[int, Any]:
         """Send a request with retries; return (status, decoded JSON) for 2xx and 4xx.
 
-        Raises :class:`CatalogError` when the server cannot be reached, keeps failing
-        or answers with something that is not JSON.
+        Raises :class:`CatalogError` when the server cannot be reached, keeps failing,
+        answers with something that is not JSON, or the ``budget`` runs out.
+        Redirects are followed only to URLs ``policy`` allows, and a POST body is
+        never re-sent to another origin.
         """
         st = self.settings
+        budget = budget or Budget(st, url)
         attempt = 0
+        redirects = 0
         while True:
             attempt += 1
+            left = budget.check_time()
             with self._count_lock:
                 self.requests_sent += 1
             try:
                 resp = self.session.request(
-                    method, url, json=body, timeout=(st.connect_timeout, st.read_timeout), stream=True
+                    method, url, json=body, timeout=(min(st.connect_timeout, left), min(st.read_timeout, left)),
+                    stream=True, allow_redirects=False,
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
+                budget.check_time()
                 if attempt <= st.retries:
                     delay = st.backoff * 2 ** (attempt - 1)
                     log.info("%s %s: %s; retrying in %.1f s", method, url, type(exc).__name__, delay)
-                    self._sleep(delay)
+                    self._pause(delay, budget)
                     continue
                 kind = "timed out" if isinstance(exc, requests.Timeout) else "cannot connect"
                 raise CatalogError(f"{url}: {kind} after {attempt} attempts ({_short(str(exc), 160)})") from None
             except requests.RequestException as exc:
                 raise CatalogError(f"{url}: request failed ({_short(str(exc), 160)})") from None
             try:
+                if resp.status_code in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
+                    redirects += 1
+                    target = urljoin(url, resp.headers["Location"])
+                    if redirects > st.max_redirects:
+                        raise CatalogError(f"{url}: more than {st.max_redirects} redirects")
+                    keep_body = resp.status_code in (307, 308)
+                    if method == "POST" and keep_body and _origin(target) != _origin(url):
+                        raise CatalogError(f"{url}: refusing to re-send the search body to another origin "
+                                           f"(HTTP {resp.status_code} redirect to {_short(target, 100)})")
+                    if policy is not None:
+                        policy.check(target, "redirect to")
+                    elif urlparse(target).scheme not in ("http", "https"):
+                        raise CatalogError(f"{url}: refusing a redirect to {_short(target, 100)!r}")
+                    log.info("%s %s: HTTP %d redirect to %s", method, url, resp.status_code, target)
+                    if not keep_body and method != "GET":
+                        method, body = "GET", None
+                    url = target
+                    attempt -= 1  # a redirect is not a failed attempt
+                    continue
                 if resp.status_code in (429, 502, 503, 504) and attempt <= st.retries:
                     delay = self._retry_after(resp, st.backoff * 2 ** (attempt - 1))
                     log.info("%s %s: HTTP %d; retrying in %.1f s", method, url, resp.status_code, delay)
-                    self._sleep(delay)
+                    self._pause(delay, budget)
                     continue
-                raw = self._read(resp, url)
+                raw = self._read(resp, url, budget)
                 return resp.status_code, self._decode(resp, raw, url)
             finally:
                 resp.close()
+
+    def _pause(self, delay: float, budget: Budget) -> None:
+        """Sleep before a retry, unless that would outlast the deadline."""
+        if delay >= budget.remaining():
+            budget.end = time.monotonic()  # waiting would outlast it: the deadline is reached now
+            budget.check_time()
+        self._sleep(delay)
 
     def _retry_after(self, resp: requests.Response, default: float) -> float:
         value = resp.headers.get("Retry-After", "").strip()
@@ -281,7 +443,7 @@ class Http:
             return min(float(value), self.settings.max_retry_after)
         return default
 
-    def _read(self, resp: requests.Response, url: str) -> bytes:
+    def _read(self, resp: requests.Response, url: str, budget: Budget) -> bytes:
         limit = self.settings.max_bytes
         declared = resp.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -289,20 +451,44 @@ class Http:
         chunks = []
         size = 0
         try:
-            for chunk in resp.iter_content(65536):
+            while True:
+                left = budget.check_time()
+                self._socket_timeout(resp, min(self.settings.read_timeout, left))
+                chunk = resp.raw.read1(65536, decode_content=True)  # returns as soon as anything arrives
+                if not chunk:
+                    break
                 size += len(chunk)
                 if size > limit:
                     raise CatalogError(f"{url}: response is larger than the {limit}-byte limit")
+                budget.add_bytes(len(chunk))
                 chunks.append(chunk)
-        except requests.RequestException as exc:
+        except CatalogError:
+            raise
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            budget.check_time()
             raise CatalogError(f"{url}: reading the response failed ({_short(str(exc), 160)})") from None
         return b"".join(chunks)
+
+    @staticmethod
+    def _socket_timeout(resp: requests.Response, seconds: float) -> None:
+        """Shorten the socket's timeout so a slow body cannot outlast the deadline."""
+        conn = getattr(resp.raw, "connection", None)
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.settimeout(max(0.01, seconds))
+            except OSError:  # pragma: no cover - closed meanwhile
+                pass
 
     def _decode(self, resp: requests.Response, raw: bytes, url: str) -> Any:
         status = resp.status_code
         ctype = resp.headers.get("Content-Type", "")
+        if not safeio.json_depth_ok(raw):
+            raise CatalogError(f"{url}: HTTP {status}, JSON nested more than {safeio.MAX_JSON_DEPTH} levels deep", status)
         try:
             data = json.loads(raw)
+        except RecursionError:  # pragma: no cover - the depth check comes first
+            raise CatalogError(f"{url}: HTTP {status}, JSON nested too deeply", status) from None
         except ValueError:
             if "html" in ctype.lower() or raw.lstrip()[:1] == b"<":
                 raise CatalogError(f"{url}: HTTP {status}, got an HTML page instead of JSON", status) from None
@@ -352,6 +538,7 @@ class StacClient:
         self._modes = modes if modes is not None else {}
         self._remember = remember_mode
         self.allow_http = urlparse(url).scheme == "http"
+        self.policy = AddressPolicy(self.url)
 
     def body(self, mode: str, collection: str, names: Iterable[str]) -> dict[str, Any]:
         """The search body for one body's names in ``mode`` (``query`` or ``filter``)."""
@@ -367,14 +554,20 @@ class StacClient:
         return body
 
     def items(self, collection: str, names: Iterable[str]) -> list[Mapping[str, Any]]:
-        """Every item of ``collection`` whose ``ssys:targets`` holds one of ``names``."""
+        """Every item of ``collection`` whose ``ssys:targets`` holds one of ``names``.
+
+        One :class:`Budget` (deadline, total bytes, items) covers every page and retry.
+        ``next`` links are followed only with GET or POST, to URLs the client's
+        :class:`AddressPolicy` allows.
+        """
         names = list(names)
+        budget = Budget(self.http.settings, f"search at {self.search}")
         mode = self._modes.get(self.search, QUERY)
-        status, data = self.http.json("POST", self.search, self.body(mode, collection, names))
+        status, data = self.http.json("POST", self.search, self.body(mode, collection, names), budget, self.policy)
         if status == 400 and mode == QUERY:
             log.info("%s rejected the query extension (%s); retrying with a CQL2 filter", self.search, _error_text(data))
             mode = FILTER
-            status, data = self.http.json("POST", self.search, self.body(mode, collection, names))
+            status, data = self.http.json("POST", self.search, self.body(mode, collection, names), budget, self.policy)
             if status != 400:
                 self._modes[self.search] = FILTER
                 if self._remember:
@@ -382,6 +575,7 @@ class StacClient:
         if status == 400:
             raise CatalogError(f"{self.search}: HTTP 400: {_error_text(data)}", 400)
         items = _features(data, self.search)
+        budget.add_items(len(items))
         matched = _matched(data)
         previous_body = self.body(mode, collection, names)
         pages = 1
@@ -394,17 +588,22 @@ class StacClient:
             if pages >= MAX_PAGES:
                 log.warning("%s: stopped after %d pages", self.search, pages)
                 break
-            href = urljoin(self.search, link["href"])
             method = str(link.get("method", "GET")).upper()
+            if method not in ("GET", "POST"):
+                raise CatalogError(f"{self.search}: refusing a next link with method {_short(method, 20)!r} "
+                                   "(STAC next links are GET or POST)")
+            href = self.policy.check(urljoin(self.search, link["href"]), "next link")
             body = link.get("body")
             if method == "POST":
                 if link.get("merge") and isinstance(body, Mapping):
                     body = {**previous_body, **body}
                 previous_body = dict(body) if isinstance(body, Mapping) else previous_body
-            status, data = self.http.json(method, href, body if method == "POST" else None)
+            status, data = self.http.json(method, href, body if method == "POST" else None, budget, self.policy)
             if status == 400:
                 raise CatalogError(f"{href}: HTTP 400: {_error_text(data)}", 400)
-            items.extend(_features(data, href))
+            page = _features(data, href)
+            budget.add_items(len(page))
+            items.extend(page)
             pages += 1
         return items
 
@@ -412,29 +611,41 @@ class StacClient:
 class StaticCatalog:
     """A static STAC ItemCollection, Collection or Catalog (local path or URL).
 
-    ``item`` and ``child`` links are followed; every item is loaded once.
+    ``item`` and ``child`` links are followed; every item is loaded once.  A remote
+    catalog's links must stay http(s) URLs the :class:`AddressPolicy` allows (a
+    ``file:`` link or an absolute path is never read from disk); a local catalog's
+    links must stay local files, each a regular file of at most ``max_bytes``.  One
+    :class:`Budget` covers the whole walk.
     """
 
     def __init__(self, location: str, http: Http) -> None:
         self.location = location
         self.http = http
+        self.remote = bool(re.match(r"https?://", location))
         self.allow_http = location.startswith("http://")
+        self.policy = AddressPolicy(location) if self.remote else None
         self._items: list[Mapping[str, Any]] | None = None
         self._lock = threading.Lock()
 
-    def _load(self, where: str) -> Any:
-        if re.match(r"https?://", where):
-            status, data = self.http.json("GET", where)
+    def _load(self, where: str, budget: Budget) -> Any:
+        if self.remote:
+            status, data = self.http.json("GET", where, None, budget, self.policy)
             if status >= 400:
                 raise CatalogError(f"{where}: HTTP {status}: {_error_text(data)}", status)
             return data
         path = Path(where[7:] if where.startswith("file://") else where)
+        budget.check_time()
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CatalogError(f"{path}: static catalog not found") from None
-        except (OSError, ValueError) as exc:
-            raise CatalogError(f"{path}: cannot read static catalog: {exc}") from None
+            raw, _ = safeio.read_regular(path, self.http.settings.max_bytes, what="static catalog file")
+        except UnsafeFileError as exc:
+            if exc.errno == 2:
+                raise CatalogError(f"{path}: static catalog not found") from None
+            raise CatalogError(f"cannot read static catalog: {exc}") from None
+        budget.add_bytes(len(raw))
+        try:
+            return safeio.loads_json(raw, str(path))
+        except ValueError as exc:
+            raise CatalogError(f"cannot read static catalog: {_short(str(exc))}") from None
 
     def items(self) -> list[Mapping[str, Any]]:
         """Every item reachable from the catalog."""
@@ -444,6 +655,7 @@ class StaticCatalog:
             return self._items
 
     def _walk(self) -> list[Mapping[str, Any]]:
+        budget = Budget(self.http.settings, f"static catalog {self.location}")
         seen: set[str] = set()
         items: list[Mapping[str, Any]] = []
         todo = [self.location]
@@ -454,23 +666,38 @@ class StaticCatalog:
             seen.add(where)
             if len(seen) > 10000:
                 raise CatalogError(f"{self.location}: more than 10000 documents in the static catalog")
-            doc = self._load(where)
+            doc = self._load(where, budget)
             if not isinstance(doc, Mapping):
                 raise CatalogError(f"{where}: not a STAC document")
             kind = doc.get("type")
+            found: list[Mapping[str, Any]] = []
             if kind == "FeatureCollection":
-                items.extend(_features(doc, where))
+                found = _features(doc, where)
             elif kind == "Feature":
-                items.append(doc)
+                found = [doc]
+            budget.add_items(len(found))
+            items.extend(found)
             for link in doc.get("links") or ():
                 if isinstance(link, Mapping) and link.get("rel") in ("item", "child", "items") and isinstance(link.get("href"), str):
-                    todo.append(_resolve(where, link["href"]))
+                    todo.append(self._link(where, link["href"]))
         return items
+
+    def _link(self, base: str, href: str) -> str:
+        if self.remote:
+            target = urljoin(base, href)  # "/x" stays on the server; "file:..." stays file:
+            assert self.policy is not None
+            try:
+                return self.policy.check(target, "catalog link")
+            except CatalogError as exc:
+                raise CatalogError(f"{base}: {exc} (a remote catalog's links must stay remote)") from None
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", href) and not href.startswith("file://"):
+            raise CatalogError(f"{base}: refusing catalog link {_short(href, 100)!r}: a local catalog's links must be local files")
+        return _resolve(base, href)
 
 
 def _resolve(base: str, href: str) -> str:
-    if re.match(r"[a-z]+://", href) or href.startswith("/"):
+    if href.startswith("file://"):
+        return href[7:]
+    if href.startswith("/"):
         return href
-    if re.match(r"https?://", base):
-        return urljoin(base, href)
     return str((Path(base).parent / href).resolve())

@@ -55,6 +55,8 @@ def main() -> None:
         "  EndGroup\n"
         "EndObject\n"
     )
+    # an empty stand-in for the 2 GB LOLA DEM: SYSTEM models must exist in the data area
+    (ROOT / "isisdata" / "base" / "dems" / "ldem_128ppd_Mar2011_clon180_radius_pad.cub").write_bytes(b"")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
   ``query`` ``in``; reads ``sortby`` and ignores ``sort``; newest ``datetime`` first by
   default; a ``next`` link on every non-empty page; stac-server's error bodies.  With
   ``pgstac=True`` it rejects ``query`` like stac-fastapi-pgstac and takes CQL2 filters.
-* :class:`RangeServer` serves files with HTTP Range support, as GDAL's /vsicurl/ needs.
+* :class:`RangeServer` serves files with HTTP Range support, as GDAL's /vsicurl/ needs
+  (and ``Last-Modified``, as S3 sends it).
 
 Both count the requests they get.  Scripted faults (:meth:`StacServer.fault`) are
 served before normal answers.
@@ -16,6 +17,7 @@ import json
 import os
 import threading
 import time
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -76,11 +78,15 @@ class StacServer(_Base):
     """A stac-server look-alike.  ``prefix`` is where the API root lives (``/api/``)."""
 
     def __init__(self, items: list[dict] | None = None, prefix: str = "/", pgstac: bool = False,
-                 next_host: str | None = None) -> None:
+                 next_host: str | None = None, page_size: int | None = None, next_link: dict | None = None,
+                 pad: int = 0) -> None:
         self.items = list(items or [])
         self.prefix = prefix
         self.pgstac = pgstac
         self.next_host = next_host
+        self.page_size = page_size  # the server's own maximum page size
+        self.next_link = next_link  # hostile: fields that override every next link
+        self.pad = pad  # hostile: bytes of padding in every search answer
         self.faults: list[dict[str, Any]] = []
         super().__init__()
 
@@ -88,10 +94,14 @@ class StacServer(_Base):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.prefix}"
 
-    def fault(self, status=200, body: Any = b"", headers=None, delay=0.0, times=1, close=False):
-        """Answer the next ``times`` requests with this instead of a normal answer."""
+    def fault(self, status=200, body: Any = b"", headers=None, delay=0.0, times=1, close=False, dribble=0.0):
+        """Answer the next ``times`` requests with this instead of a normal answer.
+
+        ``dribble`` sends the body one byte every ``dribble`` seconds.
+        """
         for _ in range(times):
-            self.faults.append({"status": status, "body": body, "headers": headers or {}, "delay": delay, "close": close})
+            self.faults.append({"status": status, "body": body, "headers": headers or {}, "delay": delay, "close": close,
+                                "dribble": dribble})
 
     @property
     def searches(self):
@@ -126,6 +136,8 @@ class StacServer(_Base):
         limit = body.get("limit", 10)
         if not isinstance(limit, int) or limit <= 0 or limit > 10000:
             return 400, {"code": "BadRequest", "description": "limit must be between 1 and 10000"}
+        if self.page_size:
+            limit = min(limit, self.page_size)
         try:
             found = [it for it in self.items if self._matches(it, body)]
         except ValueError as exc:
@@ -145,7 +157,10 @@ class StacServer(_Base):
             links.append({"rel": "next", "method": "POST", "merge": False,
                           "href": f"http://{host}:{self.port}/gateway/prod/search",
                           "body": {**{k: v for k, v in body.items() if k != "next"}, "next": str(start + limit)}})
-        return 200, {"type": "FeatureCollection", "stac_version": "1.0.0", "features": page, "links": links,
+            if self.next_link:
+                links[-1].update(self.next_link)
+        extra = {"padding": "x" * self.pad} if self.pad else {}
+        return 200, {**extra, "type": "FeatureCollection", "stac_version": "1.0.0", "features": page, "links": links,
                      "numberMatched": len(found), "numberReturned": len(page),
                      "context": {"limit": limit, "matched": len(found), "returned": len(page)}}
 
@@ -153,7 +168,7 @@ class StacServer(_Base):
         server = self
 
         class Handler(_QuietHandler):
-            def _send(self, status, body, headers=None):
+            def _send(self, status, body, headers=None, dribble=0.0):
                 raw = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 hdrs = {"Content-Type": "application/json", **(headers or {})}
@@ -162,7 +177,16 @@ class StacServer(_Base):
                 if "Content-Length" not in hdrs:
                     self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
-                self.wfile.write(raw)
+                if not dribble:
+                    self.wfile.write(raw)
+                    return
+                try:
+                    for i in range(len(raw)):
+                        self.wfile.write(raw[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(dribble)
+                except OSError:  # the client gave up
+                    self.close_connection = True
 
             def _handle(self, method):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -179,7 +203,7 @@ class StacServer(_Base):
                     if f["close"]:
                         self.close_connection = True
                         return
-                    self._send(f["status"], f["body"], f["headers"])
+                    self._send(f["status"], f["body"], f["headers"], f["dribble"])
                     return
                 if self.path.endswith("/search") and method == "POST":
                     status, data = server.search(body or {})
@@ -199,6 +223,12 @@ class StacServer(_Base):
 
             def do_GET(self):
                 self._handle("GET")
+
+            def do_DELETE(self):
+                self._handle("DELETE")
+
+            def do_PUT(self):
+                self._handle("PUT")
 
         return Handler
 
@@ -237,6 +267,7 @@ class RangeServer(_Base):
                 self.send_response(status)
                 self.send_header("Accept-Ranges", "bytes")
                 self.send_header("Content-Type", "image/tiff")
+                self.send_header("Last-Modified", formatdate(path.stat().st_mtime, usegmt=True))
                 self.send_header("Content-Length", str(len(body)))
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")

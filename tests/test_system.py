@@ -45,7 +45,7 @@ def test_match_is_case_and_whitespace_insensitive_and_last_match_wins(tmp_path):
         "  # Group = Selection\n  #   Match = (\"Instrument\",\"TargetName\",\"Mars\")\n  #   File = (\"base\", \"dems/commented.cub\")\n  # EndGroup\n",
         sel("MARS", '("base", "dems/second.cub")'),
         sel("Moon", '("base", "dems/moon.cub")'),
-    )})
+    ), "first.cub": "", "second.cub": "", "moon.cub": ""})
     assert find_system_model(MARS, root).path == "$base/dems/second.cub"
     assert find_system_model({("INSTRUMENT", "TARGETNAME"): "Mars  "}, root).path == "$base/dems/second.cub"
 
@@ -58,7 +58,7 @@ def test_no_alias_lookup_and_no_match_gives_none(tmp_path):
 
 def test_multi_match_selection(tmp_path):
     root = area(tmp_path, {"kernels.0001.db": db(sel(
-        "Mars", '("base", "dems/ctx.cub")', '    Match = ("Instrument","InstrumentId","CTX")\n'))})
+        "Mars", '("base", "dems/ctx.cub")', '    Match = ("Instrument","InstrumentId","CTX")\n')), "ctx.cub": ""})
     assert find_system_model(MARS, root).path is None
     both = {**MARS, ("INSTRUMENT", "INSTRUMENTID"): "ctx"}
     assert find_system_model(both, root).path == "$base/dems/ctx.cub"
@@ -70,14 +70,16 @@ def test_conf_names_the_db_files(tmp_path):
         "special.0003.db": db(sel("Mars", '("base", "dems/from_conf.cub")')),
         "special.0001.db": db(sel("Mars", '("base", "dems/old_conf.cub")')),
         "kernels.0001.conf": 'Object = Instrument\n  Group = Selection\n    File = ("base", "dems/special.????.db")\n  EndGroup\nEndObject\n',
+        "from_conf.cub": "", "from_db.cub": "",
     })
     m = find_system_model(MARS, root)
     assert m.path == "$base/dems/from_conf.cub" and m.db.endswith("special.0003.db")
 
 
 def test_one_value_file_used_as_is(tmp_path):
-    root = area(tmp_path, {"kernels.0001.db": db(sel("Mars", '"/abs/mars.cub"'))})
-    assert find_system_model(MARS, root).path == "/abs/mars.cub"
+    mars = tmp_path / "isisdata" / "base" / "dems" / "mars.cub"
+    root = area(tmp_path, {"kernels.0001.db": db(sel("Mars", f'"{mars}"')), "mars.cub": ""})
+    assert find_system_model(MARS, root).path == str(mars)
 
 
 def test_missing_and_empty_data_area(tmp_path, monkeypatch):
@@ -95,7 +97,7 @@ def test_missing_and_empty_data_area(tmp_path, monkeypatch):
 
 
 def test_isisdata_from_environment_at_call_time(tmp_path, monkeypatch):
-    root = area(tmp_path, {"kernels.0001.db": db(sel("Mars", '("base", "dems/m.cub")'))})
+    root = area(tmp_path, {"kernels.0001.db": db(sel("Mars", '("base", "dems/m.cub")')), "m.cub": ""})
     monkeypatch.setenv("ISISDATA", str(root))
     assert find_system_model(MARS).path == "$base/dems/m.cub"
 
@@ -107,11 +109,10 @@ def test_malformed_db_names_file_and_line(tmp_path):
     assert "kernels.0001.db" in str(info.value) and "line" in str(info.value)
 
 
-def test_missing_versioned_dem_is_an_error(tmp_path):
+def test_missing_versioned_dem_falls_back_with_the_reason(tmp_path):
     root = area(tmp_path, {"kernels.0001.db": db(sel("Mars", '("base", "dems/gone????.cub")'))})
-    with pytest.raises(errors.KernelDbError) as info:
-        find_system_model(MARS, root)
-    assert "gone????.cub" in str(info.value)
+    m = find_system_model(MARS, root)
+    assert m.path is None and "gone????.cub" in m.reasons[0]
 
 
 def test_highest_version_handles_several_runs(tmp_path):

@@ -6,7 +6,9 @@
    cold cache, warm cache, and pystac-client doing the same job
 4. ``shaperesolver fromlist=`` over 10,000 small cubes (warm cache, verify=no) with
    ``jobs=1, 2, 4, 8`` and on a 2-worker Dask LocalCluster; fsyncs per cube (strace)
-5. 64 processes starting at once with a cold shared cache: searches sent, wall time
+5. checking a remote COG against the body (issue 11): HTTP requests to the DEM's server
+   for today's open, a first check, a warm-cache check and a stale entry
+6. 64 processes starting at once with a cold shared cache: searches sent, wall time
 """
 
 from __future__ import annotations
@@ -61,6 +63,31 @@ def bench_read(tmp: Path) -> None:
     print(f"fast reader on the text   {r_scan:9.0f} labels/s  ({1000 / r_scan:.3f} ms each)")
     print(f"pvl.loads                 {r_pvl:9.1f} labels/s  ({1000 / r_pvl:.1f} ms each)")
     print(f"speed-up over pvl.loads   {r_read / r_pvl:9.0f}x")
+
+
+def bench_read_real(tmp: Path) -> None:
+    """Reads per second over the real ISIS labels of tests/data/real (when present)."""
+    sys.path.insert(0, str(HERE.parent))
+    import test_real_labels as real  # noqa: E402 - the test module knows where the set is
+
+    paths = []
+    for row in real.ROWS:
+        try:
+            src = real._source(row["name"])
+        except BaseException:  # noqa: BLE001 - pytest's skip when the set is absent
+            print("\n== 1b. real labels: the real set is not on this machine; skipped ==")
+            return
+        if row["role"] == "positive" and src.suffix in (".cub", ".lbl"):
+            paths.append(src)
+    ok = [p for p in paths if read_label(p).target]
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 2.0:
+        for p in ok:
+            read_label(p).target
+        n += len(ok)
+    took = time.perf_counter() - t0
+    print(f"\n== 1b. reading the {len(ok)} real ISIS cubes and labels of tests/data/real ==")
+    print(f"read_label(path).target   {n / took:9.0f} labels/s  ({1000 * took / n:.3f} ms each)")
 
 
 def bench_write(tmp: Path) -> None:
@@ -232,7 +259,7 @@ LAUNCH = "import sys; from shaperesolver.cli import main; sys.exit(main(sys.argv
 
 
 def bench_cold_start(tmp: Path) -> None:
-    print("\n== 5. 64 processes start at once with a cold shared cache (4 bodies; searches take 0.2 s) ==")
+    print("\n== 6. 64 processes start at once with a cold shared cache (4 bodies; searches take 0.2 s) ==")
     (tmp / "cold").mkdir()
     paths = make_cubes(tmp / "cold", 64)  # MARS, Mars, MOON, Ceres, IO: 4 bodies
 
@@ -253,15 +280,69 @@ def bench_cold_start(tmp: Path) -> None:
                   f"{sum(c != 0 for c in codes)} failed")
 
 
+def make_cog(path: Path, width: int = 4096, height: int = 2048) -> Path:
+    """A Mars radius COG (float32, 512x512 tiles, DEFLATE, overviews) written with GDAL."""
+    import numpy as np
+    from osgeo import gdal, osr
+
+    lat = np.radians(np.linspace(89.9, -89.9, height))[:, None]
+    lon = np.radians(np.linspace(-180, 180, width))[None, :]
+    a, c = 3396190.0, 3376200.0
+    r = a * c / np.sqrt((c * np.cos(lat)) ** 2 + (a * np.sin(lat)) ** 2) + 8000.0 * np.sin(3 * lon) * np.cos(2 * lat)
+    mem = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GDT_Float32)
+    mem.SetGeoTransform((-180.0, 360.0 / width, 0.0, 90.0, 0.0, -180.0 / height))
+    srs = osr.SpatialReference()
+    srs.SetGeogCS("Mars 2000", "D_Mars_2000", "Mars_2000_IAU_IAG", a, 0.0)
+    mem.SetProjection(srs.ExportToWkt())
+    mem.GetRasterBand(1).WriteArray(r.astype(np.float32))
+    gdal.GetDriverByName("COG").CreateCopy(str(path), mem, options=["BLOCKSIZE=512", "COMPRESS=DEFLATE",
+                                                                    "RESAMPLING=AVERAGE"])
+    return path
+
+
+def bench_modelcheck(tmp: Path) -> None:
+    from osgeo import gdal
+    from servers import RangeServer
+
+    from shaperesolver.raster import open_model
+
+    print("\n== 5. checking a remote COG against the body (4096x2048 float32, 512x512 tiles, overviews) ==")
+    www = tmp / "www"
+    www.mkdir()
+    make_cog(www / "mars.tif")
+    with RangeServer(www) as files, StacServer([item("mars0005", ["Mars"], "0005", href=files.url("mars.tif"))]) as srv:
+        gdal.VSICurlClearCache()
+        t0 = time.perf_counter()
+        open_model("/vsicurl/" + files.url("mars.tif"))
+        print(f"open and verify structure (before issue 11)  {len(files.requests):2d} HTTP requests, "
+              f"{1000 * (time.perf_counter() - t0):6.1f} ms")
+        rows = (("first check", {}), ("warm cache", {}), ("stale entry, same size/Last-Modified", {"cache_ttl": 0.0}))
+        for label, kw in rows:
+            gdal.VSICurlClearCache()
+            before = len(files.requests)
+            t0 = time.perf_counter()
+            with Resolver(url=srv.url, cache_dir=tmp / "cache-check", http=HttpSettings(retries=0), **kw) as r:
+                res = r.resolve(target="Mars")
+            took = time.perf_counter() - t0
+            print(f"{label:44s} {len(files.requests) - before:2d} HTTP requests to the DEM, {took * 1000:6.1f} ms "
+                  f"({res.source}; {r.requests_sent} to the STAC API)")
+
+
+BENCHES = {"read": bench_read, "real": bench_read_real, "write": bench_write, "web": bench_web, "fromlist": bench_fromlist,
+           "modelcheck": bench_modelcheck, "coldstart": bench_cold_start}
+
+
 def main() -> None:
-    """Run every benchmark, or those numbered on the command line (``run.py 4 5``)."""
+    """All benchmarks, or only those named on the command line (e.g. ``run.py modelcheck``)."""
     warnings.filterwarnings("ignore", module="pystac_client")
-    benches = [bench_read, bench_write, bench_web, bench_fromlist, bench_cold_start]
-    chosen = [int(a) for a in sys.argv[1:]] or range(1, len(benches) + 1)
+    chosen = sys.argv[1:] or list(BENCHES)
+    unknown = [n for n in chosen if n not in BENCHES]
+    if unknown:
+        sys.exit(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
     with tempfile.TemporaryDirectory(prefix="shaperesolver-bench-") as d:
         tmp = Path(d)
-        for n in chosen:
-            benches[n - 1](tmp)
+        for name in chosen:
+            BENCHES[name](tmp)
 
 
 if __name__ == "__main__":
