@@ -9,8 +9,9 @@ for the entry, which a finished holder has written).  A waiter that reaches the 
 searches itself.  A holder whose search failed notes why in the claim file, so the
 processes waiting on it fall back at once instead of retrying the dead server one by one.
 
-Claim files are opened with ``O_NOFOLLOW`` in a directory owned by the user, created
-0600, and used only if they are regular files owned by the user; anything else (or a
+Claim files are opened with ``O_NOFOLLOW`` in a directory owned by the user and not
+writable by others (the cache's own rule), created 0600, and used only if they are
+regular files of the user's that others cannot write; anything else (or a
 file system without ``flock``) means no coordination, never an error.  They are never
 deleted (deleting a lock file races with processes that have just opened it).
 """
@@ -80,17 +81,17 @@ class Claim(Generic[T]):
 
 def _open(directory: Path, key: str) -> int | None:
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
         dst = os.stat(directory)
-        if dst.st_uid != os.getuid():
-            log.info("cache directory %s is not ours; searching without a claim", directory)
+        if dst.st_uid != os.geteuid() or dst.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or not stat.S_ISDIR(dst.st_mode):
+            log.info("cache directory %s is not ours alone; searching without a claim", directory)
             return None
         fd = os.open(directory / f"{key}.claim", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         log.info("cannot open a claim in %s (%s); searching without one", directory, exc.strerror)
         return None
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         os.close(fd)
         log.info("claim file for %s in %s is not a regular file of ours; searching without one", key, directory)
         return None
