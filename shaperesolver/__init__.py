@@ -19,6 +19,7 @@ from .bodies import Body, canonical, lookup
 from . import errors as _errors
 from .errors import *  # noqa: F403 - the whole exception tree is public
 from .label import CubeLabel, WriteOutcome, read_label, write_shape_model
+from .batch import write_batch
 from .resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolution, ResolutionError, Resolver, resolve
 from .stac import HttpSettings
 
@@ -37,6 +38,7 @@ __all__ = [
     "Resolution",
     "ResolutionError",
     "resolve",
+    "write_batch",
     "HttpSettings",
     "DEFAULT_URL",
     "DEFAULT_COLLECTION",

@@ -11,21 +11,22 @@ import json
 import logging
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from . import safeio
 from ._version import __version__
+from .batch import BatchOptions, run_batch
 from .errors import ShapeResolverError, UnsafeFileError, UsageError
-from .label import WriteOutcome
-from .resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolution, Resolver
+from .resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolver
 
 __all__ = ["main", "parse_args"]
 
 log = logging.getLogger("shaperesolver")
 
 PARAMS = ("from", "fromlist", "shape", "model", "url", "catalog", "collection", "target", "version",
-          "verify", "cache", "isisdata", "dryrun")
+          "verify", "cache", "isisdata", "dryrun", "jobs", "scheduler")
 FLAGS = {"--json": "json", "-v": "verbose", "--verbose": "verbose", "-q": "quiet", "--quiet": "quiet",
          "-h": "help", "--help": "help", "--version": "show_version"}
 CHOICES = {"shape": ("web", "system", "ellipsoid", "user"), "verify": ("yes", "no"),
@@ -36,7 +37,8 @@ HELP = f"""\
 usage: shaperesolver from=CUBE [shape=web|system|ellipsoid|user] [model=PATH]
                      [url=STAC_API_ROOT] [catalog=STATIC_CATALOG] [collection=ID]
                      [target=NAME] [version=VER] [verify=yes|no] [cache=yes|no|refresh]
-                     [isisdata=DIR] [dryrun=yes|no] [--json] [-v|-q] [--help] [--version]
+                     [isisdata=DIR] [dryrun=yes|no] [jobs=N] [scheduler=ADDRESS]
+                     [--json] [-v|-q] [--help] [--version]
        shaperesolver fromlist=LIST [same options]
 
 Choose a shape model (DEM) for ISIS cubes, as spiceinit's SHAPE parameter does, and
@@ -59,6 +61,10 @@ write it into IsisCube > Kernels > ShapeModel without touching the rest of the l
                    $SHAPERESOLVER_CACHE_DIR overrides where it lives)
   isisdata=DIR     ISIS data area (default $ISISDATA)
   dryrun=yes       show what would be written, write nothing
+  jobs=N           write N cubes at a time (default 1; 0 = one per core)
+  scheduler=ADDR   run the batch on a Dask cluster (tcp://host:8786; needs the
+                   shaperesolver[dask] extra); the cubes must be on a file system
+                   its workers see
   --json           one JSON object per cube on stdout (JSON Lines)
   -v, -q           more or less chatter on stderr
 
@@ -120,6 +126,15 @@ def _set(opts: dict[str, Any], key: str, value: str) -> None:
         value = _BOOL_WORDS.get(value, value) if key in ("verify", "dryrun") else value
         if value not in CHOICES[key]:
             raise UsageError(f"{key}={value} is not one of {'|'.join(CHOICES[key])}")
+    if key == "jobs":
+        try:
+            jobs = int(value.strip())
+        except ValueError:
+            jobs = -1
+        if jobs < 0:
+            raise UsageError(f"jobs={value} is not a number of workers (0 = one per core)")
+        opts[key] = jobs
+        return
     opts[key] = value
 
 
@@ -170,25 +185,7 @@ def _cube_list(opts: dict[str, Any]) -> list[str | tuple[str, ListLineError]]:
     return cubes
 
 
-def _record(cube: str, res: Resolution | None, out: WriteOutcome | None, err: Exception | None) -> dict[str, Any]:
-    if res is not None:
-        rec = res.record()
-        rec["cube"] = cube
-    else:
-        rec = {"cube": cube, "target": None, "body": None, "shape_model": None, "source": None,
-               "item_id": None, "version": None, "fallback_reason": None, "db": None}
-    rec["written"] = bool(out and out.written)
-    rec["previous"] = out.previous if out else None
-    rec["removed_elevation_model"] = out.removed_elevation_model if out else None
-    if err is not None:
-        rec["error"] = str(err)
-        rec["source"] = None
-        if isinstance(err, ShapeResolverError) and getattr(err, "reasons", None):
-            rec["fallback_reason"] = "; ".join(err.reasons)  # type: ignore[attr-defined]
-    return rec
-
-
-def _human(rec: dict[str, Any], out: WriteOutcome | None, dryrun: bool, stream: TextIO) -> None:
+def _human(rec: dict[str, Any], kernels_text: str | None, dryrun: bool, stream: TextIO) -> None:
     w = stream.write
     body = f" ({rec['body']})" if rec.get("body") and rec["body"] != rec["target"] else ""
     w(f"{rec['cube']}: TargetName = {rec['target']}{body}\n")
@@ -205,8 +202,8 @@ def _human(rec: dict[str, Any], out: WriteOutcome | None, dryrun: bool, stream: 
         w(f"  fell back: {rec['fallback_reason']}\n")
     if rec.get("removed_elevation_model"):
         w(f"  removed ElevationModel = {rec['removed_elevation_model']} (it would override ShapeModel)\n")
-    if out is not None:
-        w(out.kernels_text)
+    if kernels_text is not None:
+        w(kernels_text)
 
 
 class _Progress:
@@ -236,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_versions())
             return 0
         cubes = _cube_list(opts)
+        if "jobs" in opts and "scheduler" in opts:
+            raise UsageError("give jobs= or scheduler=, not both (the cluster's workers do the work)")
+        opts.setdefault("jobs", 1)
         if cubes == [] and "target" in opts:
             raise UsageError("give from=CUBE or fromlist=LIST (target= overrides their TargetName)")
     except UsageError as exc:
@@ -253,40 +253,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError) as exc:
         print(f"shaperesolver: {exc}", file=sys.stderr)
         return 2
-    shape = opts.get("shape", "web")
-    per_cube = {k: opts[k] for k in ("model", "target", "version") if k in opts}
+    batch = BatchOptions(shape=opts.get("shape", "web"), model=opts.get("model"), target=opts.get("target"),
+                         version=opts.get("version"), dryrun=dryrun)
     counts = {"written": 0, "unchanged": 0, "fell back": 0, "failed": 0}
     progress = _Progress(len(cubes), sys.stderr, not opts["quiet"] and (as_json or len(cubes) > 1))
-    with resolver:
-        for n, entry in enumerate(cubes, 1):
-            res = out = err = None
-            cube = entry if isinstance(entry, str) else entry[0]
-            try:
-                if not isinstance(entry, str):
-                    raise entry[1]
-                res = resolver.resolve(cube, shape=shape, **per_cube)
-                out = resolver.write(res, cube, dryrun=dryrun)
-            except UsageError as exc:
-                print(f"shaperesolver: {exc}", file=sys.stderr)
-                return 2
-            except (ShapeResolverError, OSError, ValueError) as exc:  # one bad cube never stops the batch
-                err = exc
-            rec = _record(cube, res, out, err)
-            if err is not None:
-                counts["failed"] += 1
-                if progress.enabled:
-                    sys.stderr.write("\n")
-                print(f"shaperesolver: {_one_line(err, cube)}", file=sys.stderr)
-            else:
-                counts["written" if rec["written"] else "unchanged"] += 1
-                if rec["fallback_reason"]:
-                    counts["fell back"] += 1
-            if as_json:
-                sys.stdout.write(json.dumps(rec) + "\n")
-                sys.stdout.flush()
-            elif err is None and not opts["quiet"]:
-                _human(rec, out, dryrun, human)
-            progress.update(n)
+    try:
+        with resolver, _executor(opts) as executor:
+            for n, result in enumerate(run_batch(resolver, cubes, batch, jobs=opts["jobs"], executor=executor), 1):
+                rec = result.record
+                if result.error is not None:
+                    counts["failed"] += 1
+                    if progress.enabled:
+                        sys.stderr.write("\n")
+                    print(f"shaperesolver: {result.error}", file=sys.stderr)
+                else:
+                    counts["written" if rec["written"] else "unchanged"] += 1
+                    if rec["fallback_reason"]:
+                        counts["fell back"] += 1
+                if as_json:
+                    sys.stdout.write(json.dumps(rec) + "\n")
+                    sys.stdout.flush()
+                elif result.error is None and not opts["quiet"]:
+                    _human(rec, result.kernels_text, dryrun, human)
+                progress.update(n)
+    except UsageError as exc:
+        print(f"shaperesolver: {exc}", file=sys.stderr)
+        return 2
+    except _SchedulerError as exc:
+        print(f"shaperesolver: {exc}", file=sys.stderr)
+        return 1
     if len(cubes) > 1 and not opts["quiet"]:
         verb = "would write" if dryrun else "written"
         print(f"shaperesolver: {len(cubes)} cubes: {counts['written']} {verb}, {counts['unchanged']} unchanged, "
@@ -294,12 +289,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if counts["failed"] else 0
 
 
-def _one_line(err: Exception, cube: str) -> str:
-    text = " ".join(str(err).split())
-    if isinstance(err, ListLineError):
-        return text
-    text = text if text.startswith(cube) else f"{cube}: {text}"
-    return text if len(text) <= 300 else text[:297] + "..."
+class _SchedulerError(Exception):
+    """The Dask scheduler cannot be reached."""
+
+
+@contextmanager
+def _executor(opts: dict[str, Any]) -> Iterator[Any]:
+    """None (threads here) or a ``distributed.Client`` for ``scheduler=``."""
+    address = opts.get("scheduler")
+    if address is None:
+        yield None
+        return
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError("scheduler= needs Dask: pip install 'shaperesolver[dask]'") from None
+    try:
+        client = Client(address, timeout=15, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise _SchedulerError(f"cannot reach the Dask scheduler at {address}: {' '.join(str(exc).split())}") from None
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def _configure_logging(opts: dict[str, Any]) -> None:

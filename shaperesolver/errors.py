@@ -45,6 +45,9 @@ class LabelError(ShapeResolverError):
         self.problem = problem if len(problem) <= 200 else problem[:197] + "..."
         super().__init__(f"{self.path}: {self.problem}")
 
+    def __reduce__(self) -> tuple[object, ...]:  # pickles (process pools, Dask)
+        return (type(self), (self.path, self.problem))
+
 
 class NotACubeError(LabelError, ValueError):
     """The file is not an ISIS cube or label (missing, a directory, binary, ...)."""

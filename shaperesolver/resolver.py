@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bodies, kerneldb, modelcheck, raster, safeio
+from . import bodies, claims, kerneldb, modelcheck, raster, safeio
 from .cache import DiskCache
 from .errors import (
     CatalogError,
@@ -55,6 +56,9 @@ class ResolutionError(ShapeResolverError):
     def __init__(self, reasons: Iterable[str]) -> None:
         self.reasons = tuple(reasons)
         super().__init__("; ".join(self.reasons))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.reasons,))
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,13 @@ class Resolver:
         fits the body (:mod:`shaperesolver.modelcheck`); results are cached.
     http:
         Timeouts, retries and size limits.
+    claim_wait:
+        Seconds to wait for another process's search of the same body (processes that
+        share the cache directory search each body once between them) before searching
+        itself; default ``$SHAPERESOLVER_CLAIM_WAIT`` or 60; 0 turns coordination off.
+
+    A resolver pickles (for process pools and Dask): the settings and every result it
+    has found so far travel, sessions and locks do not.
     """
 
     def __init__(
@@ -159,7 +170,15 @@ class Resolver:
         verify: bool = True,
         http: HttpSettings | None = None,
         gdal_options: dict[str, str] | None = None,
+        claim_wait: float | None = None,
     ) -> None:
+        if claim_wait is None:
+            env = os.environ.get("SHAPERESOLVER_CLAIM_WAIT")
+            try:
+                claim_wait = float(env) if env else claims.DEFAULT_WAIT
+            except ValueError:
+                raise UsageError(f"SHAPERESOLVER_CLAIM_WAIT={env!r} is not a number of seconds") from None
+        self.claim_wait = float(claim_wait)
         self.url = check_api_url(url or os.environ.get("SHAPERESOLVER_STAC_URL") or DEFAULT_URL)
         self.catalog = os.fspath(catalog) if catalog is not None else None
         self.collection = collection
@@ -174,6 +193,31 @@ class Resolver:
         self._static = StaticCatalog(self.catalog, self.http) if self.catalog else None
         self._web = _Memo()
         self._opened = _Memo()
+        #: False in a copy shipped to batch workers: a body missing from the table is an error
+        self.searches_allowed = True
+
+    def __getstate__(self) -> dict[str, Any]:
+        config = dict(url=self.url, catalog=self.catalog, collection=self.collection, cache=self.cache.mode,
+                      cache_dir=os.fspath(self.cache.directory), cache_ttl=self.cache.ttl, isisdata=self.isisdata,
+                      verify=self.verify, http=self.http.settings, gdal_options=self.gdal_options,
+                      claim_wait=self.claim_wait)
+        with self._web.lock, self._opened.lock:
+            return {"config": config, "web": dict(self._web.values), "opened": dict(self._opened.values),
+                    "searches_allowed": self.searches_allowed}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        config = state["config"]
+        if not state["searches_allowed"]:
+            config = {**config, "cache": "no"}  # a worker's copy: it never searches
+        self.__init__(**config)  # type: ignore[misc]
+        self._web.values.update(state["web"])
+        self._opened.values.update(state["opened"])
+        self.searches_allowed = state["searches_allowed"]
+
+    def web_table(self) -> dict[tuple[str, str | None], Choice | ShapeResolverError]:
+        """What each (body, version pin) resolved to so far: a choice, or why not."""
+        with self._web.lock:
+            return {k: v[1] for k, v in self._web.values.items()}
 
     # ------------------------------------------------------------ public API
 
@@ -279,6 +323,9 @@ class Resolver:
         return f"catalog {self.catalog}" if self._static else f"{self.collection} at {self.url}"
 
     def _find_web(self, target: str, body: str, pin: str | None) -> Choice:
+        if not self.searches_allowed:
+            raise ShapeResolverError(f"{body} is not in the batch's table of resolved bodies "
+                                     "(did the cube change during the batch?)")
         names = bodies.query_names(target)
         choice = self._lookup(names, body, pin)
         if self.verify:
@@ -350,22 +397,58 @@ class Resolver:
         hit = self._cached_choice(key, allow_stale=False)
         if hit is not None:
             return hit[0]
+        if self.cache.mode == "no" or self.claim_wait <= 0:
+            return self._search(names, body, pin, key)
+        # processes sharing the cache directory: one searches, the others use its entry
+        started = time.time()
+
+        def poll() -> Choice | None:
+            got = self._cached_choice(key, allow_stale=True)
+            if got is None or got[1] > self.cache.ttl:
+                return None
+            if self.cache.mode == "refresh" and time.time() - got[1] <= started:
+                return None  # refresh: only an entry written since we began counts
+            return got[0]
+
+        with claims.claim(self.cache.directory, key, poll, self.claim_wait, what=f"{body} models") as c:
+            if c.result is not None:
+                return c.result
+            if isinstance(c.noted, dict) and c.noted.get("kind") in ("error", "none", "version"):
+                reason = str(c.noted.get("reason"))
+                log.info("another process's search for %s gave: %s", body, reason)
+                if c.noted["kind"] == "version":
+                    raise VersionNotFoundError(reason)
+                if c.noted["kind"] == "none":
+                    raise _Fallback(reason)
+                return self._search_failed(key, CatalogError(reason))
+            return self._search(names, body, pin, key, c.note)
+
+    def _search(self, names: tuple[str, ...], body: str, pin: str | None, key: str,
+                note: Callable[[Any], None] = lambda value: None) -> Choice:
+        """Search the API; ``note`` tells processes waiting on our claim what came of it."""
         try:
             items = self._client.items(self.collection, names)
             choice = choose_item(items, names, pin, self._where(), self._client.allow_http)
-        except VersionNotFoundError:
+        except VersionNotFoundError as exc:
+            note({"kind": "version", "reason": str(exc)})
             raise
         except CatalogError as exc:
-            stale = self._cached_choice(key, allow_stale=True)
-            if stale is not None:
-                log.warning("STAC API unreachable (%s); using a cached result %s old", exc, _age(stale[1]))
-                return stale[0]
-            raise _Fallback(f"web search failed: {exc}") from None
+            note({"kind": "error", "reason": str(exc)})
+            return self._search_failed(key, exc)
         if choice is None:
-            raise _Fallback(f"no web shape model for {'/'.join(names)} in {self._where()}")
+            reason = f"no web shape model for {'/'.join(names)} in {self._where()}"
+            note({"kind": "none", "reason": reason})
+            raise _Fallback(reason)
         self.cache.put(key, {"item_id": choice.item_id, "version": choice.version, "href": choice.href,
                              "asset_key": choice.asset_key})
         return choice
+
+    def _search_failed(self, key: str, exc: CatalogError) -> Choice:
+        stale = self._cached_choice(key, allow_stale=True)
+        if stale is not None:
+            log.warning("STAC API unreachable (%s); using a cached result %s old", exc, _age(stale[1]))
+            return stale[0]
+        raise _Fallback(f"web search failed: {exc}") from None
 
     def _cached_choice(self, key: str, allow_stale: bool) -> tuple[Choice, float] | None:
         """A cached Choice, validated exactly like a fresh answer (types, href rules)."""

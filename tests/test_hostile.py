@@ -250,7 +250,7 @@ def test_another_users_cache_directory_is_ignored_with_a_clear_message(shared, c
         assert out["result"] == [GOOD, 1]  # not trusted: asked the API itself, and worked
         [msg] = out["messages"]
         assert "ignoring the cache directory" in msg and "owned by uid 0" in msg and "corrupt" not in msg
-        assert sorted(p.stat().st_uid for p in d.iterdir()) == [0]  # nobody wrote nothing there
+        assert {p.stat().st_uid for p in d.iterdir()} == {0}  # nobody wrote nothing there (root: entry + claim)
 
         # and the other way round: root never trusts what uid 65534 wrote
         theirs = Path(shared) / "theirs"
@@ -264,7 +264,7 @@ def test_another_users_cache_directory_is_ignored_with_a_clear_message(shared, c
 def test_writable_by_others_directory_or_foreign_file_is_not_trusted(cache_dir, caplog):
     with StacServer(MARS) as srv:
         Resolver(url=srv.url, cache_dir=cache_dir, verify=False, http=FAST).resolve(target="Mars")
-        [f] = [p for p in cache_dir.iterdir() if p.name != "search-modes.json"]
+        [f] = [p for p in cache_dir.iterdir() if p.suffix == ".json" and p.name != "search-modes.json"]  # not .claim
         f.write_text(json.dumps({"stored": time.time(), "value": entry("https://evil.example.org/e.tiff")}))
         os.chmod(f, 0o644)
         os.chown(f, NOBODY, NOBODY)  # planted by another user (in a directory they could once write)

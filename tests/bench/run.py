@@ -4,9 +4,11 @@
 2. write time (read-modify-write with journal and fsync) on a 1 MB and a 4 GB sparse cube
 3. resolving 1,000 cubes over 5 targets against a stac-server look-alike on 127.0.0.1:
    cold cache, warm cache, and pystac-client doing the same job
-4. ``shaperesolver fromlist=`` over 10,000 small cubes (warm cache, verify=no)
+4. ``shaperesolver fromlist=`` over 10,000 small cubes (warm cache, verify=no) with
+   ``jobs=1, 2, 4, 8`` and on a 2-worker Dask LocalCluster; fsyncs per cube (strace)
 5. checking a remote COG against the body (issue 11): HTTP requests to the DEM's server
    for today's open, a first check, a warm-cache check and a stale entry
+6. 64 processes starting at once with a cold shared cache: searches sent, wall time
 """
 
 from __future__ import annotations
@@ -174,27 +176,108 @@ def bench_web(tmp: Path) -> None:
         print(f"pystac-client, memoised  {len(srv.requests) - before:4d} HTTP requests, {took:6.2f} s")
 
 
+def _env(tmp: Path, cache: str, **extra: str) -> dict[str, str]:
+    root = str(HERE.parent.parent)
+    path = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    return dict(os.environ, SHAPERESOLVER_CACHE_DIR=str(tmp / cache), PYTHONPATH=path, **extra)
+
+
+def _cli(*args: str, env: dict[str, str], prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*prefix, sys.executable, "-m", "shaperesolver", *args], env=env, capture_output=True, text=True)
+
+
+def _versioned_items():
+    return [item(f"{b.lower()}dem{v:04d}", [b], f"{v:04d}", f"202{v}-01-01T00:00:00Z")
+            for b in ("Mars", "Moon", "Ceres", "Io") for v in (1, 2)]
+
+
 def bench_fromlist(tmp: Path) -> None:
-    print("\n== 4. shaperesolver fromlist= over 10,000 small cubes (warm cache, verify=no) ==")
+    print("\n== 4. shaperesolver fromlist= over 10,000 small cubes (warm cache, verify=no): jobs=N and Dask ==")
     (tmp / "batch").mkdir()
     paths = make_cubes(tmp / "batch", 10000)
     lst = tmp / "list.txt"
     lst.write_text("\n".join(paths) + "\n")
-    exe = Path(sys.executable).parent / "shaperesolver"
-    with StacServer(stac_items()) as srv:
-        env = dict(os.environ, SHAPERESOLVER_CACHE_DIR=str(tmp / "cache10k"))
-        for t in TARGETS:  # warm the cache for every body
-            subprocess.run([str(exe), f"from={paths[TARGETS.index(t)]}", f"url={srv.url}", "verify=no", "dryrun=yes", "-q"],
-                           env=env, check=False)
-        before = len(srv.requests)
-        t0 = time.perf_counter()
-        proc = subprocess.run([str(exe), f"fromlist={lst}", f"url={srv.url}", "verify=no", "--json"], env=env,
-                              capture_output=True, text=True)
-        took = time.perf_counter() - t0
-    recs = [json.loads(line) for line in proc.stdout.splitlines()]
-    written = sum(r["written"] for r in recs)
-    print(f"{len(recs)} cubes in {took:.2f} s ({1000 * took / len(recs):.3f} ms per cube), {written} written, "
-          f"exit {proc.returncode}, {len(srv.requests) - before} HTTP requests")
+    env = _env(tmp, "cache10k")
+    with StacServer(_versioned_items()) as srv:
+        for t in TARGETS:  # warm the cache for every body and both pins
+            for v in ("1", "2"):
+                _cli(f"from={paths[TARGETS.index(t)]}", f"url={srv.url}", "verify=no", f"version={v}", "dryrun=yes", "-q",
+                     env=env)
+        runs: list[tuple[str, list[str]]] = [(f"jobs={j}", [f"jobs={j}"]) for j in (1, 2, 4, 8)]
+        cluster = None
+        try:
+            from distributed import LocalCluster
+
+            cluster = LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
+                                   dashboard_address=None)
+            runs.append(("Dask, 2 workers", [f"scheduler={cluster.scheduler_address}"]))
+        except ImportError:
+            print("distributed not installed (pip install 'shaperesolver[dask]'): no Dask figure")
+        base = None
+        try:
+            for n, (label, extra) in enumerate(runs):
+                version = "2" if n % 2 == 0 else "1"  # every run rewrites every cube
+                before = len(srv.requests)
+                t0 = time.perf_counter()
+                proc = _cli(f"fromlist={lst}", f"url={srv.url}", "verify=no", f"version={version}", "--json", *extra,
+                            env=env)
+                took = time.perf_counter() - t0
+                recs = [json.loads(line) for line in proc.stdout.splitlines()]
+                written = sum(r["written"] for r in recs)
+                base = base or took
+                print(f"{label:16s} {len(recs)} cubes in {took:6.2f} s  {1000 * took / max(1, len(recs)):6.3f} ms per cube"
+                      f"  speed-up {base / took:4.2f}x  ({written} written, exit {proc.returncode}, "
+                      f"{len(srv.requests) - before} HTTP requests)")
+        finally:
+            if cluster is not None:
+                cluster.close()
+        _fsyncs(tmp, paths[:1000], srv.url, env)
+    print("(2 cores here, shared; on Lustre/NFS, where an fsync costs milliseconds, jobs=N hides the latency)")
+
+
+def _fsyncs(tmp: Path, paths: list[str], url: str, env: dict[str, str]) -> None:
+    import shutil
+
+    strace = shutil.which("strace")
+    if strace is None:
+        print("fsyncs per cube: strace not installed")
+        return
+    lst = tmp / "list1000.txt"
+    lst.write_text("\n".join(paths) + "\n")
+    out = tmp / "strace.txt"
+    proc = _cli(f"fromlist={lst}", f"url={url}", "verify=no", "shape=ellipsoid", "-q", env=env,
+                prefix=(strace, "-f", "-c", "-o", str(out), "-e", "trace=fsync,fdatasync,sync_file_range"))
+    calls = 0
+    for line in out.read_text().splitlines():
+        parts = line.split()
+        if parts and parts[-1] in ("fsync", "fdatasync", "sync_file_range"):
+            calls += int(parts[3])
+    print(f"fsyncs per cube: {calls / len(paths):.2f} (strace -c -f over {len(paths)} writes, exit {proc.returncode})")
+
+
+LAUNCH = "import sys; from shaperesolver.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def bench_cold_start(tmp: Path) -> None:
+    print("\n== 6. 64 processes start at once with a cold shared cache (4 bodies; searches take 0.2 s) ==")
+    (tmp / "cold").mkdir()
+    paths = make_cubes(tmp / "cold", 64)  # MARS, Mars, MOON, Ceres, IO: 4 bodies
+
+    class Slow(StacServer):
+        def search(self, body):  # type: ignore[no-untyped-def]
+            time.sleep(0.2)
+            return super().search(body)
+
+    for label, extra in (("claims off (SHAPERESOLVER_CLAIM_WAIT=0)", {"SHAPERESOLVER_CLAIM_WAIT": "0"}), ("with claims", {})):
+        with Slow(stac_items()) as srv:
+            env = _env(tmp, f"cold-{len(extra)}", **extra)
+            t0 = time.perf_counter()
+            procs = [subprocess.Popen([sys.executable, "-c", LAUNCH, f"from={p}", f"url={srv.url}", "verify=no",
+                                       "dryrun=yes", "-q"], env=env) for p in paths]
+            codes = [p.wait() for p in procs]
+            took = time.perf_counter() - t0
+            print(f"{label:42s} {len(srv.searches):3d} searches sent, wall time {took:5.2f} s, "
+                  f"{sum(c != 0 for c in codes)} failed")
 
 
 def make_cog(path: Path, width: int = 4096, height: int = 2048) -> Path:
@@ -246,7 +329,7 @@ def bench_modelcheck(tmp: Path) -> None:
 
 
 BENCHES = {"read": bench_read, "real": bench_read_real, "write": bench_write, "web": bench_web, "fromlist": bench_fromlist,
-           "modelcheck": bench_modelcheck}
+           "modelcheck": bench_modelcheck, "coldstart": bench_cold_start}
 
 
 def main() -> None:

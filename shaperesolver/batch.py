@@ -1,0 +1,369 @@
+"""Batches: resolve each distinct body once, then read, check and write cubes in parallel.
+
+One code path takes threads (``jobs=N``), any :class:`concurrent.futures.Executor`
+(a process pool, ``distributed.Client.get_executor()``) or a ``distributed.Client``:
+
+1. *scan* (on the workers, in chunks): each cube's target and file identity;
+2. *resolve* (here, once per distinct body and version pin): the web table, which
+   ships with the tasks inside a copy of the :class:`~.resolver.Resolver` that may not
+   search, so workers never send a request;
+3. *write* (on the workers, in chunks): resolve each cube from the table (SYSTEM and the
+   ellipsoid need only the label) and write it through the crash-safe write path.
+
+List entries that name the same file (twice, or through a hard or symbolic link) go
+to the same chunk in input order, so they are written one after the other and the
+first one reports ``written``.  Every task is idempotent (a cube that already holds
+its value is not rewritten, an interrupted write is finished or rolled back by the
+next reader), so an executor may run a task again after losing a worker.  Results
+come back in input order as the same records ``--json`` prints.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ShapeResolverError, UsageError
+from .label import WriteOutcome, read_label
+from .resolver import SHAPES, Resolution, Resolver
+
+__all__ = ["BatchOptions", "CubeResult", "record", "run_batch", "write_batch", "default_jobs"]
+
+log = logging.getLogger(__name__)
+
+MAX_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """Per-cube parameters of a batch (those of :meth:`Resolver.resolve` and ``dryrun``)."""
+
+    shape: str = "web"
+    model: str | None = None
+    target: str | None = None
+    version: str | None = None
+    dryrun: bool = False
+
+    def resolve_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`Resolver.resolve`."""
+        kw: dict[str, Any] = {"shape": self.shape}
+        kw.update({k: v for k in ("model", "target", "version") if (v := getattr(self, k)) is not None})
+        return kw
+
+
+@dataclass(frozen=True)
+class CubeResult:
+    """One cube's outcome: its ``--json`` record and, on success, the new Kernels group."""
+
+    index: int
+    cube: str
+    record: dict[str, Any]
+    kernels_text: str | None = None
+    error: str | None = field(default=None)
+
+    @property
+    def ok(self) -> bool:
+        """True when the cube got a ShapeModel (fallbacks included)."""
+        return self.error is None
+
+
+def record(cube: str, res: Resolution | None, out: WriteOutcome | None, err: Exception | None) -> dict[str, Any]:
+    """The JSON record of one cube (the keys ``--json`` prints)."""
+    if res is not None:
+        rec = res.record()
+        rec["cube"] = cube
+    else:
+        rec = {"cube": cube, "target": None, "body": None, "shape_model": None, "source": None,
+               "item_id": None, "version": None, "fallback_reason": None, "db": None}
+    rec["written"] = bool(out and out.written)
+    rec["previous"] = out.previous if out else None
+    rec["removed_elevation_model"] = out.removed_elevation_model if out else None
+    if err is not None:
+        rec["error"] = str(err)
+        rec["source"] = None
+        if isinstance(err, ShapeResolverError) and getattr(err, "reasons", None):
+            rec["fallback_reason"] = "; ".join(err.reasons)  # type: ignore[attr-defined]
+    return rec
+
+
+def one_line(err: Exception | str, cube: str) -> str:
+    """An error as one line (at most 300 characters) that names the cube."""
+    text = " ".join(str(err).split())
+    text = text if text.startswith(cube) else f"{cube}: {text}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def default_jobs() -> int:
+    """The number of cores this process may run on (``jobs=0``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+# ------------------------------------------------------------ worker tasks (module level: they pickle)
+
+
+def _identity(cube: str) -> tuple[Any, ...]:
+    try:
+        st = os.stat(cube)
+        return ("file", st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", os.path.abspath(cube))
+
+
+def _entry_result(index: int, name: str, err: Exception) -> CubeResult:
+    """A list entry that names no cube (the caller found it bad): reported as is."""
+    return CubeResult(index, name, record(name, None, None, err), None, " ".join(str(err).split()))
+
+
+def scan_chunk(entries: Sequence[tuple[int, str]], want_target: bool) -> list[tuple[int, tuple[Any, ...], str | None]]:
+    """Task: (index, file identity, TargetName or None) of each cube.  Never raises for a cube."""
+    out = []
+    for index, cube in entries:
+        target = None
+        if want_target:
+            try:
+                target = read_label(cube).target
+            except ShapeResolverError:
+                pass  # the write task reports it
+        out.append((index, _identity(cube), target))
+    return out
+
+
+def write_chunk(resolver: Resolver, opts: BatchOptions, entries: Sequence[tuple[int, str]]) -> list[CubeResult]:
+    """Task: resolve and write each cube, in order; a failure stays with its cube."""
+    kw = opts.resolve_kwargs()
+    results = []
+    for index, cube in entries:
+        res = out = err = None
+        try:
+            res = resolver.resolve(cube, **kw)
+            out = resolver.write(res, cube, dryrun=opts.dryrun)
+        except (ShapeResolverError, OSError, ValueError) as exc:  # one bad cube never stops the batch
+            err = exc
+        rec = record(cube, res, out, err)
+        results.append(CubeResult(index, cube, rec, out.kernels_text if out else None,
+                                  one_line(err, cube) if err is not None else None))
+    return results
+
+
+# ------------------------------------------------------------ the client side
+
+
+def _as_executor(executor: Any) -> cf.Executor:
+    if isinstance(executor, cf.Executor):
+        return executor
+    if hasattr(executor, "get_executor"):  # distributed.Client
+        return executor.get_executor(pure=False)  # type: ignore[no-any-return]
+    raise UsageError(f"not an executor or a distributed.Client: {executor!r}")
+
+
+def _chunks(items: list[tuple[int, str]], size: int) -> list[list[tuple[int, str]]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _chunk_size(n: int, workers: int) -> int:
+    # several chunks per worker, for balance and cheap re-runs, without flooding a scheduler
+    return max(1, min(MAX_CHUNK, -(-n // max(64, 8 * workers))))
+
+
+def _check(resolver: Resolver, opts: BatchOptions) -> None:
+    """Parameter errors are the batch's, not each cube's: raise them (UsageError) up front."""
+    shape = opts.shape.lower()
+    if shape not in SHAPES:
+        raise UsageError(f"shape={opts.shape!r} is not one of {', '.join(SHAPES)}")
+    if shape == "user":
+        # the model is checked (and opened, with verify) once here, not on every worker
+        resolver.resolve(None, shape="user", model=opts.model, target=opts.target or "Mars")
+    elif opts.model:
+        raise UsageError("model= is only used with shape=user")
+
+
+def run_batch(
+    resolver: Resolver,
+    cubes: Iterable[str | os.PathLike[str] | tuple[str, Exception]],
+    opts: BatchOptions = BatchOptions(),
+    *,
+    jobs: int = 1,
+    executor: Any = None,
+    chunk_size: int | None = None,
+) -> Iterator[CubeResult]:
+    """Process ``cubes``; yields one :class:`CubeResult` per list entry, in input order.
+
+    Without ``executor`` the work runs on ``jobs`` threads of this process (``0``: one
+    per core).  With one (any :class:`concurrent.futures.Executor` or a
+    ``distributed.Client``) each body is resolved here once and the write tasks get
+    the table.  An entry may be a ``(name, error)`` pair (a list line that names no
+    cube): it is reported with that error.  Raises :class:`UsageError` for bad
+    parameters before any cube is touched.
+    """
+    items: list[tuple[int, str]] = []
+    bad: dict[int, CubeResult] = {}
+    for i, c in enumerate(cubes):
+        if isinstance(c, tuple):
+            bad[i] = _entry_result(i, c[0], c[1])
+        else:
+            items.append((i, os.fspath(c)))
+    _check(resolver, opts)
+    if not items:
+        yield from (bad[i] for i in sorted(bad))
+        return
+    jobs = default_jobs() if jobs == 0 else jobs
+    if jobs < 0:
+        raise UsageError(f"jobs={jobs} must be 0 (one per core) or more")
+    if executor is None and jobs == 1:  # in order, here: nothing to group
+        nxt = 0
+        for item in items:
+            while nxt in bad:
+                yield bad.pop(nxt)
+                nxt += 1
+            yield from write_chunk(resolver, opts, [item])
+            nxt = item[0] + 1
+        yield from (bad[i] for i in sorted(bad))
+        return
+    own = None
+    if executor is None:
+        own = ex = cf.ThreadPoolExecutor(jobs, thread_name_prefix="shaperesolver")
+        workers = jobs
+    else:
+        ex = _as_executor(executor)
+        workers = _worker_count(executor)
+    size = chunk_size or _chunk_size(len(items), workers)
+    try:
+        yield from _run(resolver, items, bad, opts, ex, size, shipped=executor is not None)
+    finally:
+        if own is not None:
+            own.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_count(executor: Any) -> int:
+    n = getattr(executor, "_max_workers", None)
+    if isinstance(n, int):
+        return n
+    try:
+        info = executor.scheduler_info()  # distributed.Client
+        return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
+    except Exception:  # noqa: BLE001 - only a chunking hint
+        return 8
+
+
+def _run(resolver: Resolver, items: list[tuple[int, str]], bad: dict[int, CubeResult], opts: BatchOptions,
+         ex: cf.Executor, size: int, shipped: bool) -> Iterator[CubeResult]:
+    web = opts.shape.lower() == "web"
+    # 1. scan: file identities, and the targets when the shipped table needs them
+    want = shipped and web and opts.target is None
+    futures = [ex.submit(scan_chunk, chunk, want) for chunk in _chunks(items, size)]
+    scanned: list[tuple[int, tuple[Any, ...], str | None]] = []
+    for fut in futures:
+        try:
+            scanned.extend(fut.result())
+        except UsageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a lost scan only costs the grouping
+            log.warning("a scan task failed (%s); its cubes are resolved where they are written", _why(exc))
+    worker_resolver = resolver
+    if shipped:
+        # 2. resolve each distinct (body, pin) once, here; the table travels with the tasks
+        if web:
+            names = {opts.target} if opts.target is not None else {t for _, _, t in scanned if t}
+            for name in sorted(names):
+                try:
+                    resolver.web_model(name, opts.version)
+                except ShapeResolverError:
+                    pass  # remembered in the table; each cube falls back (or fails) on its own
+        worker_resolver = _shippable(resolver)
+    # (threads of this process share ``resolver``, whose memo searches each body once)
+    # 3. write: same-file entries together, in input order
+    ident = {i: key for i, key, _ in scanned}
+    groups: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
+    for i, cube in items:
+        groups.setdefault(ident.get(i, ("entry", i)), []).append((i, cube))
+    chunks: list[list[tuple[int, str]]] = []
+    cur: list[tuple[int, str]] = []
+    for i, cube in items:
+        group = groups.get(ident.get(i, ("entry", i)))
+        if not group or group[0][0] != i:
+            continue  # written with the group's first entry
+        cur.extend(group)
+        if len(cur) >= size:
+            chunks.append(cur)
+            cur = []
+    if cur:
+        chunks.append(cur)
+    pending = {ex.submit(write_chunk, worker_resolver, opts, chunk): chunk for chunk in chunks}
+    done: dict[int, CubeResult] = dict(bad)
+    nxt = 0
+    while nxt in done:
+        yield done.pop(nxt)
+        nxt += 1
+    try:
+        for fut in cf.as_completed(pending):
+            chunk = pending[fut]
+            try:
+                results = fut.result()
+            except UsageError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the chunk's cubes fail, the batch goes on
+                why = f"worker failed: {_why(exc)}"
+                results = [CubeResult(i, c, record(c, None, None, ShapeResolverError(why)), None, one_line(why, c))
+                           for i, c in chunk]
+            for r in results:
+                done[r.index] = r
+            while nxt in done:
+                yield done.pop(nxt)
+                nxt += 1
+        yield from (done[i] for i in sorted(done))
+    finally:
+        for fut in pending:
+            fut.cancel()
+
+
+def _shippable(resolver: Resolver) -> Resolver:
+    """A copy of ``resolver`` with everything it has resolved, that never searches."""
+    state = resolver.__getstate__()
+    state["searches_allowed"] = False
+    copy = Resolver.__new__(Resolver)
+    copy.__setstate__(state)
+    return copy
+
+
+def _why(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def write_batch(
+    cubes: Iterable[str | os.PathLike[str]],
+    executor: Any = None,
+    *,
+    jobs: int = 1,
+    resolver: Resolver | None = None,
+    shape: str = "web",
+    model: str | None = None,
+    target: str | None = None,
+    version: str | None = None,
+    dryrun: bool = False,
+    chunk_size: int | None = None,
+    **resolver_kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Resolve and write a ShapeModel into every cube; returns the records in input order.
+
+    ``executor`` is a ``distributed.Client`` or any :class:`concurrent.futures.Executor`
+    (cubes must be on a file system its workers see); without one the cubes are written
+    by ``jobs`` threads here.  Each body is searched once.  ``resolver`` (else a new
+    :class:`Resolver` from ``resolver_kwargs``) supplies the settings.  A failed cube has
+    an ``error`` in its record and does not stop the others.
+    """
+    opts = BatchOptions(shape=shape, model=model, target=target, version=version, dryrun=dryrun)
+    own = resolver is None
+    r = resolver if resolver is not None else Resolver(**resolver_kwargs)
+    try:
+        return [res.record for res in run_batch(r, cubes, opts, jobs=jobs, executor=executor, chunk_size=chunk_size)]
+    finally:
+        if own:
+            r.close()
