@@ -178,8 +178,9 @@ def _check(resolver: Resolver, opts: BatchOptions) -> None:
     if shape not in SHAPES:
         raise UsageError(f"shape={opts.shape!r} is not one of {', '.join(SHAPES)}")
     if shape == "user":
-        # the model is checked (and opened, with verify) once here, not on every worker
-        resolver.resolve(None, shape="user", model=opts.model, target=opts.target or "Mars")
+        if not opts.model:
+            raise UsageError("shape=user needs model=PATH")
+        resolver.user_model_path(opts.model)  # checked against each cube's body, once per body
     elif opts.model:
         raise UsageError("model= is only used with shape=user")
 
@@ -255,8 +256,9 @@ def _worker_count(executor: Any) -> int:
 def _run(resolver: Resolver, items: list[tuple[int, str]], bad: dict[int, CubeResult], opts: BatchOptions,
          ex: cf.Executor, size: int, shipped: bool) -> Iterator[CubeResult]:
     web = opts.shape.lower() == "web"
+    user = opts.shape.lower() == "user" and resolver.verify
     # 1. scan: file identities, and the targets when the shipped table needs them
-    want = shipped and web and opts.target is None
+    want = shipped and (web or user) and opts.target is None
     futures = [ex.submit(scan_chunk, chunk, want) for chunk in _chunks(items, size)]
     scanned: list[tuple[int, tuple[Any, ...], str | None]] = []
     for fut in futures:
@@ -268,14 +270,17 @@ def _run(resolver: Resolver, items: list[tuple[int, str]], bad: dict[int, CubeRe
             log.warning("a scan task failed (%s); its cubes are resolved where they are written", _why(exc))
     worker_resolver = resolver
     if shipped:
-        # 2. resolve each distinct (body, pin) once, here; the table travels with the tasks
-        if web:
-            names = {opts.target} if opts.target is not None else {t for _, _, t in scanned if t}
-            for name in sorted(names):
-                try:
+        # 2. resolve each distinct (body, pin) once, here (a user model: check it once per
+        # body); the table travels with the tasks
+        names = {opts.target} if opts.target is not None else {t for _, _, t in scanned if t}
+        for name in sorted(names):
+            try:
+                if web:
                     resolver.web_model(name, opts.version)
-                except ShapeResolverError:
-                    pass  # remembered in the table; each cube falls back (or fails) on its own
+                elif user:
+                    resolver.resolve(None, shape="user", model=opts.model, target=name)
+            except ShapeResolverError:
+                pass  # remembered in the table; each cube falls back (or fails) on its own
         worker_resolver = _shippable(resolver)
     # (threads of this process share ``resolver``, whose memo searches each body once)
     # 3. write: same-file entries together, in input order
@@ -360,6 +365,8 @@ def write_batch(
     an ``error`` in its record and does not stop the others.
     """
     opts = BatchOptions(shape=shape, model=model, target=target, version=version, dryrun=dryrun)
+    if isinstance(cubes, (str, bytes, os.PathLike)):
+        cubes = [os.fsdecode(cubes)]  # one cube, not its characters
     own = resolver is None
     r = resolver if resolver is not None else Resolver(**resolver_kwargs)
     try:

@@ -26,10 +26,11 @@ __all__ = ["main", "parse_args"]
 log = logging.getLogger("shaperesolver")
 
 PARAMS = ("from", "fromlist", "shape", "model", "url", "catalog", "collection", "target", "version",
-          "verify", "cache", "isisdata", "dryrun", "jobs", "scheduler")
+          "verify", "fallback", "cache", "isisdata", "dryrun", "jobs", "scheduler")
 FLAGS = {"--json": "json", "-v": "verbose", "--verbose": "verbose", "-q": "quiet", "--quiet": "quiet",
          "-h": "help", "--help": "help", "--version": "show_version"}
 CHOICES = {"shape": ("web", "system", "ellipsoid", "user"), "verify": ("yes", "no"),
+           "fallback": ("nomatch", "always", "never"),
            "cache": ("yes", "no", "refresh"), "dryrun": ("yes", "no")}
 _BOOL_WORDS = {"true": "yes", "1": "yes", "y": "yes", "false": "no", "0": "no", "n": "no"}
 
@@ -37,8 +38,8 @@ HELP = f"""\
 usage: shaperesolver from=CUBE [shape=web|system|ellipsoid|user] [model=PATH]
                      [url=STAC_API_ROOT] [catalog=STATIC_CATALOG] [collection=ID]
                      [target=NAME] [version=VER] [verify=yes|no] [cache=yes|no|refresh]
-                     [isisdata=DIR] [dryrun=yes|no] [jobs=N] [scheduler=ADDRESS]
-                     [--json] [-v|-q] [--help] [--version]
+                     [fallback=nomatch|always|never] [isisdata=DIR] [dryrun=yes|no]
+                     [jobs=N] [scheduler=ADDRESS] [--json] [-v|-q] [--help] [--version]
        shaperesolver fromlist=LIST [same options]
 
 Choose a shape model (DEM) for ISIS cubes, as spiceinit's SHAPE parameter does, and
@@ -57,6 +58,9 @@ write it into IsisCube > Kernels > ShapeModel without touching the rest of the l
   target=NAME      use this target instead of the label's TargetName
   version=VER      pin a model version (version=5 matches "0005")
   verify=yes|no    open each web/user model with GDAL and check it (default yes)
+  fallback=nomatch use SYSTEM, then the ellipsoid, only when the catalog has no
+                   usable model; when it (or the model) gives no answer the cube
+                   fails (default); always: fall back then too; never: no fallback
   cache=yes|no|refresh   use the on-disk search cache (default yes;
                    $SHAPERESOLVER_CACHE_DIR overrides where it lives)
   isisdata=DIR     ISIS data area (default $ISISDATA)
@@ -249,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolver = Resolver(
             url=opts.get("url"), catalog=opts.get("catalog"), collection=opts.get("collection", DEFAULT_COLLECTION),
             cache=opts.get("cache", "yes"), isisdata=opts.get("isisdata"), verify=opts.get("verify", "yes") == "yes",
+            fallback=opts.get("fallback", "nomatch"),
         )
     except (UsageError, ValueError) as exc:
         print(f"shaperesolver: {exc}", file=sys.stderr)

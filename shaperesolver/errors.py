@@ -22,6 +22,9 @@ __all__ = [
     "KernelDbError",
     "DataAreaError",
     "VersionNotFoundError",
+    "NoMatchError",
+    "NoAnswerError",
+    "ModelUnreachableError",
     "UnsafeFileError",
     "JournalError",
     "CubeChangedError",
@@ -95,8 +98,23 @@ class VersionNotFoundError(CatalogError):
     """A pinned ``version=`` does not exist for the body."""
 
 
+class NoMatchError(CatalogError):
+    """The catalog answered and has no usable model for the body (none, all deprecated,
+    or the newest failed the model check): SYSTEM, then the ellipsoid, may follow."""
+
+
+class NoAnswerError(CatalogError):
+    """No answer about the body: a transport or HTTP error, a malformed answer, the
+    deadline, an unreadable catalog, or a model that could not be reached for its check.
+    The cube fails unless ``fallback=always``."""
+
+
 class ModelError(ShapeResolverError):
     """A shape model could not be opened or failed verification."""
+
+
+class ModelUnreachableError(ModelError):
+    """GDAL could not open or read a model: that says nothing about whether it fits."""
 
 
 class DataAreaError(ShapeResolverError, OSError):

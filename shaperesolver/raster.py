@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import ModelError
+from .errors import ModelError, ModelUnreachableError
 from .modelcheck import CrsFacts, Sample
 
 __all__ = ["VSICURL_OPTIONS", "gdal_options", "open_model", "gdal_version", "sample_values", "crs_facts",
@@ -41,7 +41,7 @@ def _gdal() -> Any:
     try:
         from osgeo import gdal
     except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ModelError(f"GDAL's Python bindings (osgeo) are not installed: {exc}") from None
+        raise ModelUnreachableError(f"GDAL's Python bindings (osgeo) are not installed: {exc}") from None
     return gdal
 
 
@@ -96,7 +96,7 @@ def open_model(path: str, verify: bool = True, options: Mapping[str, str] | None
             gdal.VSICurlClearCache()
             ds, err = _try_open(gdal, path)
     if ds is None:
-        raise ModelError(f"GDAL cannot open {path}: {err.strip() or 'unknown error'}")
+        raise ModelUnreachableError(f"GDAL cannot open {path}: {err.strip() or 'unknown error'}")
     if verify:
         problem = _problem(gdal, ds)
         if problem:
@@ -178,7 +178,7 @@ def sample_values(ds: Any, path: str = "", options: Mapping[str, str] | None = N
                 else:
                     msg = gdal.GetLastErrorMsg()
                 if raw is None:
-                    raise ModelError(f"GDAL cannot read {name} of {path or 'the model'}: {msg.strip() or 'unknown error'}")
+                    raise ModelUnreachableError(f"GDAL cannot read {name} of {path or 'the model'}: {msg.strip() or 'unknown error'}")
                 vals.frombytes(bytes(raw))
             good = tuple(v * scale + offset for v in vals
                          if v == v and abs(v) < 1e37 and v != nodata and not (isis16 and v in _ISIS_INT16_SPECIAL))

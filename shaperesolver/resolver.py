@@ -1,5 +1,11 @@
 """The policy, in one place: web → SYSTEM → ellipsoid, and the :class:`Resolver`.
 
+The web step ends in a model, in *nothing matches* (the catalog answered: no item for
+the body, all deprecated, or the newest failed the model check; SYSTEM and the
+ellipsoid follow) or in *no answer* (the server, catalog or model could not be read;
+the cube fails).  ``fallback=`` changes that: ``always`` falls back on no answer too,
+``never`` makes nothing-matches an error as well.
+
 A :class:`Resolver` holds the HTTP session(s), the cache and the settings.  It is safe
 to share across threads: each thread gets its own ``requests.Session`` and every
 memo is guarded by a lock.  Within one resolver each body is searched once and each
@@ -18,12 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from . import bodies, claims, kerneldb, modelcheck, raster, safeio
-from .cache import DiskCache
+from .cache import CACHE_MODES, DiskCache
 from .errors import (
     CatalogError,
     DataAreaError,
     KernelDbError,
     ModelError,
+    ModelUnreachableError,
+    NoAnswerError,
+    NoMatchError,
     ShapeResolverError,
     UnsafeFileError,
     UsageError,
@@ -36,6 +45,7 @@ __all__ = [
     "DEFAULT_URL",
     "DEFAULT_COLLECTION",
     "SHAPES",
+    "FALLBACKS",
     "Resolution",
     "Resolver",
     "ResolutionError",
@@ -47,7 +57,10 @@ log = logging.getLogger(__name__)
 DEFAULT_URL = "https://astrogeology.usgs.gov/apis/isis-stac/"
 DEFAULT_COLLECTION = "isis-global-dtms"
 SHAPES = ("web", "system", "ellipsoid", "user")
+#: when the web step may give way to SYSTEM and the ellipsoid (see the module docstring)
+FALLBACKS = ("nomatch", "always", "never")
 NULL = "Null"
+SKY = "SKY"
 
 
 class ResolutionError(ShapeResolverError):
@@ -145,7 +158,12 @@ class Resolver:
         The ISIS data area for SYSTEM models (default ``$ISISDATA``, read when needed).
     verify:
         Open each web or user model with GDAL once and check it is a usable DEM that
-        fits the body (:mod:`shaperesolver.modelcheck`); results are cached.
+        fits the body (:mod:`shaperesolver.modelcheck`); results are cached.  A bool,
+        or ``"yes"``/``"no"``.
+    fallback:
+        ``nomatch`` (default): fall back to SYSTEM, then the ellipsoid, only when the
+        catalog has no usable model for the body; when it gives no answer the cube
+        fails.  ``always``: fall back on no answer too.  ``never``: no fallback.
     http:
         Timeouts, retries and size limits.
     claim_wait:
@@ -167,11 +185,17 @@ class Resolver:
         cache_dir: str | os.PathLike[str] | None = None,
         cache_ttl: float | None = None,
         isisdata: str | os.PathLike[str] | None = None,
-        verify: bool = True,
+        verify: bool | str = True,
+        fallback: str = "nomatch",
         http: HttpSettings | None = None,
         gdal_options: dict[str, str] | None = None,
         claim_wait: float | None = None,
     ) -> None:
+        _check_settings(url=url, catalog=catalog, collection=collection, cache_dir=cache_dir, cache_ttl=cache_ttl,
+                        isisdata=isisdata, http=http, gdal_options=gdal_options)
+        self.verify = _yes_no("verify", verify)
+        self.fallback = _choice("fallback", fallback, FALLBACKS)
+        cache = _choice("cache", cache, CACHE_MODES)
         if claim_wait is None:
             env = os.environ.get("SHAPERESOLVER_CLAIM_WAIT")
             try:
@@ -183,7 +207,6 @@ class Resolver:
         self.catalog = os.fspath(catalog) if catalog is not None else None
         self.collection = collection
         self.isisdata = os.fspath(isisdata) if isisdata is not None else None
-        self.verify = verify
         self.gdal_options = dict(gdal_options or {})
         kw: dict[str, Any] = {} if cache_ttl is None else {"ttl": cache_ttl}
         self.cache = DiskCache(cache_dir, mode=cache, **kw)
@@ -193,13 +216,14 @@ class Resolver:
         self._static = StaticCatalog(self.catalog, self.http) if self.catalog else None
         self._web = _Memo()
         self._opened = _Memo()
+        self._unknown: set[str] = set()  # bodies already warned about
         #: False in a copy shipped to batch workers: a body missing from the table is an error
         self.searches_allowed = True
 
     def __getstate__(self) -> dict[str, Any]:
         config = dict(url=self.url, catalog=self.catalog, collection=self.collection, cache=self.cache.mode,
                       cache_dir=os.fspath(self.cache.directory), cache_ttl=self.cache.ttl, isisdata=self.isisdata,
-                      verify=self.verify, http=self.http.settings, gdal_options=self.gdal_options,
+                      verify=self.verify, fallback=self.fallback, http=self.http.settings, gdal_options=self.gdal_options,
                       claim_wait=self.claim_wait)
         with self._web.lock, self._opened.lock:
             return {"config": config, "web": dict(self._web.values), "opened": dict(self._opened.values),
@@ -267,19 +291,30 @@ class Resolver:
         name = target if target is not None else (label.target if label else None)
         if name is None or not name.strip():
             raise UsageError("give a cube or target=NAME")
-        body = bodies.canonical(name)
+        body = self._body(name)
         base = dict(target=name, body=body, cube=cube_path, label_target=label.target if label else None)
         if shape == "ellipsoid":
             return Resolution(shape_model=NULL, source="ellipsoid", **base)
         if shape == "user":
             assert model is not None
             return Resolution(shape_model=self._user_model(model, body), source="user", **base)
+        if body.upper() == SKY:
+            return Resolution(shape_model=NULL, source="ellipsoid", **base,
+                              fallback_reasons=("TargetName SKY: no shape model is used for sky images",))
         reasons: list[str] = []
         if shape == "web":
             try:
                 choice = self.web_model(name, version)
-            except _Fallback as fb:
-                reasons.append(str(fb))
+            except NoMatchError as exc:
+                if self.fallback == "never":
+                    raise NoMatchError(f"{exc}; not falling back (fallback=never)") from None
+                reasons.append(str(exc))
+            except (NoAnswerError, VersionNotFoundError) as exc:
+                if self.fallback != "always":
+                    if isinstance(exc, NoAnswerError):
+                        raise NoAnswerError(f"{exc}; not falling back (fallback=always would)") from None
+                    raise
+                reasons.append(str(exc))
             else:
                 return Resolution(shape_model=choice.vsi_path, source="web", item_id=choice.item_id,
                                   version=choice.version, **base)
@@ -312,12 +347,29 @@ class Resolver:
         return raster.open_model(self._expand(path), self.verify if verify is None else verify, self.gdal_options)
 
     def web_model(self, target: str, version: str | None = None) -> Choice:
-        """The web model for ``target``; raises ``_Fallback`` (a CatalogError) on failure."""
-        body = bodies.canonical(target)
+        """The web model for ``target``.
+
+        Raises :class:`NoMatchError` when the catalog has no usable model for the body,
+        :class:`NoAnswerError` when it (or the model's check) gave no answer and
+        :class:`VersionNotFoundError` for a pin that matches nothing.
+        """
+        body = self._body(target)
         pin = None if version is None else str(version).strip()
         return self._web.get((body, pin), lambda: self._find_web(target, body, pin))
 
     # ------------------------------------------------------------ internals
+
+    def _body(self, name: str) -> str:
+        """The canonical body of ``name``; an unknown one gets one warning per resolver."""
+        body = bodies.canonical(name)
+        if bodies.lookup(name) is None and body.upper() != SKY:
+            with self._web.lock:
+                new = body not in self._unknown
+                self._unknown.add(body)
+            if new:
+                log.warning("%s is not a body shaperesolver knows; searched as written, models not checked against it",
+                            body)
+        return body
 
     def _where(self) -> str:
         return f"catalog {self.catalog}" if self._static else f"{self.collection} at {self.url}"
@@ -326,14 +378,18 @@ class Resolver:
         if not self.searches_allowed:
             raise ShapeResolverError(f"{body} is not in the batch's table of resolved bodies "
                                      "(did the cube change during the batch?)")
+        if body.upper() == SKY:
+            raise NoMatchError("no shape model is used for sky images")
         names = bodies.query_names(target)
         choice = self._lookup(names, body, pin)
         if self.verify:
             try:
                 self._opened.get((choice.vsi_path, body),
                                  lambda: self._check_open(choice.vsi_path, body, (choice.item_id, choice.version)))
+            except ModelUnreachableError as exc:
+                raise NoAnswerError(f"web model {choice.item_id} could not be checked: {exc}") from None
             except ModelError as exc:
-                raise _Fallback(f"web model {choice.item_id} failed verification: {exc}") from None
+                raise NoMatchError(f"web model {choice.item_id} failed verification: {exc}") from None
         return choice
 
     def _check_open(self, path: str, body: str | None = None, content: tuple[Any, ...] = ()) -> bool:
@@ -389,9 +445,9 @@ class Resolver:
             except VersionNotFoundError:
                 raise
             except CatalogError as exc:
-                raise _Fallback(f"web search failed: {exc}") from None
+                raise self._no_answer(exc) from None
             if choice is None:
-                raise _Fallback(f"no web shape model for {'/'.join(names)} in {self._where()}")
+                raise NoMatchError(f"no web shape model for {'/'.join(names)} in {self._where()}")
             return choice
         key = self.cache.key(self._client.search, self.collection, body, pin)
         hit = self._cached_choice(key, allow_stale=False)
@@ -419,7 +475,7 @@ class Resolver:
                 if c.noted["kind"] == "version":
                     raise VersionNotFoundError(reason)
                 if c.noted["kind"] == "none":
-                    raise _Fallback(reason)
+                    raise NoMatchError(reason)
                 return self._search_failed(key, CatalogError(reason))
             return self._search(names, body, pin, key, c.note)
 
@@ -438,7 +494,7 @@ class Resolver:
         if choice is None:
             reason = f"no web shape model for {'/'.join(names)} in {self._where()}"
             note({"kind": "none", "reason": reason})
-            raise _Fallback(reason)
+            raise NoMatchError(reason)
         self.cache.put(key, {"item_id": choice.item_id, "version": choice.version, "href": choice.href,
                              "asset_key": choice.asset_key})
         return choice
@@ -448,7 +504,18 @@ class Resolver:
         if stale is not None:
             log.warning("STAC API unreachable (%s); using a cached result %s old", exc, _age(stale[1]))
             return stale[0]
-        raise _Fallback(f"web search failed: {exc}") from None
+        raise self._no_answer(exc) from None
+
+    def _no_answer(self, exc: CatalogError) -> NoAnswerError:
+        """Why the search gave no answer, naming where it asked."""
+        text = str(exc)
+        if self._static is not None:
+            assert self.catalog is not None
+            where = [self.catalog, os.path.dirname(self.catalog.rstrip("/"))]
+        else:
+            where = [self._client.search, self.url.rstrip("/")]
+        named = any(w and w in text for w in where)
+        return NoAnswerError(f"web search failed: {text}" if named else f"web search failed: {where[0]}: {text}")
 
     def _cached_choice(self, key: str, allow_stale: bool) -> tuple[Choice, float] | None:
         """A cached Choice, validated exactly like a fresh answer (types, href rules)."""
@@ -475,10 +542,19 @@ class Resolver:
         return path
 
     def _user_model(self, model: str, body: str | None = None) -> str:
+        """The ShapeModel value for ``model``, checked against ``body`` once (with verify)."""
+        real, value = self.user_model_path(model)
+        if self.verify:
+            self._opened.get((real, body), lambda: self._check_open(real, body))
+        return value
+
+    def user_model_path(self, model: str) -> tuple[str, str]:
+        """(the file to open, the ShapeModel value) of ``model=``; :class:`UsageError` if unusable.
+
+        Opens nothing with GDAL: the model check needs the cube's body.
+        """
         if model.startswith("/vsi"):
-            if self.verify:
-                self._opened.get((model, body), lambda: self._check_open(model, body))
-            return model
+            return model, model
         if model.startswith("$"):
             try:
                 real = self._expand(model)
@@ -496,13 +572,7 @@ class Resolver:
             os.close(fd)
         except UnsafeFileError as exc:
             raise UsageError(f"model={model}: {exc}") from None
-        if self.verify:
-            self._opened.get((real, body), lambda: self._check_open(real, body))
-        return value
-
-
-class _Fallback(CatalogError):
-    """The web step did not give a usable model (a reason to fall back, not an error)."""
+        return real, value
 
 
 class _ModeStore:
@@ -547,6 +617,38 @@ class _ModeStore:
         with self.lock:
             modes[endpoint] = mode
             self.cache.put(self.KEY, dict(modes))
+
+
+def _yes_no(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("yes", "no", "true", "false"):
+        return value.strip().lower() in ("yes", "true")
+    raise UsageError(f"{name}={value!r} is not yes or no (or a bool)")
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if isinstance(value, str) and value.strip().lower() in choices:
+        return value.strip().lower()
+    raise UsageError(f"{name}={value!r} is not one of {', '.join(choices)}")
+
+
+def _check_settings(**settings: Any) -> None:
+    """Refuse settings of the wrong type with a :class:`UsageError` naming them."""
+    paths = ("catalog", "cache_dir", "isisdata")
+    for name, value in settings.items():
+        if value is None:
+            continue
+        ok = {
+            "url": isinstance(value, str),
+            "collection": isinstance(value, str) and bool(value.strip()),
+            "cache_ttl": isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
+            "http": isinstance(value, HttpSettings),
+            "gdal_options": isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                             for k, v in value.items()),
+        }.get(name, isinstance(value, (str, os.PathLike)) and name in paths)
+        if not ok:
+            raise UsageError(f"{name}={_short(repr(value), 80)} is not a usable setting")
 
 
 def _age(seconds: float) -> str:

@@ -121,17 +121,21 @@ def test_fallback_chain_with_the_web_server_down(make_cube, env, isisdata):
     dead = f"http://127.0.0.1:{s.getsockname()[1]}/"
     s.close()
     mars, moon = make_cube("viking_mars"), make_cube("lro_moon")
+    # no answer fails the cube by default (issue 15); fallback=always walks the chain
     p = run(f"from={mars}", f"url={dead}", f"isisdata={isisdata}", "--json", env=env)
+    rec = jsonl(p)[0]
+    assert p.returncode == 1 and rec["source"] is None and "cannot connect" in rec["error"]
+    p = run(f"from={mars}", f"url={dead}", f"isisdata={isisdata}", "--json", "fallback=always", env=env)
     rec = jsonl(p)[0]
     assert p.returncode == 0 and rec["source"] == "system" and "cannot connect" in rec["fallback_reason"]
     assert rec["db"].endswith("kernels.0002.db") and rec["item_id"] is None and rec["version"] is None
-    p = run(f"from={moon}", f"url={dead}", f"isisdata={isisdata}", "--json", env=env)
+    p = run(f"from={moon}", f"url={dead}", f"isisdata={isisdata}", "--json", "fallback=always", env=env)
     rec = jsonl(p)[0]
     assert p.returncode == 0 and rec["source"] == "ellipsoid" and rec["shape_model"] == "Null"
     assert "cannot connect" in rec["fallback_reason"] and "no SYSTEM shape model" in rec["fallback_reason"]
     # no data area at all: the cube fails with both reasons and is untouched
     before = mars.read_bytes()
-    p = run(f"from={mars}", f"url={dead}", "--json", env=env)
+    p = run(f"from={mars}", f"url={dead}", "--json", "fallback=always", env=env)
     rec = jsonl(p)[0]
     assert p.returncode == 1 and rec["source"] is None and rec["written"] is False
     assert "cannot connect" in rec["error"] and "ISISDATA" in rec["error"]

@@ -142,12 +142,14 @@ def test_asset_choice_order():
     ("dems/a.tiff", "absolute https"),
     ("http://dems.example.org/a.tiff", "absolute https"),
 ])
-def test_bad_hrefs_are_refused_and_fall_back(resolver_factory, isisdata, href, why):
+def test_bad_hrefs_are_refused_and_fail_the_cube(resolver_factory, isisdata, href, why):
+    """A refused href is a malformed answer: no answer, so the cube fails (issue 15)."""
     with StacServer([item("bad", ["Mars"], "1", href=href)]) as srv:
         r = resolver_factory(srv.url.replace("http://", "http://"), isisdata=isisdata)
         r._client.allow_http = False  # the server is plain http on loopback; behave as an https catalog
-        res = r.resolve(target="Mars")
-        assert res.source == "system" and "bad" in res.fallback_reasons[0] and why in res.fallback_reasons[0]
+        with pytest.raises(errors.NoAnswerError) as info:
+            r.resolve(target="Mars")
+        assert "bad" in str(info.value) and why in str(info.value)
 
 
 def test_http_href_allowed_from_a_plain_http_catalog(resolver_factory):
@@ -160,9 +162,13 @@ def test_http_href_allowed_from_a_plain_http_catalog(resolver_factory):
 
 
 def _fallback(resolver_factory, isisdata, srv, **kw):
+    """(the Resolution, or the NoAnswerError that fails the cube; seconds taken)."""
     r = resolver_factory(srv.url, isisdata=isisdata, cache="no", **kw)
     t0 = time.monotonic()
-    res = r.resolve(target="Mars")
+    try:
+        res = r.resolve(target="Mars")
+    except errors.NoAnswerError as exc:
+        res = exc
     return res, time.monotonic() - t0
 
 
@@ -174,10 +180,13 @@ def _fallback(resolver_factory, isisdata, srv, **kw):
     (dict(status=200, body={"type": "FeatureCollection", "features": [{"id": "x", "properties": {"ssys:targets": ["Mars"]}}]}, times=1), "item x has no assets"),
     (dict(status=404, body={"message": "Not Found"}, times=1), "HTTP 404"),
 ])
-def test_faults_fall_back_with_a_reason(resolver_factory, isisdata, fault, words):
+def test_faults_fail_the_cube_or_fall_back_with_always(resolver_factory, isisdata, fault, words):
     with StacServer(MARS) as srv:
         srv.fault(**fault)
-        res, _ = _fallback(resolver_factory, isisdata, srv)
+        err, _ = _fallback(resolver_factory, isisdata, srv)
+        assert isinstance(err, errors.NoAnswerError) and words in str(err) and srv.url in str(err), err
+        srv.fault(**fault)
+        res, _ = _fallback(resolver_factory, isisdata, srv, fallback="always")
         assert res.source == "system" and res.shape_model == "$base/dems/molaMarsPlanetaryRadius0004.cub"
         assert words in res.fallback_reasons[0], res.fallback_reasons
 
@@ -199,9 +208,9 @@ def test_429_honours_retry_after(resolver_factory, isisdata):
 def test_server_that_never_answers_times_out(resolver_factory, isisdata):
     with StacServer(MARS) as srv:
         srv.fault(delay=3, times=5)
-        res, took = _fallback(resolver_factory, isisdata, srv,
+        err, took = _fallback(resolver_factory, isisdata, srv,
                               http=HttpSettings(connect_timeout=1, read_timeout=0.5, retries=1, backoff=0.01))
-        assert res.source == "system" and "timed out" in res.fallback_reasons[0] and took < 3
+        assert isinstance(err, errors.NoAnswerError) and "timed out" in str(err) and took < 3
 
 
 def test_connection_refused(resolver_factory, isisdata):
@@ -211,23 +220,23 @@ def test_connection_refused(resolver_factory, isisdata):
     port = s.getsockname()[1]
     s.close()
     r = resolver_factory(f"http://127.0.0.1:{port}/", isisdata=isisdata, cache="no")
-    res = r.resolve(target="Mars")
-    assert res.source == "system" and "cannot connect" in res.fallback_reasons[0]
+    with pytest.raises(errors.NoAnswerError, match=f"127.0.0.1:{port}/search: cannot connect"):
+        r.resolve(target="Mars")
     assert r.requests_sent == 1 + FAST.retries
 
 
 def test_fifty_megabyte_body_is_capped(resolver_factory, isisdata):
     with StacServer(MARS) as srv:
         srv.fault(status=200, body=b"[" + b" " * (50 * 2**20) + b"]")
-        res, _ = _fallback(resolver_factory, isisdata, srv)
-        assert res.source == "system" and "limit" in res.fallback_reasons[0]
+        err, _ = _fallback(resolver_factory, isisdata, srv)
+        assert isinstance(err, errors.NoAnswerError) and "limit" in str(err)
 
 
 def test_web_fails_and_no_data_area_fails_the_cube_with_both_reasons(resolver_factory, make_cube, tmp_path, monkeypatch):
     monkeypatch.delenv("ISISDATA", raising=False)
     with StacServer(MARS) as srv:
         srv.fault(status=500, body={"code": "InternalServerError", "description": "boom"}, times=5)
-        r = resolver_factory(srv.url, cache="no")
+        r = resolver_factory(srv.url, cache="no", fallback="always")
         with pytest.raises(ResolutionError) as info:
             r.resolve(make_cube("viking_mars"))
         assert len(info.value.reasons) == 2 and "HTTP 500" in info.value.reasons[0] and "ISISDATA" in info.value.reasons[1]
