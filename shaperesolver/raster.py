@@ -83,7 +83,7 @@ def _try_open(gdal: Any, path: str, drivers: Sequence[str]) -> tuple[Any, str]:
     try:
         gdal.ErrorReset()
         try:
-            ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY, allowed_drivers=list(drivers))
+            ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY | gdal.OF_VERBOSE_ERROR, allowed_drivers=list(drivers))
         except RuntimeError as exc:  # the user turned on gdal.UseExceptions()
             return None, str(exc)
         return ds, gdal.GetLastErrorMsg()
