@@ -17,6 +17,8 @@ body's triaxial radii (NAIF pck00011.tpc, in :mod:`shaperesolver.bodies`):
 * **CRS** (:func:`check_crs`): the semi-major axis of the model's coordinate system must
   be within 1 % of the body's ``a`` (or, for DEMs on a mean-radius sphere, within 1 %
   of the interval ``[c, a]``), and its datum/ellipsoid names must not name another body.
+  A CRS with no ellipsoid (a ``LOCAL_CS``) cannot confirm a body: it passes, and the
+  caller says so.
 
 Both return ``None`` when the model fits, else a one-line reason.  Bodies without
 radii (``Body.radii_km is None``) skip the radius tests; the caller logs it.
@@ -73,6 +75,8 @@ class CrsFacts:
 
     semi_major_m: float | None
     names: tuple[str, ...] = ()  # GEOGCS, datum and ellipsoid names
+    #: why the CRS cannot confirm any body (e.g. "a LOCAL_CS"), or None
+    unconfirmed: str | None = None
 
 
 def radius_range(body: Body) -> tuple[float, float] | None:

@@ -344,7 +344,8 @@ class Resolver:
         path = what.shape_model if isinstance(what, Resolution) else what
         if path == NULL:
             raise ModelError("the ellipsoid (Null) has no model to open")
-        return raster.open_model(self._expand(path), self.verify if verify is None else verify, self.gdal_options)
+        web = isinstance(what, Resolution) and what.source == "web"
+        return self._open(self._expand(path), web, self.verify if verify is None else verify)
 
     def web_model(self, target: str, version: str | None = None) -> Choice:
         """The web model for ``target``.
@@ -385,14 +386,27 @@ class Resolver:
         if self.verify:
             try:
                 self._opened.get((choice.vsi_path, body),
-                                 lambda: self._check_open(choice.vsi_path, body, (choice.item_id, choice.version)))
+                                 lambda: self._check_open(choice.vsi_path, body, (choice.item_id, choice.version), web=True))
             except ModelUnreachableError as exc:
                 raise NoAnswerError(f"web model {choice.item_id} could not be checked: {exc}") from None
             except ModelError as exc:
                 raise NoMatchError(f"web model {choice.item_id} failed verification: {exc}") from None
         return choice
 
-    def _check_open(self, path: str, body: str | None = None, content: tuple[Any, ...] = ()) -> bool:
+    def _open(self, path: str, web: bool, verify: bool = True) -> Any:
+        """Open a model: a web one as GeoTIFF only, after following its redirects under the
+        API's address rules; a local (user or SYSTEM) one as an ISIS cube or GeoTIFF."""
+        if not web:
+            return raster.open_model(path, verify, self.gdal_options, raster.LOCAL_DRIVERS)
+        policy = self._static.policy if self._static is not None else self._client.policy
+        if policy is not None and path.startswith("/vsicurl/"):
+            try:
+                path = "/vsicurl/" + self.http.final_url(path[len("/vsicurl/"):], policy)
+            except CatalogError as exc:
+                raise ModelUnreachableError(str(exc)) from None
+        return raster.open_model(path, verify, self.gdal_options, raster.WEB_DRIVERS)
+
+    def _check_open(self, path: str, body: str | None = None, content: tuple[Any, ...] = (), web: bool = False) -> bool:
         """Open ``path``, check it fits ``body``; the outcome is cached with the model.
 
         The cache key is the path, the body and what identifies the content (the catalog
@@ -406,8 +420,8 @@ class Resolver:
         hit = self.cache.get(key)
         result = hit[0] if hit is not None and isinstance(hit[0], dict) and "ok" in hit[0] else None
         if result is None:
-            ds = raster.open_model(path, True, self.gdal_options)
-            ident = ident or raster.identity(path, self.gdal_options)
+            ds = self._open(path, web)
+            ident = ident or raster.identity(ds.GetDescription() or path, self.gdal_options)
             old = None if self.cache.mode == "refresh" else self.cache.get(key, allow_stale=True)
             if (old is not None and isinstance(old[0], dict) and "ok" in old[0] and old[0].get("identity") == ident
                     and (local or ident.get("mtime"))):
@@ -424,24 +438,37 @@ class Resolver:
         if body is None:
             log.info("%s: %s is not in the body table; the model is not checked against it", path, name)
             return {"ok": True, "reason": None}
-        why = modelcheck.check_crs(raster.crs_facts(ds), body)
+        facts = raster.crs_facts(ds)
+        if facts.unconfirmed:
+            log.warning("%s: its coordinate system is %s, which cannot confirm the body; only its pixel values "
+                        "are checked against %s", path, facts.unconfirmed, body.name)
+        why = modelcheck.check_crs(facts, body)
         if why:
             return {"ok": False, "reason": f"{path} failed the CRS check for {body.name}: {why}"}
         if body.radii_km is None:
             log.info("%s: pck00011.tpc has no radii for %s; pixel values not checked", path, body.name)
             return {"ok": True, "reason": None}
-        sample = raster.sample_values(ds, path, self.gdal_options)
-        why = modelcheck.check_values(sample, body)
-        if why:
-            return {"ok": False, "reason": f"{path} failed the values check for {body.name}: {why}"}
-        log.debug("%s: %d valid values of %s fit %s", path, len(sample.values), sample.level, body.name)
+        try:
+            samples = [raster.sample_values(ds, path, self.gdal_options)]
+            if not samples[0].level.startswith("full resolution"):  # an overview can hide what the pixels hold
+                samples.append(raster.full_resolution_sample(ds, path, self.gdal_options))
+        finally:
+            ds.FlushCache()
+        for i, sample in enumerate(samples):
+            if i and not sample.values:
+                log.info("%s: no valid pixels in %s; checked %s only", path, sample.level, samples[0].level)
+                continue
+            why = modelcheck.check_values(sample, body)
+            if why:
+                return {"ok": False, "reason": f"{path} failed the values check for {body.name}: {why}"}
+            log.debug("%s: %d valid values of %s fit %s", path, len(sample.values), sample.level, body.name)
         return {"ok": True, "reason": None}
 
     def _lookup(self, names: tuple[str, ...], body: str, pin: str | None) -> Choice:
         if self._static is not None:
             try:
                 items = self._static.items()
-                choice = choose_item(items, names, pin, self._where(), self._static.allow_http)
+                choice = choose_item(items, names, pin, self._where(), self._static.allow_http, self._static.policy)
             except VersionNotFoundError:
                 raise
             except CatalogError as exc:
@@ -484,7 +511,7 @@ class Resolver:
         """Search the API; ``note`` tells processes waiting on our claim what came of it."""
         try:
             items = self._client.items(self.collection, names)
-            choice = choose_item(items, names, pin, self._where(), self._client.allow_http)
+            choice = choose_item(items, names, pin, self._where(), self._client.allow_http, self._client.policy)
         except VersionNotFoundError as exc:
             note({"kind": "version", "reason": str(exc)})
             raise
@@ -530,7 +557,7 @@ class Resolver:
             if not (isinstance(item_id, str) and isinstance(href, str) and isinstance(asset_key, str)
                     and (version is None or isinstance(version, str))):
                 raise CatalogError("fields of the wrong type")
-            check_href(href, item_id, self._client.allow_http)
+            check_href(href, item_id, self._client.allow_http, self._client.policy)
         except CatalogError as exc:
             log.warning("ignoring cache entry %s: %s", key, _short(str(exc)))
             return None

@@ -27,7 +27,10 @@ from .errors import UnsafeFileError
 __all__ = ["open_regular", "read_regular", "json_depth_ok", "loads_json", "MAX_JSON_DEPTH"]
 
 MAX_JSON_DEPTH = 64
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+#: A string, or an unterminated one up to the end: every ``"`` starts a match that cannot
+#: fail, so the substitution is linear (a pattern that must find the closing quote is
+#: retried from every ``"`` of an unterminated run: quadratic).
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.S)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 _KINDS = (

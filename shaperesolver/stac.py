@@ -134,11 +134,11 @@ def _targets(item: Mapping[str, Any]) -> list[str]:
 
 
 def choose_item(items: Iterable[Mapping[str, Any]], names: Iterable[str], pin: str | None, where: str,
-                allow_http: bool) -> Choice | None:
+                allow_http: bool, policy: AddressPolicy | None = None) -> Choice | None:
     """The highest (or pinned) version among ``items`` for ``names``; None if none matches.
 
     Items marked ``deprecated`` are skipped unless pinned.  A pin that matches nothing
-    raises :class:`VersionNotFoundError`.
+    raises :class:`VersionNotFoundError`.  The asset href must pass ``policy`` too.
     """
     wanted = set(names)
     candidates = [it for it in items if isinstance(it, Mapping) and wanted.intersection(_targets(it))]
@@ -155,12 +155,13 @@ def choose_item(items: Iterable[Mapping[str, Any]], names: Iterable[str], pin: s
     if not candidates:
         return None
     best = max(candidates, key=version_key)
-    key, href = choose_asset(best, allow_http)
+    key, href = choose_asset(best, allow_http, policy)
     version = (best.get("properties") or {}).get("version")
     return Choice(str(best.get("id")), None if version is None else str(version), href, key)
 
 
-def choose_asset(item: Mapping[str, Any], allow_http: bool = False) -> tuple[str, str]:
+def choose_asset(item: Mapping[str, Any], allow_http: bool = False,
+                 policy: AddressPolicy | None = None) -> tuple[str, str]:
     """(asset key, href) of the item's GeoTIFF data asset.
 
     Preference order: a ``data``-role asset with a TIFF media type; any asset with a
@@ -190,11 +191,16 @@ def choose_asset(item: Mapping[str, Any], allow_http: bool = False) -> tuple[str
     if not usable:
         raise CatalogError(f"item {item_id} has no GeoTIFF data asset (assets: {', '.join(map(str, assets))})")
     _, _, key, href = min(usable)
-    return key, check_href(href, item_id, allow_http)
+    return key, check_href(href, item_id, allow_http, policy)
 
 
-def check_href(href: str, item_id: object, allow_http: bool) -> str:
-    """Refuse an asset href that is not a clean absolute https (or chosen http) URL."""
+def check_href(href: str, item_id: object, allow_http: bool, policy: AddressPolicy | None = None) -> str:
+    """Refuse an asset href that is not a clean absolute https (or chosen http) URL.
+
+    With ``policy`` (the API's or remote catalog's address rules) an IP-literal host must
+    be of a kind the policy allows; a host name is looked up only when the model is
+    opened (:meth:`Http.final_url`), never just to choose it.
+    """
     if _CONTROL.search(href):
         raise CatalogError(f"item {item_id}: refusing asset href {href!r} (whitespace, quotes or control characters)")
     parts = urlparse(href)
@@ -204,6 +210,11 @@ def check_href(href: str, item_id: object, allow_http: bool) -> str:
             f"item {item_id}: refusing asset href {href!r} (must be an absolute https URL"
             + (" or http, as the catalog is http)" if allow_http else ")")
         )
+    if policy is not None:
+        try:
+            policy.check(href, "asset href", lookup=False)
+        except CatalogError as exc:
+            raise CatalogError(f"item {item_id}: {exc}") from None
     return href
 
 
@@ -313,11 +324,19 @@ class AddressPolicy:
                 self._allowed.add("public")
             return self._allowed
 
-    def check(self, url: str, what: str) -> str:
-        """``url`` if a request to it may be sent, else a CatalogError saying why."""
+    def check(self, url: str, what: str, lookup: bool = True) -> str:
+        """``url`` if a request to it may be sent, else a CatalogError saying why.
+
+        ``lookup=False`` checks an IP-literal host only (a name is not looked up).
+        """
         parts = urlparse(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or _CONTROL.search(url):
             raise CatalogError(f"refusing {what} {_short(url, 120)!r}: only http(s) URLs are followed")
+        if not lookup:
+            try:
+                ipaddress.ip_address(parts.hostname.strip("[]"))
+            except ValueError:
+                return url
         allowed = self.allowed()
         try:
             addresses = _addresses(parts.hostname, parts.port)
@@ -429,6 +448,33 @@ class Http:
                 return resp.status_code, self._decode(resp, raw, url)
             finally:
                 resp.close()
+
+    def final_url(self, url: str, policy: AddressPolicy, what: str = "model") -> str:
+        """Where ``url`` ends after redirects, found with HEAD requests (never their bodies).
+
+        Every hop is checked by ``policy`` before it is contacted, so GDAL is then given
+        a URL it may open; a redirect to an address the policy refuses is a
+        :class:`CatalogError`, as is a server that cannot be reached.
+        """
+        st = self.settings
+        budget = Budget(st, f"{what} {url}")
+        policy.check(url, what)
+        for _ in range(st.max_redirects + 1):
+            left = budget.check_time()
+            try:
+                resp = self.session.head(url, timeout=(min(st.connect_timeout, left), min(st.read_timeout, left)),
+                                         allow_redirects=False)
+            except requests.RequestException as exc:
+                raise CatalogError(f"{url}: cannot reach the {what} ({_short(str(exc), 160)})") from None
+            resp.close()
+            location = resp.headers.get("Location")
+            if resp.status_code not in (301, 302, 303, 307, 308) or not location:
+                return url
+            target = urljoin(url, location)
+            policy.check(target, f"{what} redirect from {_short(url, 100)} to")
+            log.info("HEAD %s: HTTP %d redirect to %s", url, resp.status_code, target)
+            url = target
+        raise CatalogError(f"{url}: more than {st.max_redirects} redirects")
 
     def _pause(self, delay: float, budget: Budget) -> None:
         """Sleep before a retry, unless that would outlast the deadline."""
