@@ -181,8 +181,10 @@ def write_chunk(resolver: Resolver, opts: BatchOptions, entries: Sequence[tuple[
             err = exc
         except Exception as exc:  # noqa: BLE001 - a surprise stays with its cube, too
             log.debug("%s: unexpected error", cube, exc_info=True)
-            results.append(reread(index, cube, f"unexpected {_why(exc)}", None if res is None else res.shape_model))
-            continue
+            if res is not None:  # in the write: what the cube holds now says what happened
+                results.append(reread(index, cube, f"unexpected {_why(exc)}", res.shape_model))
+                continue
+            err = ShapeResolverError(f"unexpected {_why(exc)}; not modified")  # resolving never writes
         rec = record(cube, res, out, err)
         results.append(CubeResult(index, cube, rec, out.kernels_text if out else None,
                                   one_line(err, cube) if err is not None else None))
