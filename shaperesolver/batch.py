@@ -15,7 +15,11 @@ to the same chunk in input order, so they are written one after the other and th
 first one reports ``written``.  Every task is idempotent (a cube that already holds
 its value is not rewritten, an interrupted write is finished or rolled back by the
 next reader), so an executor may run a task again after losing a worker.  Results
-come back in input order as the same records ``--json`` prints.
+come back in input order as the same records ``--json`` prints, streamed: at most a
+few chunks per worker are in flight or waiting to be yielded, so memory does not grow
+with the list.  Every record says what happened to its own cube: an unexpected error
+stays with the cube it happened to, and a cube whose task was lost is re-read and
+reported as it is now (``written: null`` when this run cannot know).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import os
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +86,7 @@ def record(cube: str, res: Resolution | None, out: WriteOutcome | None, err: Exc
         rec = {"cube": cube, "target": None, "body": None, "shape_model": None, "source": None,
                "item_id": None, "version": None, "fallback_reason": None, "db": None}
     rec["written"] = bool(out and out.written)
+    rec["would_write"] = bool(out and out.would_write)
     rec["previous"] = out.previous if out else None
     rec["removed_elevation_model"] = out.removed_elevation_model if out else None
     if err is not None:
@@ -90,11 +97,30 @@ def record(cube: str, res: Resolution | None, out: WriteOutcome | None, err: Exc
     return rec
 
 
-def one_line(err: Exception | str, cube: str) -> str:
-    """An error as one line (at most 300 characters) that names the cube."""
+def one_line(err: Exception | str, cube: str, limit: int = 300) -> str:
+    """An error as one line that names the cube, within ``limit`` characters if it can be.
+
+    A chain of reasons (``"; "``-separated stages) is shortened in the middle of its
+    longest stages first; the cube's name and the last stage (what to do) stay whole.
+    """
     text = " ".join(str(err).split())
-    text = text if text.startswith(cube) else f"{cube}: {text}"
-    return text if len(text) <= 300 else text[:297] + "..."
+    rest = text[len(cube):] if text.startswith(cube) else f": {text}"
+    if len(cube) + len(rest) <= limit:
+        return cube + rest
+    stages = rest.split("; ")
+    room = limit - len(cube) - 2 * (len(stages) - 1) - len(stages[-1])
+    lengths = [len(x) for x in stages[:-1]]
+    cap = max((c for c in range(24, max(lengths, default=0) + 1) if sum(min(n, c) for n in lengths) <= room),
+              default=24)
+    return cube + "; ".join([*(_middle(x, cap) for x in stages[:-1]), _middle(stages[-1], max(limit // 2, room))])
+
+
+def _middle(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters in its middle (its start and end are kept)."""
+    if len(text) <= width:
+        return text
+    tail = (width - 3) // 3
+    return text[: width - 3 - tail] + "..." + text[len(text) - tail :]
 
 
 def default_jobs() -> int:
@@ -135,21 +161,54 @@ def scan_chunk(entries: Sequence[tuple[int, str]], want_target: bool) -> list[tu
     return out
 
 
-def write_chunk(resolver: Resolver, opts: BatchOptions, entries: Sequence[tuple[int, str]]) -> list[CubeResult]:
-    """Task: resolve and write each cube, in order; a failure stays with its cube."""
+def write_chunk(resolver: Resolver, opts: BatchOptions, entries: Sequence[tuple[int, str]],
+                stop: threading.Event | None = None) -> list[CubeResult]:
+    """Task: resolve and write each cube, in order; a failure stays with its cube.
+
+    With ``stop`` (threads of this process) the chunk ends early, between two cubes,
+    once it is set.
+    """
     kw = opts.resolve_kwargs()
     results = []
     for index, cube in entries:
+        if stop is not None and stop.is_set():
+            break
         res = out = err = None
         try:
             res = resolver.resolve(cube, **kw)
             out = resolver.write(res, cube, dryrun=opts.dryrun)
         except (ShapeResolverError, OSError, ValueError) as exc:  # one bad cube never stops the batch
             err = exc
+        except Exception as exc:  # noqa: BLE001 - a surprise stays with its cube, too
+            log.debug("%s: unexpected error", cube, exc_info=True)
+            if res is not None:  # in the write: what the cube holds now says what happened
+                results.append(reread(index, cube, f"unexpected {_why(exc)}", res.shape_model))
+                continue
+            err = ShapeResolverError(f"unexpected {_why(exc)}; not modified")  # resolving never writes
         rec = record(cube, res, out, err)
         results.append(CubeResult(index, cube, rec, out.kernels_text if out else None,
                                   one_line(err, cube) if err is not None else None))
     return results
+
+
+def reread(index: int, cube: str, why: str, value: str | None = None) -> CubeResult:
+    """The record of a cube whose write this run cannot vouch for (an unexpected error,
+    a lost worker): its label is read again and the record says what it holds now.
+
+    ``written`` is False when the cube provably does not hold ``value`` (the value its
+    write was for, when known), else None (unknown).
+    """
+    try:
+        now = read_label(cube).shape_model
+        state, readable = f"its ShapeModel is now {now or '(none)'}", True
+    except (ShapeResolverError, OSError, ValueError) as exc:
+        state, readable = f"its label cannot be read again ({' '.join(str(exc).split())})", False
+    written = False if readable and value is not None and now != value else None
+    tail = "not modified" if written is False else f"{state}; whether this run wrote it is unknown"
+    err = ShapeResolverError(f"{why}; {tail}")
+    rec = record(cube, None, None, err)
+    rec["written"] = rec["would_write"] = written
+    return CubeResult(index, cube, rec, None, one_line(err, cube))
 
 
 # ------------------------------------------------------------ the client side
@@ -163,8 +222,29 @@ def _as_executor(executor: Any) -> cf.Executor:
     raise UsageError(f"not an executor or a distributed.Client: {executor!r}")
 
 
-def _chunks(items: list[tuple[int, str]], size: int) -> list[list[tuple[int, str]]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _chunks(items: list[tuple[int, str]], size: int) -> Iterator[list[tuple[int, str]]]:
+    return (items[i : i + size] for i in range(0, len(items), size))
+
+
+def _stream(ex: cf.Executor, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]],
+            window: int) -> Iterator[tuple[tuple[Any, ...], cf.Future[Any]]]:
+    """Submit ``fn(*args)`` for each ``args``, at most ``window`` not yet consumed at a
+    time; yields (args, future) in submission order (the caller waits on the result).
+    A consumed future is dropped, so finished results never pile up."""
+    queue: deque[tuple[tuple[Any, ...], cf.Future[Any]]] = deque()
+    todo = iter(calls)
+    try:
+        while True:
+            for args in todo:
+                queue.append((args, ex.submit(fn, *args)))
+                if len(queue) >= window:
+                    break
+            if not queue:
+                return
+            yield queue.popleft()
+    finally:
+        for _, fut in queue:
+            fut.cancel()
 
 
 def _chunk_size(n: int, workers: int) -> int:
@@ -227,18 +307,20 @@ def run_batch(
             nxt = item[0] + 1
         yield from (bad[i] for i in sorted(bad))
         return
-    own = None
+    own = stop = None
     if executor is None:
         own = ex = cf.ThreadPoolExecutor(jobs, thread_name_prefix="shaperesolver")
-        workers = jobs
+        workers, stop = jobs, threading.Event()
     else:
         ex = _as_executor(executor)
         workers = _worker_count(executor)
     size = chunk_size or _chunk_size(len(items), workers)
     try:
-        yield from _run(resolver, items, bad, opts, ex, size, shipped=executor is not None)
+        yield from _run(resolver, items, bad, opts, ex, size, max(2, 4 * workers), stop)
     finally:
         if own is not None:
+            assert stop is not None
+            stop.set()  # stopped early (Ctrl-C, a closed pipe): the threads end between two cubes
             own.shutdown(wait=True, cancel_futures=True)
 
 
@@ -254,26 +336,35 @@ def _worker_count(executor: Any) -> int:
 
 
 def _run(resolver: Resolver, items: list[tuple[int, str]], bad: dict[int, CubeResult], opts: BatchOptions,
-         ex: cf.Executor, size: int, shipped: bool) -> Iterator[CubeResult]:
+         ex: cf.Executor, size: int, window: int, stop: threading.Event | None) -> Iterator[CubeResult]:
+    shipped = stop is None  # not our own threads: the table travels with the tasks
     web = opts.shape.lower() == "web"
     user = opts.shape.lower() == "user" and resolver.verify
-    # 1. scan: file identities, and the targets when the shipped table needs them
+    # 1. scan: which entries name the same file, and the targets when the shipped table needs them
     want = shipped and (web or user) and opts.target is None
-    futures = [ex.submit(scan_chunk, chunk, want) for chunk in _chunks(items, size)]
-    scanned: list[tuple[int, tuple[Any, ...], str | None]] = []
-    for fut in futures:
+    first: dict[int, int] = {}  # hash of a file's identity -> its first entry (a collision only groups)
+    later: dict[int, list[tuple[int, str]]] = {}
+    names: set[str] = set()
+    for (chunk, _), fut in _stream(ex, scan_chunk, ((c, want) for c in _chunks(items, size)), window):
         try:
-            scanned.extend(fut.result())
+            scanned = fut.result()
         except UsageError:
             raise
         except Exception as exc:  # noqa: BLE001 - a lost scan only costs the grouping
             log.warning("a scan task failed (%s); its cubes are resolved where they are written", _why(exc))
+            continue
+        for (i, cube), (_, key, target) in zip(chunk, scanned):
+            j = first.setdefault(hash(key), i)
+            if j != i:
+                later.setdefault(j, []).append((i, cube))
+            if target:
+                names.add(target)
+    del first
     worker_resolver = resolver
     if shipped:
         # 2. resolve each distinct (body, pin) once, here (a user model: check it once per
         # body); the table travels with the tasks
-        names = {opts.target} if opts.target is not None else {t for _, _, t in scanned if t}
-        for name in sorted(names):
+        for name in sorted({opts.target} if opts.target is not None else names):
             try:
                 if web:
                     resolver.web_model(name, opts.version)
@@ -284,48 +375,39 @@ def _run(resolver: Resolver, items: list[tuple[int, str]], bad: dict[int, CubeRe
         worker_resolver = _shippable(resolver)
     # (threads of this process share ``resolver``, whose memo searches each body once)
     # 3. write: same-file entries together, in input order
-    ident = {i: key for i, key, _ in scanned}
-    groups: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
-    for i, cube in items:
-        groups.setdefault(ident.get(i, ("entry", i)), []).append((i, cube))
-    chunks: list[list[tuple[int, str]]] = []
-    cur: list[tuple[int, str]] = []
-    for i, cube in items:
-        group = groups.get(ident.get(i, ("entry", i)))
-        if not group or group[0][0] != i:
-            continue  # written with the group's first entry
-        cur.extend(group)
-        if len(cur) >= size:
-            chunks.append(cur)
-            cur = []
-    if cur:
-        chunks.append(cur)
-    pending = {ex.submit(write_chunk, worker_resolver, opts, chunk): chunk for chunk in chunks}
+    skip = {i for group in later.values() for i, _ in group}
+
+    def chunks() -> Iterator[tuple[Any, ...]]:
+        cur: list[tuple[int, str]] = []
+        for i, cube in items:
+            if i in skip:
+                continue  # written with the group's first entry
+            cur.append((i, cube))
+            cur.extend(later.get(i, ()))
+            if len(cur) >= size:
+                yield (worker_resolver, opts, cur) + (() if stop is None else (stop,))
+                cur = []
+        if cur:
+            yield (worker_resolver, opts, cur) + (() if stop is None else (stop,))
+
     done: dict[int, CubeResult] = dict(bad)
     nxt = 0
     while nxt in done:
         yield done.pop(nxt)
         nxt += 1
-    try:
-        for fut in cf.as_completed(pending):
-            chunk = pending[fut]
-            try:
-                results = fut.result()
-            except UsageError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the chunk's cubes fail, the batch goes on
-                why = f"worker failed: {_why(exc)}"
-                results = [CubeResult(i, c, record(c, None, None, ShapeResolverError(why)), None, one_line(why, c))
-                           for i, c in chunk]
-            for r in results:
-                done[r.index] = r
-            while nxt in done:
-                yield done.pop(nxt)
-                nxt += 1
-        yield from (done[i] for i in sorted(done))
-    finally:
-        for fut in pending:
-            fut.cancel()
+    for (_, _, chunk, *_), fut in _stream(ex, write_chunk, chunks(), window):
+        try:
+            results = fut.result()
+        except UsageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the task is lost: say what each of its cubes holds now
+            results = [reread(i, c, f"worker failed ({_why(exc)})") for i, c in chunk]
+        for r in results:
+            done[r.index] = r
+        while nxt in done:
+            yield done.pop(nxt)
+            nxt += 1
+    yield from (done[i] for i in sorted(done))
 
 
 def _shippable(resolver: Resolver) -> Resolver:

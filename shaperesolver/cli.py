@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any, TextIO
 
 from . import safeio
@@ -184,7 +185,7 @@ def _cube_list(opts: dict[str, Any]) -> list[str | tuple[str, ListLineError]]:
                 cubes.append(raw.decode("utf-8"))
             except UnicodeDecodeError:
                 cubes.append((shown, ListLineError(f"{path} line {n}: not valid UTF-8; not a file name")))
-    if not cubes and "target" not in opts:
+    if "from" not in opts and "fromlist" not in opts and "target" not in opts:
         raise UsageError("give from=CUBE or fromlist=LIST (see --help)")
     return cubes
 
@@ -193,7 +194,10 @@ def _human(rec: dict[str, Any], kernels_text: str | None, dryrun: bool, stream: 
     w = stream.write
     body = f" ({rec['body']})" if rec.get("body") and rec["body"] != rec["target"] else ""
     w(f"{rec['cube']}: TargetName = {rec['target']}{body}\n")
-    state = "dry run, not written" if dryrun else ("written" if rec["written"] else "unchanged")
+    if dryrun:
+        state = "dry run, would write" if rec["would_write"] else "dry run, unchanged"
+    else:
+        state = "written" if rec["written"] else "unchanged"
     w(f"  ShapeModel: {rec['previous'] or '(none)'}  ->  {rec['shape_model']}  [{state}]\n")
     src = rec["source"]
     if src == "web":
@@ -226,8 +230,30 @@ class _Progress:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; returns the exit code (the console script exits with it)."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Run the command; returns the exit code (the console script exits with it).
+
+    A closed stdout (``| head -1``) ends the run quietly with 141 (as SIGPIPE would), and
+    Ctrl-C with 130 and one line; in both every cube holds its old or its new label.
+    """
+    try:
+        code = _main(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # nobody reads our output: stop, and keep Python's exit-time flush from complaining
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass  # not a real stream (main() called in-process)
+        return 141
+    except KeyboardInterrupt:
+        print("shaperesolver: interrupted; every cube holds its old or its new label", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str]) -> int:
     try:
         opts = parse_args(argv)
         if opts["help"]:
@@ -240,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "jobs" in opts and "scheduler" in opts:
             raise UsageError("give jobs= or scheduler=, not both (the cluster's workers do the work)")
         opts.setdefault("jobs", 1)
-        if cubes == [] and "target" in opts:
+        if "from" not in opts and "fromlist" not in opts:
             raise UsageError("give from=CUBE or fromlist=LIST (target= overrides their TargetName)")
     except UsageError as exc:
         print(f"shaperesolver: {exc}", file=sys.stderr)
@@ -261,10 +287,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch = BatchOptions(shape=opts.get("shape", "web"), model=opts.get("model"), target=opts.get("target"),
                          version=opts.get("version"), dryrun=dryrun)
     counts = {"written": 0, "unchanged": 0, "fell back": 0, "failed": 0}
+    done = "would_write" if dryrun else "written"
     progress = _Progress(len(cubes), sys.stderr, not opts["quiet"] and (as_json or len(cubes) > 1))
     try:
-        with resolver, _executor(opts) as executor:
-            for n, result in enumerate(run_batch(resolver, cubes, batch, jobs=opts["jobs"], executor=executor), 1):
+        with resolver, _executor(opts) as executor, \
+                closing(run_batch(resolver, cubes, batch, jobs=opts["jobs"], executor=executor)) as results:
+            for n, result in enumerate(results, 1):
                 rec = result.record
                 if result.error is not None:
                     counts["failed"] += 1
@@ -272,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         sys.stderr.write("\n")
                     print(f"shaperesolver: {result.error}", file=sys.stderr)
                 else:
-                    counts["written" if rec["written"] else "unchanged"] += 1
+                    counts["written" if rec[done] else "unchanged"] += 1
                     if rec["fallback_reason"]:
                         counts["fell back"] += 1
                 if as_json:
@@ -280,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sys.stdout.flush()
                 elif result.error is None and not opts["quiet"]:
                     _human(rec, result.kernels_text, dryrun, human)
+                    human.flush()  # a closed pipe stops the batch at once
                 progress.update(n)
     except UsageError as exc:
         print(f"shaperesolver: {exc}", file=sys.stderr)
@@ -287,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _SchedulerError as exc:
         print(f"shaperesolver: {exc}", file=sys.stderr)
         return 1
-    if len(cubes) > 1 and not opts["quiet"]:
+    if (len(cubes) != 1 or "fromlist" in opts) and not opts["quiet"]:
         verb = "would write" if dryrun else "written"
         print(f"shaperesolver: {len(cubes)} cubes: {counts['written']} {verb}, {counts['unchanged']} unchanged, "
               f"{counts['fell back']} fell back, {counts['failed']} failed", file=sys.stderr)

@@ -28,6 +28,7 @@ __all__ = [
     "UnsafeFileError",
     "JournalError",
     "CubeChangedError",
+    "CubeLockedError",
 ]
 
 
@@ -141,3 +142,7 @@ class JournalError(LabelWriteError):
 
 class CubeChangedError(LabelWriteError):
     """The cube on disk is no longer the one that was resolved; it was not written."""
+
+
+class CubeLockedError(LabelWriteError):
+    """Another process held the cube's lock longer than the wait allows; not modified."""

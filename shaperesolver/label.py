@@ -113,6 +113,8 @@ class WriteOutcome:
     removed_elevation_model: str | None
     kernels_text: str
     label: CubeLabel
+    #: True when a real run would change the file's bytes (equals ``written`` in a real run)
+    would_write: bool = False
 
 
 # ---------------------------------------------------------------- reading
@@ -226,11 +228,11 @@ def _open_cube(path: str) -> tuple[int, os.stat_result]:
         raise NotACubeError(path, txn._problem(exc)) from None
 
 
-def read_label(path: str | os.PathLike[str]) -> CubeLabel:
+def read_label(path: str | os.PathLike[str], *, lock_wait: float = txn.DEFAULT_LOCK_WAIT) -> CubeLabel:
     """Read the label of an attached cube or a detached ``.lbl`` (label area only).
 
     If an earlier write of this cube was interrupted, it is first finished or rolled
-    back (see :mod:`.txn`).
+    back (see :mod:`.txn`), waiting at most ``lock_wait`` seconds for the cube's lock.
     """
     p = os.fspath(path)
     try:
@@ -239,11 +241,11 @@ def read_label(path: str | os.PathLike[str]) -> CubeLabel:
         pending = False  # no such file (or no access): opening it below says which
     if pending:
         try:
-            with txn.locked(p) as (fd, st):
+            with txn.locked(p, wait=lock_wait) as (fd, st):
                 txn.recover(fd, p, st)
                 return _parse(p, _read_text(fd, p, st.st_size), st.st_size)
         except ReadOnlyCubeError:
-            with txn.locked(p, write=False) as (fd, st):
+            with txn.locked(p, write=False, wait=lock_wait) as (fd, st):
                 txn.recover(fd, p, st, writable=False)
                 return _parse(p, _read_text(fd, p, st.st_size), st.st_size)
     fd, st = _open_cube(p)
@@ -383,7 +385,7 @@ def _write(fd: int, st: os.stat_result, lab: CubeLabel, new_text: str, hook: txn
 
 def write_shape_model(
     path: str | os.PathLike[str], value: str, *, dryrun: bool = False, expect_target: str | None = None,
-    _hook: txn.Hook | None = None,
+    lock_wait: float = txn.DEFAULT_LOCK_WAIT, _hook: txn.Hook | None = None,
 ) -> WriteOutcome:
     """Set ``IsisCube > Kernels > ShapeModel`` of a cube or detached label to ``value``.
 
@@ -391,7 +393,8 @@ def write_shape_model(
     changes; a cube that already holds ``value`` is not rewritten (``written`` is
     False).  With ``dryrun`` nothing is written but every check still runs.  With
     ``expect_target`` the write happens only if the cube (re-read under the lock) still
-    names that body; otherwise :class:`CubeChangedError`.
+    names that body; otherwise :class:`CubeChangedError`.  A cube another process keeps
+    locked for ``lock_wait`` seconds is not written (:class:`CubeLockedError`).
     """
     p = os.fspath(path)
     value = value or "Null"
@@ -399,24 +402,26 @@ def write_shape_model(
     check_round_trip(value)
     hook = _hook or (lambda step: None)
     if dryrun:
-        lab = read_label(p)
+        lab = read_label(p, lock_wait=lock_wait)
         _expect(lab, expect_target)
         new_text, removed, new_scan = _plan(lab, value)
-        return _outcome(lab, p, value, new_text, new_scan, removed, written=False)
+        return _outcome(lab, p, value, new_text, new_scan, removed, written=False, would=new_text != lab.text)
     if not os.path.lexists(p):
         raise NotACubeError(p, "no such file")
     if os.path.isdir(p):
         raise NotACubeError(p, "is a directory, not a cube")
     _check_writable(p)
-    with txn.locked(p) as (fd, st):
+    with txn.locked(p, wait=lock_wait) as (fd, st):
         txn.recover(fd, p, st)
         lab = _parse(p, _read_text(fd, p, st.st_size), st.st_size)
         _expect(lab, expect_target)
         new_text, removed, new_scan = _plan(lab, value)
         if new_text == lab.text:
-            return _outcome(lab, p, value, new_text, new_scan, removed, written=False)
+            if not lab.attached:
+                txn.clear_temp(p, st)  # a killed write's leftover, even when there is nothing to write
+            return _outcome(lab, p, value, new_text, new_scan, removed, written=False, would=False)
         _write(fd, st, lab, new_text, hook)
-    return _outcome(lab, p, value, new_text, new_scan, removed, written=True)
+    return _outcome(lab, p, value, new_text, new_scan, removed, written=True, would=True)
 
 
 def _expect(lab: CubeLabel, target: str | None) -> None:
@@ -426,9 +431,9 @@ def _expect(lab: CubeLabel, target: str | None) -> None:
 
 
 def _outcome(lab: CubeLabel, path: str, value: str, new_text: str, new_scan: Scan, removed: str | None,
-             written: bool) -> WriteOutcome:
+             written: bool, would: bool) -> WriteOutcome:
     new = _from_scan(path, new_text, new_scan, lab.file_size)
     return WriteOutcome(
         path=path, value=value, previous=lab.shape_model, written=written,
-        removed_elevation_model=removed, kernels_text=new.kernels_text or "", label=new,
+        removed_elevation_model=removed, kernels_text=new.kernels_text or "", label=new, would_write=would,
     )

@@ -15,6 +15,7 @@ model opened (verified) once.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bodies, claims, kerneldb, modelcheck, raster, safeio
+from . import bodies, claims, kerneldb, modelcheck, raster, safeio, txn
 from .cache import CACHE_MODES, DiskCache
 from .errors import (
     CatalogError,
@@ -170,6 +171,9 @@ class Resolver:
         Seconds to wait for another process's search of the same body (processes that
         share the cache directory search each body once between them) before searching
         itself; default ``$SHAPERESOLVER_CLAIM_WAIT`` or 60; 0 turns coordination off.
+    lock_wait:
+        Seconds to wait for a cube that another process holds locked before failing
+        that cube (not modified); default ``$SHAPERESOLVER_LOCK_WAIT`` or 30.
 
     A resolver pickles (for process pools and Dask): the settings and every result it
     has found so far travel, sessions and locks do not.
@@ -190,19 +194,15 @@ class Resolver:
         http: HttpSettings | None = None,
         gdal_options: dict[str, str] | None = None,
         claim_wait: float | None = None,
+        lock_wait: float | None = None,
     ) -> None:
         _check_settings(url=url, catalog=catalog, collection=collection, cache_dir=cache_dir, cache_ttl=cache_ttl,
                         isisdata=isisdata, http=http, gdal_options=gdal_options)
         self.verify = _yes_no("verify", verify)
         self.fallback = _choice("fallback", fallback, FALLBACKS)
         cache = _choice("cache", cache, CACHE_MODES)
-        if claim_wait is None:
-            env = os.environ.get("SHAPERESOLVER_CLAIM_WAIT")
-            try:
-                claim_wait = float(env) if env else claims.DEFAULT_WAIT
-            except ValueError:
-                raise UsageError(f"SHAPERESOLVER_CLAIM_WAIT={env!r} is not a number of seconds") from None
-        self.claim_wait = float(claim_wait)
+        self.claim_wait = _seconds("claim_wait", claim_wait, "SHAPERESOLVER_CLAIM_WAIT", claims.DEFAULT_WAIT)
+        self.lock_wait = _seconds("lock_wait", lock_wait, "SHAPERESOLVER_LOCK_WAIT", txn.DEFAULT_LOCK_WAIT)
         self.url = check_api_url(url or os.environ.get("SHAPERESOLVER_STAC_URL") or DEFAULT_URL)
         self.catalog = os.fspath(catalog) if catalog is not None else None
         self.collection = collection
@@ -224,7 +224,7 @@ class Resolver:
         config = dict(url=self.url, catalog=self.catalog, collection=self.collection, cache=self.cache.mode,
                       cache_dir=os.fspath(self.cache.directory), cache_ttl=self.cache.ttl, isisdata=self.isisdata,
                       verify=self.verify, fallback=self.fallback, http=self.http.settings, gdal_options=self.gdal_options,
-                      claim_wait=self.claim_wait)
+                      claim_wait=self.claim_wait, lock_wait=self.lock_wait)
         with self._web.lock, self._opened.lock:
             return {"config": config, "web": dict(self._web.values), "opened": dict(self._opened.values),
                     "searches_allowed": self.searches_allowed}
@@ -286,7 +286,7 @@ class Resolver:
         if isinstance(cube, CubeLabel):
             label = cube
         elif cube is not None and (target is None or shape == "system"):
-            label = read_label(cube)
+            label = read_label(cube, lock_wait=self.lock_wait)
         cube_path = label.path if label else (os.fspath(cube) if cube is not None and not isinstance(cube, CubeLabel) else None)
         name = target if target is not None else (label.target if label else None)
         if name is None or not name.strip():
@@ -337,7 +337,7 @@ class Resolver:
             raise UsageError("no cube to write to")
         # re-checked under the lock: a cube swapped since it was resolved is not written
         return write_shape_model(path, resolution.shape_model, dryrun=dryrun,
-                                  expect_target=resolution.label_target)
+                                  expect_target=resolution.label_target, lock_wait=self.lock_wait)
 
     def open_model(self, what: Resolution | str, verify: bool | None = None) -> Any:
         """Open a resolution's model (or a path) as a ``gdal.Dataset``."""
@@ -676,6 +676,23 @@ def _check_settings(**settings: Any) -> None:
         }.get(name, isinstance(value, (str, os.PathLike)) and name in paths)
         if not ok:
             raise UsageError(f"{name}={_short(repr(value), 80)} is not a usable setting")
+
+
+def _seconds(name: str, value: float | None, env: str, default: float) -> float:
+    """A finite, non-negative number of seconds: ``value``, else ``$env``, else ``default``."""
+    where = name
+    if value is None:
+        raw = os.environ.get(env)
+        if not raw:
+            return default
+        where, value = env, raw  # type: ignore[assignment]
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise UsageError(f"{where}={value!r} is not a finite number of seconds (0 or more)")
+    return seconds
 
 
 def _age(seconds: float) -> str:

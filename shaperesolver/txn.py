@@ -26,7 +26,11 @@ A cube ends with exactly its old bytes or exactly its new label, whatever happen
 * **Detached labels** are replaced atomically: a temporary file beside the real file
   (links are written through), preallocated, with the label's owner, group and mode,
   fsynced, then renamed over it.  A hard-linked label is refused (renaming would split
-  the link).  A temporary file left by a killed write is removed on the next write.
+  the link).  A temporary file left by a killed write is removed by the next writer
+  (under the lock, even when it has nothing to write).
+* **Bounded waits.**  The lock is polled (``LOCK_NB``, with back-off) for at most
+  ``wait`` seconds: a cube another process holds locked fails with
+  :class:`CubeLockedError` instead of hanging the batch.
 """
 
 from __future__ import annotations
@@ -38,14 +42,16 @@ import logging
 import os
 import stat
 import struct
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import JournalError, LabelWriteError, NotACubeError, ReadOnlyCubeError, UnsafeFileError
+from .errors import CubeLockedError, JournalError, LabelWriteError, NotACubeError, ReadOnlyCubeError, UnsafeFileError
 from .safeio import open_regular, read_fd
 
-__all__ = ["journal_path", "temp_path", "locked", "recover", "write_region", "replace_file", "Hook"]
+__all__ = ["journal_path", "temp_path", "locked", "recover", "write_region", "replace_file", "clear_temp", "Hook",
+           "DEFAULT_LOCK_WAIT"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,9 @@ _HEAD = struct.Struct(">QQQ")  # st_dev, st_ino, region length
 _SUM = hashlib.sha256().digest_size
 #: largest region a journal may hold (the reader never scans more than 8 MiB of label)
 MAX_REGION = 16 * 2**20
+#: how long a writer waits for another process's lock on a cube (s)
+DEFAULT_LOCK_WAIT = 30.0
+_LOCK_POLL = (0.01, 0.5)  # first and longest pause between tries
 
 
 def _beside(real: str, st: os.stat_result, suffix: str) -> Path:
@@ -142,12 +151,30 @@ def _why(exc: OSError) -> str:
 # ------------------------------------------------------------------ the lock
 
 
+def _flock(fd: int, path: str, wait: float) -> None:
+    """Take an exclusive flock on ``fd``, trying for at most ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    pause = _LOCK_POLL[0]
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise CubeLockedError(path, f"locked by another process for {wait:g} s; not modified")
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, _LOCK_POLL[1])
+
+
 @contextmanager
-def locked(path: str, write: bool = True) -> Iterator[tuple[int, os.stat_result]]:
+def locked(path: str, write: bool = True, wait: float = DEFAULT_LOCK_WAIT) -> Iterator[tuple[int, os.stat_result]]:
     """Open the regular file ``path`` (following links) and hold an exclusive flock.
 
     Yields (fd, fstat).  If the path was replaced while we waited for the lock, the new
-    file is locked instead.
+    file is locked instead.  Raises :class:`CubeLockedError` when another process holds
+    the lock for ``wait`` seconds.
     """
     while True:
         try:
@@ -157,7 +184,7 @@ def locked(path: str, write: bool = True) -> Iterator[tuple[int, os.stat_result]
                 raise ReadOnlyCubeError(path, f"cannot open for writing: {os.strerror(exc.errno)}; not modified") from None
             raise NotACubeError(path, _problem(exc)) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _flock(fd, path, wait)
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(path))
             except FileNotFoundError:
@@ -314,16 +341,18 @@ def write_region(fd: int, path: str, st: os.stat_result, old: bytes, new: bytes,
         finally:
             os.close(jfd)
         _fsync_dir(jp.parent)
-    except OSError as exc:
+    except BaseException as exc:  # KeyboardInterrupt too: the cube is untouched, drop the journal
         jp.unlink(missing_ok=True)
-        raise LabelWriteError(path, f"cannot write the journal {jp.name} ({_why(exc)}); not modified") from None
-    hook("journal-durable")
+        if isinstance(exc, OSError):
+            raise LabelWriteError(path, f"cannot write the journal {jp.name} ({_why(exc)}); not modified") from None
+        raise
     try:
+        hook("journal-durable")
         _pwrite_all(fd, new, 0)
         hook("label-written")
         os.fsync(fd)
-    except OSError as exc:
-        why = _why(exc)
+    except BaseException as exc:  # KeyboardInterrupt too: roll back before it goes on
+        why = _why(exc) if isinstance(exc, OSError) else type(exc).__name__
         try:
             _pwrite_all(fd, old, 0)
             os.fsync(fd)
@@ -331,15 +360,20 @@ def write_region(fd: int, path: str, st: os.stat_result, old: bytes, new: bytes,
             raise LabelWriteError(path, f"writing the label failed ({why}) and so did the rollback; "
                                         f"the next run restores it from {jp.name}") from None
         jp.unlink(missing_ok=True)
-        raise LabelWriteError(path, f"writing the label failed ({why}); old label restored") from None
-    hook("label-durable")
+        if isinstance(exc, OSError):
+            raise LabelWriteError(path, f"writing the label failed ({why}); old label restored") from None
+        raise
     # the new label is durable: from here on nothing may fail the write (a journal left
     # behind matches the new label, so the next run just removes it)
     try:
+        hook("label-durable")
         jp.unlink()
     except OSError as exc:
         log.warning("%s: written; could not remove the journal %s (%s): the next run removes it", path, jp.name, _why(exc))
         return
+    except BaseException:  # KeyboardInterrupt: finish the commit, then let it go on
+        jp.unlink(missing_ok=True)
+        raise
     _sync_after_commit(jp.parent, path)
     hook("journal-removed")
 
@@ -348,15 +382,27 @@ def write_region(fd: int, path: str, st: os.stat_result, old: bytes, new: bytes,
 
 
 def _clear_temp(tmp: Path, st: os.stat_result) -> None:
-    """Remove a temporary file left by a killed write (we hold the label's lock)."""
+    """Remove a temporary file left by a killed write (we hold the label's lock).
+
+    Only what provably is one: named after this label's device and inode, a regular
+    file (not a link) with one name, owned by us or by the label's owner.
+    """
     try:
         tst = os.lstat(tmp)
-    except FileNotFoundError:
+    except OSError:
         return
-    if stat.S_ISREG(tst.st_mode) and tst.st_uid in (st.st_uid, os.geteuid()):
+    if stat.S_ISREG(tst.st_mode) and tst.st_nlink == 1 and tst.st_uid in (st.st_uid, os.geteuid()):
         log.info("removing %s, left by an interrupted write", tmp)
-        tmp.unlink()
-    # anything else stays; O_EXCL below then fails with a clear error
+        try:
+            tmp.unlink()
+        except OSError as exc:
+            log.warning("cannot remove %s, left by an interrupted write: %s", tmp, _why(exc))
+    # anything else stays; O_EXCL then fails with a clear error
+
+
+def clear_temp(path: str, st: os.stat_result) -> None:
+    """Remove the temporary file a killed write of the locked label ``path`` left behind."""
+    _clear_temp(_beside(os.path.realpath(path), st, "tmp"), st)
 
 
 def replace_file(fd: int, path: str, st: os.stat_result, data: bytes, hook: Hook = _noop) -> None:

@@ -9,6 +9,7 @@
 5. checking a remote COG against the body (issue 11): HTTP requests to the DEM's server
    for today's open, a first check, a warm-cache check and a stale entry
 6. 64 processes starting at once with a cold shared cache: searches sent, wall time
+7. peak memory (RSS) of ``fromlist=`` over 200,000 entries: jobs=1, jobs=4 and Dask
 """
 
 from __future__ import annotations
@@ -328,8 +329,42 @@ def bench_modelcheck(tmp: Path) -> None:
                   f"({res.source}; {r.requests_sent} to the STAC API)")
 
 
+RSS = ("import resource, sys; from shaperesolver.cli import main; code = main(sys.argv[2:]); "
+       "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)); sys.exit(code)")
+
+
+def bench_memory(tmp: Path) -> None:
+    n = 200_000
+    print(f"\n== 7. peak RSS of shaperesolver fromlist= over {n:,} entries (dry run, shape=ellipsoid, --json) ==")
+    lst = tmp / "list200k.txt"
+    lst.write_text("".join(f"{tmp}/none/c{i:06d}.cub\n" for i in range(n)))
+    runs: list[tuple[str, list[str]]] = [("jobs=1", ["jobs=1"]), ("jobs=4", ["jobs=4"])]
+    cluster = None
+    try:
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
+                               dashboard_address=None)
+        runs.append(("Dask, 2 workers", [f"scheduler={cluster.scheduler_address}"]))
+    except ImportError:
+        print("distributed not installed: no Dask figure")
+    try:
+        for label, extra in runs:
+            out = tmp / "rss.txt"
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", RSS, str(out), f"fromlist={lst}", "shape=ellipsoid",
+                                   "dryrun=yes", "--json", *extra], env=_env(tmp, "cache-rss"),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            took = time.perf_counter() - t0
+            print(f"{label:16s} peak RSS {int(out.read_text()) / 1024:6.0f} MiB (the client process)  {took:6.1f} s"
+                  f"  exit {proc.returncode}")
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
 BENCHES = {"read": bench_read, "real": bench_read_real, "write": bench_write, "web": bench_web, "fromlist": bench_fromlist,
-           "modelcheck": bench_modelcheck, "coldstart": bench_cold_start}
+           "modelcheck": bench_modelcheck, "coldstart": bench_cold_start, "memory": bench_memory}
 
 
 def main() -> None:
