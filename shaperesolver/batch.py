@@ -179,7 +179,9 @@ def _check(resolver: Resolver, opts: BatchOptions) -> None:
         raise UsageError(f"shape={opts.shape!r} is not one of {', '.join(SHAPES)}")
     if shape == "user":
         # the model is checked (and opened, with verify) once here, not on every worker
-        resolver.resolve(None, shape="user", model=opts.model, target=opts.target or "Mars")
+        if not opts.model:
+            raise UsageError("shape=user needs model=PATH")
+        resolver.check_user_model(opts.model, opts.target)
     elif opts.model:
         raise UsageError("model= is only used with shape=user")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bodies, claims, kerneldb, modelcheck, raster, safeio
+from . import bodies, claims, dsk, kerneldb, modelcheck, raster, safeio
 from .cache import DiskCache
 from .errors import (
     CatalogError,
@@ -46,8 +46,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URL = "https://astrogeology.usgs.gov/apis/isis-stac/"
 DEFAULT_COLLECTION = "isis-global-dtms"
-SHAPES = ("web", "system", "ellipsoid", "user")
+SHAPES = ("web", "system", "ellipsoid", "ringplane", "user")
 NULL = "Null"
+RINGPLANE = "RingPlane"
+#: Mapping projections of ring observations (ISIS's ring-plane projections)
+RING_PROJECTIONS = ("PLANAR", "RINGCYLINDRICAL")
 
 
 class ResolutionError(ShapeResolverError):
@@ -65,8 +68,8 @@ class ResolutionError(ShapeResolverError):
 class Resolution:
     """The shape model chosen for one cube (or target).  Immutable.
 
-    ``source`` is ``web``, ``system``, ``user`` or ``ellipsoid`` (always ``ellipsoid``
-    when ``shape_model`` is ``Null``).  ``fallback_reasons`` says why earlier steps of
+    ``source`` is ``web``, ``system``, ``user``, ``ringplane`` or ``ellipsoid`` (always
+    ``ellipsoid`` when ``shape_model`` is ``Null``).  ``fallback_reasons`` says why earlier steps of
     the policy were passed over.
     """
 
@@ -269,8 +272,16 @@ class Resolver:
             raise UsageError("give a cube or target=NAME")
         body = bodies.canonical(name)
         base = dict(target=name, body=body, cube=cube_path, label_target=label.target if label else None)
+        if label is not None and label.kernels is None and shape != "ellipsoid":
+            log.warning("%s: no Kernels group (not spiceinit'ed): a later spiceinit replaces the ShapeModel "
+                        "unless it runs before this tool or with shape=user model=...", cube_path)
         if shape == "ellipsoid":
             return Resolution(shape_model=NULL, source="ellipsoid", **base)
+        if shape == "ringplane":
+            return Resolution(shape_model=RINGPLANE, source="ringplane", **base)
+        if shape in ("web", "system") and _rings(label, name):
+            log.warning("%s: %s is a ring observation; shape=ringplane writes ShapeModel = RingPlane as spiceinit "
+                        "does", cube_path or name, name)
         if shape == "user":
             assert model is not None
             return Resolution(shape_model=self._user_model(model, body), source="user", **base)
@@ -310,6 +321,10 @@ class Resolver:
         if path == NULL:
             raise ModelError("the ellipsoid (Null) has no model to open")
         return raster.open_model(self._expand(path), self.verify if verify is None else verify, self.gdal_options)
+
+    def check_user_model(self, model: str, target: str | None = None) -> str:
+        """Check a ``shape=user`` model once (against ``target``'s body if given); its label value."""
+        return self._user_model(model, bodies.canonical(target) if target else None)
 
     def web_model(self, target: str, version: str | None = None) -> Choice:
         """The web model for ``target``; raises ``_Fallback`` (a CatalogError) on failure."""
@@ -470,32 +485,30 @@ class Resolver:
         return Choice(item_id, version, href, asset_key), age
 
     def _expand(self, path: str) -> str:
-        if path.startswith("$"):
-            return str(kerneldb.expand(path, kerneldb.data_area(self.isisdata)))
-        return path
+        return kerneldb.expand_isis(path, self.isisdata)
 
     def _user_model(self, model: str, body: str | None = None) -> str:
         if model.startswith("/vsi"):
             if self.verify:
                 self._opened.get((model, body), lambda: self._check_open(model, body))
             return model
-        if model.startswith("$"):
-            try:
-                real = self._expand(model)
-            except DataAreaError as exc:
-                raise UsageError(f"model={model}: {exc}") from None
-            if not os.path.exists(real):
-                raise UsageError(f"model={model}: {real} does not exist")
-            value = model
-        else:
-            if not os.path.exists(model):
-                raise UsageError(f"model={model}: no such file")
-            real = value = str(Path(model).resolve())
+        try:
+            real = self._expand(model)
+        except DataAreaError as exc:
+            raise UsageError(f"model={model}: {exc}") from None
+        if not os.path.exists(real):
+            raise UsageError(f"model={model}: no such file" if real == model else f"model={model}: {real} does not exist")
+        # the label keeps what ISIS itself expands ($base/..., $ISISDATA/...); ~ and $HOME are spelled out
+        value = model if _isis_form(model, self.isisdata) else str(Path(real).resolve())
         try:  # a FIFO or device would hang or exhaust GDAL
             fd, _ = safeio.open_regular(real, what="model")
+            head = os.pread(fd, 8, 0)
             os.close(fd)
-        except UnsafeFileError as exc:
+        except (UnsafeFileError, OSError) as exc:
             raise UsageError(f"model={model}: {exc}") from None
+        if dsk.naif_kind(head):  # ISIS tries a DSK before a cube
+            self._opened.get((real, body, "dsk"), lambda: dsk.check_dsk(real, model, body, self.verify))
+            return value
         if self.verify:
             self._opened.get((real, body), lambda: self._check_open(real, body))
         return value
@@ -557,6 +570,26 @@ def _age(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+def _isis_form(model: str, isisdata: str | os.PathLike[str] | None) -> bool:
+    """True when every ``$var`` in ``model`` is one ISIS expands from its data area."""
+    names = [a or b for a, b in kerneldb.ISIS_VAR.findall(model)]
+    if not names or model.startswith("~"):
+        return False
+    root = os.fspath(isisdata) if isisdata is not None else os.environ.get("ISISDATA")
+    return all(n.upper() == "ISISDATA" or (root is not None and os.path.isdir(os.path.join(root, n))) for n in names)
+
+
+def _rings(label: CubeLabel | None, target: str) -> bool:
+    """Is this a ring observation (a ring-system target or a ring-plane Mapping group)?"""
+    if "RING" in target.upper():
+        return True
+    if label is None:
+        return False
+    kw = label.isiscube_keywords()
+    return (kw.get(("MAPPING", "PROJECTIONNAME"), "").upper() in RING_PROJECTIONS
+            or ("MAPPING", "RINGLONGITUDEDIRECTION") in kw)
 
 
 def _keywords(label: CubeLabel | None, target: str) -> dict[tuple[str, str], str]:
