@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"shaperesolver: {exc}", file=sys.stderr)
         return 2
-    log_file = args.reserved.get("log", "") if "log" in args.reserved else None
+    log_file = (args.reserved["log"] or "print.prt") if "log" in args.reserved else None  # ISIS's default
     errlist = args.reserved.get("errlist")
     if errlist:
         try:
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"shaperesolver: -errlist={errlist}: {exc.strerror}", file=sys.stderr)
             return 2
     report = Reporter(sum(len(r.cubes) for r in runs), as_json=args.json, verbose=args.verbose, quiet=args.quiet,
-                      log_file=(log_file or "print.prt") if log_file is not None else None)
+                      log_file=log_file)
     abort = args.reserved.get("onerror", "abort") == "abort" and "batchlist" in args.reserved
     with report.running():
         code = _execute(runs, report, abort, errlist)
@@ -213,6 +213,11 @@ def _execute(runs: list[_Run], report: Reporter, abort: bool, errlist: str | Non
             except _SchedulerError as exc:
                 report.error(str(exc))
                 return 1
+            except ShapeResolverError as exc:  # the group's model or settings: none of its cubes was touched
+                report.error(" ".join(str(exc).split()))
+                report.counts["failed"] += sum(len(run.cubes) for run in group)
+                failed = list(range(i, j))
+                stopped_at = i if abort else None
             if failed:
                 code = max(code, 1)
             failed_rows += failed

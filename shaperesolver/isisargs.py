@@ -92,6 +92,8 @@ def match(word: str, names: Sequence[str], what: str, shown: str | None = None) 
     if low in names:
         return low
     hits = [n for n in names if n.startswith(low)] if low else []
+    if len(hits) > 1 and all(h.startswith(hits[0]) for h in hits):
+        return hits[0]  # fr= is from=, not fromlist= (a name that is a prefix of the others wins)
     if len(hits) == 1:
         return hits[0]
     if hits:

@@ -9,6 +9,7 @@ repeated warning came and the counts.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -20,7 +21,7 @@ __all__ = ["Reporter", "Counts", "state_of"]
 
 LOGGER = "shaperesolver"
 PROGRESS_SECONDS = 10.0
-PROGRESS_MIN_CUBES = 10
+PROGRESS_MIN_CUBES = 100
 
 
 def state_of(rec: dict[str, Any], dryrun: bool) -> str:
@@ -41,7 +42,7 @@ def fell_back(rec: dict[str, Any], shape: str) -> bool:
 
 
 class Counts(dict[str, int]):
-    """written, would write, unchanged, fell back, failed."""
+    """written, would write (shown when there are some), unchanged, fell back, failed."""
 
     KEYS = ("written", "would write", "unchanged", "fell back", "failed")
 
@@ -49,7 +50,8 @@ class Counts(dict[str, int]):
         super().__init__({k: 0 for k in self.KEYS})
 
     def line(self, total: int) -> str:
-        return f"{total} cube{'s' if total != 1 else ''}: " + ", ".join(f"{self[k]} {k}" for k in self.KEYS)
+        shown = [k for k in self.KEYS if k != "would write" or self[k]]
+        return f"{total} cube{'s' if total != 1 else ''}: " + ", ".join(f"{self[k]} {k}" for k in shown)
 
 
 class _Repeats(logging.Filter):
@@ -107,7 +109,7 @@ class Reporter:
                 from tqdm.contrib.logging import logging_redirect_tqdm
 
                 self._bar = stack.enter_context(tqdm(total=self.total, file=self.err, unit="cube", leave=True,
-                                                     dynamic_ncols=True))
+                                                     ncols=_columns(self.err)))
                 stack.enter_context(logging_redirect_tqdm(loggers=[logger]))
             elif not show:
                 self._last_tenth = 11  # no progress lines
@@ -192,6 +194,14 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def _columns(stream: TextIO) -> int:
+    """The terminal's width; 80 when it says 0 (a pty nobody sized)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):
+        return 80
 
 
 def _short(text: str, n: int = 160) -> str:
