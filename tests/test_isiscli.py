@@ -48,6 +48,8 @@ def shape_of(cube):
 
 
 def copy_real(name, dest):
+    if not (REAL / name).is_file():
+        pytest.skip(f"real test file {name} is not in {REAL}")
     shutil.copy(REAL / name, dest)
     os.chmod(dest, 0o644)  # shared/ is read-only
     return dest
@@ -119,19 +121,6 @@ def test_unknown_and_ambiguous_reserved_options(make_cube, env):
     assert p.returncode == 2 and "-onerror needs -batchlist" in p.stderr
     p = run(f"from={cube}", "shape=ellipsoid", "-nogui", "-verb", env=env)  # harmless ones work
     assert p.returncode == 0, p.stderr
-
-
-def _titan(tmp_path, name):
-    """A real Cassini VIMS label (Titan) made into a cube."""
-    text = (REAL / "v1545949478_1_before.pvl").read_text(encoding="latin-1")
-    return cubes.write_attached(tmp_path / name, text, label_bytes=len(text) + 4096)
-
-
-def _batch(tmp_path, make_cube, n=4):
-    made = []
-    for i in range(n):
-        made.append(make_cube("lro_moon" if i % 2 else "galileo_io_detached", f"c{i}.cub" if i % 2 else f"c{i}.lbl"))
-    return made
 
 
 def test_batchlist_two_and_three_columns_quotes_commas_comments(make_cube, env, tmp_path):
