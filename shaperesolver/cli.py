@@ -1,5 +1,7 @@
-"""The ``shaperesolver`` command: ISIS-style ``key=value`` parameters over the Python API.
+"""The ``shaperesolver`` command: ISIS-style parameters over the Python API.
 
+The grammar (names, prefixes, reserved options, -batchlist) is :mod:`.isisargs`, the
+output :mod:`.report`; this module joins them to :func:`.batch.run_batch`.
 Exit codes: 0 every cube got a ShapeModel, 1 at least one cube failed, 2 usage error.
 With ``--json`` stdout carries one JSON object per cube (JSON Lines) and everything
 meant for people goes to stderr.
@@ -7,41 +9,34 @@ meant for people goes to stderr.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import platform
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
-from typing import Any, TextIO
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
 
-from . import safeio
+from . import isisargs, kerneldb, safeio
 from ._version import __version__
 from .batch import BatchOptions, run_batch
-from .errors import ShapeResolverError, UnsafeFileError, UsageError
+from .errors import DataAreaError, ShapeResolverError, UnsafeFileError, UsageError
+from .report import Reporter
 from .resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolver
 
 __all__ = ["main", "parse_args"]
 
-log = logging.getLogger("shaperesolver")
-
-PARAMS = ("from", "fromlist", "shape", "model", "url", "catalog", "collection", "target", "version",
-          "verify", "fallback", "cache", "isisdata", "dryrun", "jobs", "scheduler")
-FLAGS = {"--json": "json", "-v": "verbose", "--verbose": "verbose", "-q": "quiet", "--quiet": "quiet",
-         "-h": "help", "--help": "help", "--version": "show_version"}
-CHOICES = {"shape": ("web", "system", "ellipsoid", "user"), "verify": ("yes", "no"),
-           "fallback": ("nomatch", "always", "never"),
-           "cache": ("yes", "no", "refresh"), "dryrun": ("yes", "no")}
-_BOOL_WORDS = {"true": "yes", "1": "yes", "y": "yes", "false": "no", "0": "no", "n": "no"}
-
 HELP = f"""\
-usage: shaperesolver from=CUBE [shape=web|system|ellipsoid|user] [model=PATH]
+usage: shaperesolver from=CUBE [shape=web|system|ellipsoid|ringplane|user] [model=PATH]
                      [url=STAC_API_ROOT] [catalog=STATIC_CATALOG] [collection=ID]
                      [target=NAME] [version=VER] [verify=yes|no] [cache=yes|no|refresh]
-                     [fallback=nomatch|always|never] [isisdata=DIR] [dryrun=yes|no]
-                     [jobs=N] [scheduler=ADDRESS] [--json] [-v|-q] [--help] [--version]
+                     [isisdata=DIR] [dryrun=yes|no] [jobs=N] [scheduler=ADDRESS]
+                     [fallback=nomatch|always|never]
+                     [--json] [-v|-q] [--help] [--version]
        shaperesolver fromlist=LIST [same options]
+       shaperesolver -batchlist=FILE 'from=$1' [same options, $1..$9 = columns]
+                     [-errlist=FILE] [-onerror=abort|continue] [-log[=FILE]]
+       shaperesolver -help[=PARAM]
 
 Choose a shape model (DEM) for ISIS cubes, as spiceinit's SHAPE parameter does, and
 write it into IsisCube > Kernels > ShapeModel without touching the rest of the label.
@@ -52,16 +47,15 @@ write it into IsisCube > Kernels > ShapeModel without touching the rest of the l
                    ellipsoid (default)
   shape=system     the ISIS data area's DEM kernel database ($ISISDATA/base/dems)
   shape=ellipsoid  ShapeModel = Null
-  shape=user       model=PATH: a file, a $var/... path under ISISDATA or a /vsi... path
+  shape=ringplane  ShapeModel = RingPlane (ring observations, as spiceinit)
+  shape=user       model=PATH: a DEM file or NAIF DSK (.bds), a $base/... path under
+                   ISISDATA, or a /vsi... path
   url=URL          STAC API root (default $SHAPERESOLVER_STAC_URL or {DEFAULT_URL})
   catalog=PATH     a static STAC catalog (path or URL) to search instead of the API
   collection=ID    STAC collection (default {DEFAULT_COLLECTION})
   target=NAME      use this target instead of the label's TargetName
   version=VER      pin a model version (version=5 matches "0005")
   verify=yes|no    open each web/user model with GDAL and check it (default yes)
-  fallback=nomatch use SYSTEM, then the ellipsoid, only when the catalog has no
-                   usable model; when it (or the model) gives no answer the cube
-                   fails (default); always: fall back then too; never: no fallback
   cache=yes|no|refresh   use the on-disk search cache (default yes;
                    $SHAPERESOLVER_CACHE_DIR overrides where it lives)
   isisdata=DIR     ISIS data area (default $ISISDATA)
@@ -73,74 +67,247 @@ write it into IsisCube > Kernels > ShapeModel without touching the rest of the l
   --json           one JSON object per cube on stdout (JSON Lines)
   -v, -q           more or less chatter on stderr
 
-Keys and keyword values are case-insensitive (FROM=x.cub Shape=WEB); --from x.cub and
---from=x.cub work too.  Exit status: 0 all cubes done, 1 a cube failed, 2 usage error.
+  -batchlist=FILE  run once per row of FILE, $1..$9 in any value = the row's columns
+  -errlist=FILE    write the failed rows (or fromlist= cubes) to FILE, to run again
+  -onerror=abort|continue   what -batchlist does after a failed row (default abort)
+  -log[=FILE]      append each cube's result to FILE (print.prt) as a PVL group
+  -help[=PARAM]    the parameters with their values and defaults (or one of them)
+
+Names and list values are case-insensitive and may be shortened to a unique prefix
+(FR=x.cub sh=ell); --from x.cub and --from=x.cub work too.  File names expand ~,
+$ISISDATA, $base-style data area directories and environment variables.
+Exit status: 0 all cubes done, 1 a cube failed, 2 usage error.
 """
 
 
-def parse_args(argv: Sequence[str]) -> dict[str, Any]:
-    """Parse ISIS-style arguments into a dict; raises UsageError on anything unknown."""
-    opts: dict[str, Any] = {"json": False, "verbose": 0, "quiet": False, "help": False, "show_version": False}
-    args = list(argv)
-    i = 0
-    unknown = []
-    while i < len(args):
-        arg = args[i]
-        i += 1
-        low = arg.lower()
-        if low in FLAGS:
-            name = FLAGS[low]
-            opts[name] = opts[name] + 1 if name == "verbose" else True
-            continue
-        if low == "-vv":
-            opts["verbose"] += 2
-            continue
-        if low.startswith("--") and "=" not in arg:
-            key = low[2:]
-            if key in PARAMS:
-                if key == "dryrun" and (i >= len(args) or "=" in args[i] or args[i].startswith("-")):
-                    value = "yes"
-                elif i < len(args):
-                    value = args[i]
-                    i += 1
-                else:
-                    raise UsageError(f"{arg} needs a value")
-                _set(opts, key, value)
-                continue
-            unknown.append(arg)
-            continue
-        if "=" in arg:
-            key, value = arg.split("=", 1)
-            key = key.lower().lstrip("-")
-            if key in PARAMS:
-                _set(opts, key, value)
-                continue
-            unknown.append(arg)
-            continue
-        unknown.append(arg)
-    if unknown:
-        raise UsageError(f"unknown parameter{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)} (see --help)")
-    return opts
+
+def parse_args(argv: Sequence[str]) -> isisargs.Args:
+    """Parse the command line (:func:`.isisargs.parse`); raises UsageError."""
+    return isisargs.parse(argv)
 
 
-def _set(opts: dict[str, Any], key: str, value: str) -> None:
-    if key in opts:
-        raise UsageError(f"{key}= given twice")
-    if key in CHOICES:
-        value = value.strip().lower()
-        value = _BOOL_WORDS.get(value, value) if key in ("verify", "dryrun") else value
-        if value not in CHOICES[key]:
-            raise UsageError(f"{key}={value} is not one of {'|'.join(CHOICES[key])}")
-    if key == "jobs":
+@dataclass
+class _Run:
+    """One run of the application: a batch row's (or the command line's) parameters and cubes."""
+
+    params: dict[str, str]
+    cubes: list[str | tuple[str, ListLineError]]
+    row: isisargs.Row | None = None
+
+
+_RESOLVER_KEYS = ("url", "catalog", "collection", "cache", "isisdata", "verify", "fallback")
+
+
+def _expanded(params: dict[str, str]) -> dict[str, str]:
+    """File names as ISIS expands them (model= is expanded by the resolver, which keeps its form)."""
+    out = dict(params)
+    try:
+        if "isisdata" in out:
+            out["isisdata"] = _env_only(out["isisdata"])
+        for name in ("from", "fromlist", "catalog"):
+            if name in out:
+                out[name] = kerneldb.expand_isis(out[name], out.get("isisdata"))
+    except DataAreaError as exc:
+        raise UsageError(str(exc)) from None
+    return out
+
+
+def _env_only(value: str) -> str:
+    value = os.path.expanduser(value)
+    expanded = os.path.expandvars(value)
+    if "$" in expanded:
+        raise UsageError(f"isisdata={value}: names an unset environment variable")
+    return expanded
+
+
+def _plan(args: isisargs.Args) -> list[_Run]:
+    """Every run, parameters checked, before any cube is touched."""
+    batch = args.reserved.get("batchlist")
+    if batch is None:
+        params = _expanded(isisargs.checked(args.params))
+        cubes = _cube_list(params)
+        if not cubes and "fromlist" not in params:  # an empty list is 0 cubes
+            raise UsageError("give from=CUBE or fromlist=LIST (target= overrides their TargetName)"
+                             if "target" in params else "give from=CUBE or fromlist=LIST (see --help)")
+        return [_Run(params, cubes)]
+    runs = []
+    for row in isisargs.read_batchlist(os.path.expanduser(batch)):
         try:
-            jobs = int(value.strip())
-        except ValueError:
-            jobs = -1
-        if jobs < 0:
-            raise UsageError(f"jobs={value} is not a number of workers (0 = one per core)")
-        opts[key] = jobs
-        return
-    opts[key] = value
+            params = {k: isisargs.substitute(v, row.cols) for k, v in args.params.items()}
+            params = _expanded(isisargs.checked(params))
+        except UsageError as exc:
+            raise UsageError(f"{batch}: row {row.line.strip()!r}: {exc}") from None
+        cubes = _cube_list(params)
+        if not cubes and "fromlist" not in params:
+            raise UsageError(f"{batch}: row {row.line.strip()!r}: give from=CUBE or fromlist=LIST")
+        runs.append(_Run(params, cubes, row))
+    return runs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit code (the console script exits with it).
+
+    A closed stdout (``| head -1``) ends the run quietly with 141 (as SIGPIPE would), and
+    Ctrl-C with 130 and one line; in both every cube holds its old or its new label.
+    """
+    try:
+        code = _main(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # nobody reads our output: stop, and keep Python's exit-time flush from complaining
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass  # not a real stream (main() called in-process)
+        return 141
+    except KeyboardInterrupt:
+        print("shaperesolver: interrupted; every cube holds its old or its new label", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str]) -> int:
+    try:
+        args = parse_args(argv)
+        if args.help:
+            if "help" in args.reserved:
+                sys.stdout.write(isisargs.help_text(args.params, args.reserved["help"]))
+            else:
+                sys.stdout.write(HELP)
+            return 0
+        if args.show_version:
+            print(_versions())
+            return 0
+        runs = _plan(args)
+    except UsageError as exc:
+        print(f"shaperesolver: {exc}", file=sys.stderr)
+        return 2
+    log_file = (args.reserved["log"] or "print.prt") if "log" in args.reserved else None  # ISIS's default
+    errlist = args.reserved.get("errlist")
+    if errlist:
+        try:
+            os.unlink(errlist)  # ISIS deletes it at start
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            print(f"shaperesolver: -errlist={errlist}: {exc.strerror}", file=sys.stderr)
+            return 2
+    report = Reporter(sum(len(r.cubes) for r in runs), as_json=args.json, verbose=args.verbose, quiet=args.quiet,
+                      log_file=log_file)
+    abort = args.reserved.get("onerror", "abort") == "abort" and "batchlist" in args.reserved
+    with report.running():
+        code = _execute(runs, report, abort, errlist)
+        report.finish()
+    return code
+
+
+def _execute(runs: list[_Run], report: Reporter, abort: bool, errlist: str | None) -> int:
+    """Run every row (consecutive rows with the same settings as one batch); the exit code."""
+    code = 0
+    failed_rows: list[int] = []
+    resolvers: dict[tuple[Any, ...], Resolver] = {}
+    stopped_at: int | None = None
+    with ExitStack() as stack:
+        executors: dict[str | None, Any] = {}
+        i = 0
+        while i < len(runs) and stopped_at is None:
+            settings = {k: v for k, v in runs[i].params.items() if k not in ("from", "fromlist")}
+            j = i + 1
+            while j < len(runs) and {k: v for k, v in runs[j].params.items() if k not in ("from", "fromlist")} == settings:
+                j += 1
+            group = runs[i:j]
+            try:
+                key = tuple(settings.get(k) for k in _RESOLVER_KEYS)
+                if key not in resolvers:
+                    resolvers[key] = stack.enter_context(_resolver(settings))
+                sched = settings.get("scheduler")
+                if sched not in executors:
+                    executors[sched] = stack.enter_context(_executor(settings))
+                failed, stopped_at = _group(group, i, resolvers[key], executors[sched], settings, report, abort)
+            except UsageError as exc:
+                report.error(str(exc) if group[0].row is None else f"row {group[0].row.line.strip()!r}: {exc}")
+                code = max(code, 2)
+                failed = [i]
+                stopped_at = i if abort else None
+                failed += [] if abort else list(range(i + 1, j))
+            except _SchedulerError as exc:
+                report.error(str(exc))
+                return 1
+            except ShapeResolverError as exc:  # the group's model or settings: none of its cubes was touched
+                report.error(" ".join(str(exc).split()))
+                report.counts["failed"] += sum(len(run.cubes) for run in group)
+                failed = list(range(i, j))
+                stopped_at = i if abort else None
+            if failed:
+                code = max(code, 1)
+            failed_rows += failed
+            i = j
+    if stopped_at is not None:
+        failed_rows = sorted(set(failed_rows) | set(range(stopped_at, len(runs))))
+        report.error(f"stopped at a failed row (-onerror=abort); {len(runs) - stopped_at} row(s) not done"
+                     + (f", listed in {errlist}" if errlist else ""))
+    if errlist and failed_rows:
+        _write_errlist(errlist, runs, failed_rows, report)
+    return code
+
+
+def _group(group: list[_Run], first: int, resolver: Resolver, executor: Any, settings: dict[str, str],
+           report: Reporter, abort: bool) -> tuple[list[int], int | None]:
+    """Run consecutive rows with the same settings; (failed row indexes, row aborted at)."""
+    opts = BatchOptions(shape=settings.get("shape", "web"), model=settings.get("model"),
+                        target=settings.get("target"), version=settings.get("version"),
+                        dryrun=settings.get("dryrun", "no") == "yes")
+    owner = [first + n for n, run in enumerate(group) for _ in run.cubes]
+    cubes = [c for run in group for c in run.cubes]
+    failed: list[int] = []
+    shown: set[int] = set()
+    results = run_batch(resolver, cubes, opts, jobs=int(settings.get("jobs", "1")), executor=executor)
+    try:
+        for n, result in enumerate(results):
+            row = owner[n]
+            run = group[row - first]
+            if run.row is not None and row not in shown and not report.quiet:
+                shown.add(row)
+                report.write(isisargs.command_line(run.params) + "\n", report.err)
+            report.cube(result.record, result.kernels_text, opts.shape, opts.dryrun, result.error)
+            if result.error is not None and row not in failed:
+                failed.append(row)
+                if abort:
+                    return failed, row
+    finally:
+        results.close()
+    return failed, None
+
+
+def _write_errlist(path: str, runs: list[_Run], rows: list[int], report: Reporter) -> None:
+    """The failed batch rows as they were written (fromlist: the failed cubes), to run again."""
+    lines = []
+    for i in rows:
+        run = runs[i]
+        if run.row is not None:
+            lines.append(run.row.line.strip())
+    if not lines:  # fromlist=: the cubes that failed
+        lines = report.failed_cubes
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write("".join(f"{line}\n" for line in lines))
+    except OSError as exc:
+        report.error(f"-errlist={path}: {exc.strerror}")
+
+
+@contextmanager
+def _resolver(settings: dict[str, str]) -> Iterator[Resolver]:
+    try:
+        r = Resolver(url=settings.get("url"), catalog=settings.get("catalog"),
+                     collection=settings.get("collection", DEFAULT_COLLECTION), cache=settings.get("cache", "yes"),
+                     isisdata=settings.get("isisdata"), verify=settings.get("verify", "yes") == "yes",
+                     fallback=settings.get("fallback", "nomatch"))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    with r:
+        yield r
 
 
 def _versions() -> str:
@@ -185,142 +352,7 @@ def _cube_list(opts: dict[str, Any]) -> list[str | tuple[str, ListLineError]]:
                 cubes.append(raw.decode("utf-8"))
             except UnicodeDecodeError:
                 cubes.append((shown, ListLineError(f"{path} line {n}: not valid UTF-8; not a file name")))
-    if "from" not in opts and "fromlist" not in opts and "target" not in opts:
-        raise UsageError("give from=CUBE or fromlist=LIST (see --help)")
     return cubes
-
-
-def _human(rec: dict[str, Any], kernels_text: str | None, dryrun: bool, stream: TextIO) -> None:
-    w = stream.write
-    body = f" ({rec['body']})" if rec.get("body") and rec["body"] != rec["target"] else ""
-    w(f"{rec['cube']}: TargetName = {rec['target']}{body}\n")
-    if dryrun:
-        state = "dry run, would write" if rec["would_write"] else "dry run, unchanged"
-    else:
-        state = "written" if rec["written"] else "unchanged"
-    w(f"  ShapeModel: {rec['previous'] or '(none)'}  ->  {rec['shape_model']}  [{state}]\n")
-    src = rec["source"]
-    if src == "web":
-        w(f"  from the web: item {rec['item_id']}, version {rec['version']}\n")
-    elif src == "system":
-        w(f"  from SYSTEM: {rec['db']}\n")
-    else:
-        w(f"  from: {src}\n")
-    if rec.get("fallback_reason"):
-        w(f"  fell back: {rec['fallback_reason']}\n")
-    if rec.get("removed_elevation_model"):
-        w(f"  removed ElevationModel = {rec['removed_elevation_model']} (it would override ShapeModel)\n")
-    if kernels_text is not None:
-        w(kernels_text)
-
-
-class _Progress:
-    def __init__(self, total: int, stream: TextIO, enabled: bool) -> None:
-        self.total, self.stream = total, stream
-        self.enabled = enabled and total >= 20 and stream.isatty()
-        self.step = max(1, total // 200)
-
-    def update(self, done: int) -> None:
-        if self.enabled and (done % self.step == 0 or done == self.total):
-            filled = int(30 * done / self.total)
-            self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}")
-            if done == self.total:
-                self.stream.write("\n")
-            self.stream.flush()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; returns the exit code (the console script exits with it).
-
-    A closed stdout (``| head -1``) ends the run quietly with 141 (as SIGPIPE would), and
-    Ctrl-C with 130 and one line; in both every cube holds its old or its new label.
-    """
-    try:
-        code = _main(sys.argv[1:] if argv is None else argv)
-        sys.stdout.flush()
-        return code
-    except BrokenPipeError:
-        # nobody reads our output: stop, and keep Python's exit-time flush from complaining
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        except (OSError, ValueError):
-            pass  # not a real stream (main() called in-process)
-        return 141
-    except KeyboardInterrupt:
-        print("shaperesolver: interrupted; every cube holds its old or its new label", file=sys.stderr)
-        return 130
-
-
-def _main(argv: Sequence[str]) -> int:
-    try:
-        opts = parse_args(argv)
-        if opts["help"]:
-            sys.stdout.write(HELP)
-            return 0
-        if opts["show_version"]:
-            print(_versions())
-            return 0
-        cubes = _cube_list(opts)
-        if "jobs" in opts and "scheduler" in opts:
-            raise UsageError("give jobs= or scheduler=, not both (the cluster's workers do the work)")
-        opts.setdefault("jobs", 1)
-        if "from" not in opts and "fromlist" not in opts:
-            raise UsageError("give from=CUBE or fromlist=LIST (target= overrides their TargetName)")
-    except UsageError as exc:
-        print(f"shaperesolver: {exc}", file=sys.stderr)
-        return 2
-    _configure_logging(opts)
-    as_json = opts["json"]
-    human = sys.stderr if as_json else sys.stdout
-    dryrun = opts.get("dryrun", "no") == "yes"
-    try:
-        resolver = Resolver(
-            url=opts.get("url"), catalog=opts.get("catalog"), collection=opts.get("collection", DEFAULT_COLLECTION),
-            cache=opts.get("cache", "yes"), isisdata=opts.get("isisdata"), verify=opts.get("verify", "yes") == "yes",
-            fallback=opts.get("fallback", "nomatch"),
-        )
-    except (UsageError, ValueError) as exc:
-        print(f"shaperesolver: {exc}", file=sys.stderr)
-        return 2
-    batch = BatchOptions(shape=opts.get("shape", "web"), model=opts.get("model"), target=opts.get("target"),
-                         version=opts.get("version"), dryrun=dryrun)
-    counts = {"written": 0, "unchanged": 0, "fell back": 0, "failed": 0}
-    done = "would_write" if dryrun else "written"
-    progress = _Progress(len(cubes), sys.stderr, not opts["quiet"] and (as_json or len(cubes) > 1))
-    try:
-        with resolver, _executor(opts) as executor, \
-                closing(run_batch(resolver, cubes, batch, jobs=opts["jobs"], executor=executor)) as results:
-            for n, result in enumerate(results, 1):
-                rec = result.record
-                if result.error is not None:
-                    counts["failed"] += 1
-                    if progress.enabled:
-                        sys.stderr.write("\n")
-                    print(f"shaperesolver: {result.error}", file=sys.stderr)
-                else:
-                    counts["written" if rec[done] else "unchanged"] += 1
-                    if rec["fallback_reason"]:
-                        counts["fell back"] += 1
-                if as_json:
-                    sys.stdout.write(json.dumps(rec) + "\n")
-                    sys.stdout.flush()
-                elif result.error is None and not opts["quiet"]:
-                    _human(rec, result.kernels_text, dryrun, human)
-                    human.flush()  # a closed pipe stops the batch at once
-                progress.update(n)
-    except UsageError as exc:
-        print(f"shaperesolver: {exc}", file=sys.stderr)
-        return 2
-    except _SchedulerError as exc:
-        print(f"shaperesolver: {exc}", file=sys.stderr)
-        return 1
-    if (len(cubes) != 1 or "fromlist" in opts) and not opts["quiet"]:
-        verb = "would write" if dryrun else "written"
-        print(f"shaperesolver: {len(cubes)} cubes: {counts['written']} {verb}, {counts['unchanged']} unchanged, "
-              f"{counts['fell back']} fell back, {counts['failed']} failed", file=sys.stderr)
-    return 1 if counts["failed"] else 0
 
 
 class _SchedulerError(Exception):
@@ -328,7 +360,7 @@ class _SchedulerError(Exception):
 
 
 @contextmanager
-def _executor(opts: dict[str, Any]) -> Iterator[Any]:
+def _executor(opts: dict[str, str]) -> Iterator[Any]:
     """None (threads here) or a ``distributed.Client`` for ``scheduler=``."""
     address = opts.get("scheduler")
     if address is None:
@@ -346,16 +378,6 @@ def _executor(opts: dict[str, Any]) -> Iterator[Any]:
         yield client
     finally:
         client.close()
-
-
-def _configure_logging(opts: dict[str, Any]) -> None:
-    level = logging.ERROR if opts["quiet"] else logging.WARNING - 10 * min(opts["verbose"], 2)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("shaperesolver: %(message)s"))
-    root = logging.getLogger("shaperesolver")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
 
 
 if __name__ == "__main__":  # pragma: no cover

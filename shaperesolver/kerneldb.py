@@ -233,3 +233,37 @@ def find_system_model(keywords: dict[tuple[str, str], str], isisdata: str | os.P
         log.warning("%s", why)
         reasons.append(str(why))
     return SystemModel(None, str(last_db), tuple(reasons))
+
+
+ISIS_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def expand_isis(value: str, isisdata: str | os.PathLike[str] | None = None) -> str:
+    """A file name as ISIS expands it: ``~``, ``$ISISDATA``, data-area variables, environment.
+
+    ``$ISISDATA`` is the data area; ``$base``, ``$mars``... are its directories (as in
+    ISIS's DataDirectory preferences); any other ``$NAME`` is an environment variable.
+    URLs and ``/vsi...`` paths are left alone.  Raises :class:`DataAreaError` for a
+    variable that names nothing.
+    """
+    if "://" in value or value.startswith("/vsi"):
+        return value
+    if value == "~" or value.startswith("~/"):
+        value = os.path.expanduser("~") + value[1:]
+
+    def one(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name.upper() == "ISISDATA":
+            return str(data_area(isisdata))
+        root = os.fspath(isisdata) if isisdata is not None else os.environ.get("ISISDATA")
+        if root and os.path.isdir(os.path.join(root, name)):
+            return os.path.join(root, name)
+        if name in os.environ:
+            return os.environ[name]
+        if name.isdigit():
+            raise DataAreaError(f"${name} is a -batchlist column; give -batchlist=FILE")
+        if root:
+            return os.path.join(root, name)  # a data area directory that does not exist (yet)
+        raise DataAreaError(f"${name} is neither an environment variable nor, without ISISDATA, a data area directory")
+
+    return ISIS_VAR.sub(one, value)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bodies, claims, kerneldb, modelcheck, raster, safeio, txn
+from . import bodies, claims, dsk, kerneldb, modelcheck, raster, safeio, txn
 from .cache import CACHE_MODES, DiskCache
 from .errors import (
     CatalogError,
@@ -57,11 +57,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URL = "https://astrogeology.usgs.gov/apis/isis-stac/"
 DEFAULT_COLLECTION = "isis-global-dtms"
-SHAPES = ("web", "system", "ellipsoid", "user")
+SHAPES = ("web", "system", "ellipsoid", "ringplane", "user")
 #: when the web step may give way to SYSTEM and the ellipsoid (see the module docstring)
 FALLBACKS = ("nomatch", "always", "never")
 NULL = "Null"
 SKY = "SKY"
+RINGPLANE = "RingPlane"
+#: Mapping projections of ring observations (ISIS's ring-plane projections)
+RING_PROJECTIONS = ("PLANAR", "RINGCYLINDRICAL")
 
 
 class ResolutionError(ShapeResolverError):
@@ -79,8 +82,8 @@ class ResolutionError(ShapeResolverError):
 class Resolution:
     """The shape model chosen for one cube (or target).  Immutable.
 
-    ``source`` is ``web``, ``system``, ``user`` or ``ellipsoid`` (always ``ellipsoid``
-    when ``shape_model`` is ``Null``).  ``fallback_reasons`` says why earlier steps of
+    ``source`` is ``web``, ``system``, ``user``, ``ringplane`` or ``ellipsoid`` (always
+    ``ellipsoid`` when ``shape_model`` is ``Null``).  ``fallback_reasons`` says why earlier steps of
     the policy were passed over.
     """
 
@@ -293,8 +296,16 @@ class Resolver:
             raise UsageError("give a cube or target=NAME")
         body = self._body(name)
         base = dict(target=name, body=body, cube=cube_path, label_target=label.target if label else None)
+        if label is not None and label.kernels is None and shape != "ellipsoid":
+            log.warning("%s: no Kernels group (not spiceinit'ed): a later spiceinit replaces the ShapeModel "
+                        "unless it runs before this tool or with shape=user model=...", cube_path)
         if shape == "ellipsoid":
             return Resolution(shape_model=NULL, source="ellipsoid", **base)
+        if shape == "ringplane":
+            return Resolution(shape_model=RINGPLANE, source="ringplane", **base)
+        if shape in ("web", "system") and _rings(label, name):
+            log.warning("%s: %s is a ring observation; shape=ringplane writes ShapeModel = RingPlane as spiceinit "
+                        "does", cube_path or name, name)
         if shape == "user":
             assert model is not None
             return Resolution(shape_model=self._user_model(model, body), source="user", **base)
@@ -564,42 +575,40 @@ class Resolver:
         return Choice(item_id, version, href, asset_key), age
 
     def _expand(self, path: str) -> str:
-        if path.startswith("$"):
-            return str(kerneldb.expand(path, kerneldb.data_area(self.isisdata)))
-        return path
+        return kerneldb.expand_isis(path, self.isisdata)
 
     def _user_model(self, model: str, body: str | None = None) -> str:
         """The ShapeModel value for ``model``, checked against ``body`` once (with verify)."""
-        real, value = self.user_model_path(model)
-        if self.verify:
+        real, value, naif = self.user_model_path(model)
+        if naif:  # ISIS tries a DSK before a cube
+            self._opened.get((real, body, "dsk"), lambda: dsk.check_dsk(real, model, body, self.verify))
+        elif self.verify:
             self._opened.get((real, body), lambda: self._check_open(real, body))
         return value
 
-    def user_model_path(self, model: str) -> tuple[str, str]:
-        """(the file to open, the ShapeModel value) of ``model=``; :class:`UsageError` if unusable.
+    def user_model_path(self, model: str) -> tuple[str, str, bool]:
+        """(the file to open, the ShapeModel value, whether it is a NAIF file) of ``model=``;
+        :class:`UsageError` if unusable.
 
         Opens nothing with GDAL: the model check needs the cube's body.
         """
         if model.startswith("/vsi"):
-            return model, model
-        if model.startswith("$"):
-            try:
-                real = self._expand(model)
-            except DataAreaError as exc:
-                raise UsageError(f"model={model}: {exc}") from None
-            if not os.path.exists(real):
-                raise UsageError(f"model={model}: {real} does not exist")
-            value = model
-        else:
-            if not os.path.exists(model):
-                raise UsageError(f"model={model}: no such file")
-            real = value = str(Path(model).resolve())
+            return model, model, False
+        try:
+            real = self._expand(model)
+        except DataAreaError as exc:
+            raise UsageError(f"model={model}: {exc}") from None
+        if not os.path.exists(real):
+            raise UsageError(f"model={model}: no such file" if real == model else f"model={model}: {real} does not exist")
+        # the label keeps what ISIS itself expands ($base/..., $ISISDATA/...); ~ and $HOME are spelled out
+        value = model if _isis_form(model, self.isisdata) else str(Path(real).resolve())
         try:  # a FIFO or device would hang or exhaust GDAL
             fd, _ = safeio.open_regular(real, what="model")
+            head = os.pread(fd, 8, 0)
             os.close(fd)
-        except UnsafeFileError as exc:
+        except (UnsafeFileError, OSError) as exc:
             raise UsageError(f"model={model}: {exc}") from None
-        return real, value
+        return real, value, dsk.naif_kind(head) is not None
 
 
 class _ModeStore:
@@ -703,6 +712,26 @@ def _age(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+def _isis_form(model: str, isisdata: str | os.PathLike[str] | None) -> bool:
+    """True when every ``$var`` in ``model`` is one ISIS expands from its data area."""
+    names = [a or b for a, b in kerneldb.ISIS_VAR.findall(model)]
+    if not names or model.startswith("~"):
+        return False
+    root = os.fspath(isisdata) if isisdata is not None else os.environ.get("ISISDATA")
+    return all(n.upper() == "ISISDATA" or (root is not None and os.path.isdir(os.path.join(root, n))) for n in names)
+
+
+def _rings(label: CubeLabel | None, target: str) -> bool:
+    """Is this a ring observation (a ring-system target or a ring-plane Mapping group)?"""
+    if "RING" in target.upper():
+        return True
+    if label is None:
+        return False
+    kw = label.isiscube_keywords()
+    return (kw.get(("MAPPING", "PROJECTIONNAME"), "").upper() in RING_PROJECTIONS
+            or ("MAPPING", "RINGLONGITUDEDIRECTION") in kw)
 
 
 def _keywords(label: CubeLabel | None, target: str) -> dict[tuple[str, str], str]:

@@ -157,6 +157,9 @@ def choose_item(items: Iterable[Mapping[str, Any]], names: Iterable[str], pin: s
     best = max(candidates, key=version_key)
     key, href = choose_asset(best, allow_http, policy)
     version = (best.get("properties") or {}).get("version")
+    if pin is not None and (best.get("properties") or {}).get("deprecated"):
+        log.warning("%s version %s is deprecated in %s; using it because version=%s pins it",
+                    best.get("id"), version, where, pin)
     return Choice(str(best.get("id")), None if version is None else str(version), href, key)
 
 

@@ -38,7 +38,7 @@ def jsonl(proc):
 
 def test_help_and_version(env):
     p = run("--help", env=env)
-    assert p.returncode == 0 and "shape=web|system|ellipsoid|user" in p.stdout
+    assert p.returncode == 0 and "shape=web|system|ellipsoid|ringplane|user" in p.stdout
     p = run("--version", env=env)
     assert p.returncode == 0
     for word in ("shaperesolver", "Python", "GDAL 3.", "pvl", "requests"):

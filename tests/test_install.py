@@ -185,7 +185,7 @@ def installed(dists, tmp_path_factory):
 def test_installed_help_and_version(installed, tmp_path):
     env = _clean_env(tmp_path)
     p = _run([installed / "shaperesolver", "--help"], cwd=tmp_path, env=env)
-    assert "shape=web|system|ellipsoid|user" in p.stdout
+    assert "shape=web|system|ellipsoid|ringplane|user" in p.stdout
     p = _run([installed / "shaperesolver", "--version"], cwd=tmp_path, env=env)
     assert f"shaperesolver {VERSION}" in p.stdout and "GDAL 3." in p.stdout
 
