@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from . import safeio
+from . import modes, safeio
 from ._version import __version__
 from .batch import BatchOptions, run_batch
 from .errors import ShapeResolverError, UnsafeFileError, UsageError
@@ -26,11 +26,11 @@ __all__ = ["main", "parse_args"]
 log = logging.getLogger("shaperesolver")
 
 PARAMS = ("from", "fromlist", "shape", "model", "url", "catalog", "collection", "target", "version",
-          "verify", "cache", "isisdata", "dryrun", "jobs", "scheduler")
+          "verify", "cache", "isisdata", "dryrun", "jobs", "scheduler", "list", "mirror", "prune", "maxsize")
 FLAGS = {"--json": "json", "-v": "verbose", "--verbose": "verbose", "-q": "quiet", "--quiet": "quiet",
          "-h": "help", "--help": "help", "--version": "show_version"}
 CHOICES = {"shape": ("web", "system", "ellipsoid", "user"), "verify": ("yes", "no"),
-           "cache": ("yes", "no", "refresh"), "dryrun": ("yes", "no")}
+           "cache": ("yes", "no", "refresh"), "dryrun": ("yes", "no"), "list": ("yes", "no"), "prune": ("yes", "no")}
 _BOOL_WORDS = {"true": "yes", "1": "yes", "y": "yes", "false": "no", "0": "no", "n": "no"}
 
 HELP = f"""\
@@ -40,6 +40,9 @@ usage: shaperesolver from=CUBE [shape=web|system|ellipsoid|user] [model=PATH]
                      [isisdata=DIR] [dryrun=yes|no] [jobs=N] [scheduler=ADDRESS]
                      [--json] [-v|-q] [--help] [--version]
        shaperesolver fromlist=LIST [same options]
+       shaperesolver [target=NAME[,NAME...]|from=CUBE|fromlist=LIST] list=yes [--json]
+       shaperesolver target=NAME[,NAME...]|from=CUBE|fromlist=LIST mirror=DIR
+                     [prune=yes|no] [maxsize=BYTES]
 
 Choose a shape model (DEM) for ISIS cubes, as spiceinit's SHAPE parameter does, and
 write it into IsisCube > Kernels > ShapeModel without touching the rest of the label.
@@ -65,7 +68,14 @@ write it into IsisCube > Kernels > ShapeModel without touching the rest of the l
   scheduler=ADDR   run the batch on a Dask cluster (tcp://host:8786; needs the
                    shaperesolver[dask] extra); the cubes must be on a file system
                    its workers see
-  --json           one JSON object per cube on stdout (JSON Lines)
+  list=yes         list every item of the bodies (all bodies without target=/from=):
+                   id, version, date, deprecated, href, size; * marks the chosen one
+  mirror=DIR       download the chosen DEM of each body into DIR, a static catalog
+                   (DIR/catalog.json); with from=/fromlist= then resolve against it.
+                   Later: catalog=DIR resolves offline to the local files
+  prune=yes        drop older mirrored versions of the bodies mirrored now
+  maxsize=SIZE     largest file to download (default 64G; K, M, G, T suffixes)
+  --json           one JSON object per cube (item, mirrored DEM) on stdout (JSON Lines)
   -v, -q           more or less chatter on stderr
 
 Keys and keyword values are case-insensitive (FROM=x.cub Shape=WEB); --from x.cub and
@@ -123,7 +133,7 @@ def _set(opts: dict[str, Any], key: str, value: str) -> None:
         raise UsageError(f"{key}= given twice")
     if key in CHOICES:
         value = value.strip().lower()
-        value = _BOOL_WORDS.get(value, value) if key in ("verify", "dryrun") else value
+        value = _BOOL_WORDS.get(value, value) if key in ("verify", "dryrun", "list", "prune") else value
         if value not in CHOICES[key]:
             raise UsageError(f"{key}={value} is not one of {'|'.join(CHOICES[key])}")
     if key == "jobs":
@@ -232,6 +242,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if opts["show_version"]:
             print(_versions())
             return 0
+        if modes.wanted(opts) or "prune" in opts or "maxsize" in opts:
+            _configure_logging(opts)
+            code = modes.run(opts, lambda: _cube_list(opts), lambda: Resolver(
+                url=opts.get("url"), catalog=opts.get("catalog"), collection=opts.get("collection", DEFAULT_COLLECTION),
+                cache=opts.get("cache", "yes"), isisdata=opts.get("isisdata"), verify=opts.get("verify", "yes") == "yes"))
+            if code is not None:
+                return code
         cubes = _cube_list(opts)
         if "jobs" in opts and "scheduler" in opts:
             raise UsageError("give jobs= or scheduler=, not both (the cluster's workers do the work)")

@@ -25,6 +25,7 @@ __all__ = [
     "UnsafeFileError",
     "JournalError",
     "CubeChangedError",
+    "MirrorError",
 ]
 
 
@@ -123,3 +124,7 @@ class JournalError(LabelWriteError):
 
 class CubeChangedError(LabelWriteError):
     """The cube on disk is no longer the one that was resolved; it was not written."""
+
+
+class MirrorError(ShapeResolverError):
+    """A DEM could not be mirrored (download, check, disk space or the mirror's catalog)."""
