@@ -44,12 +44,12 @@ def _size(item: Mapping[str, Any], href: str | None) -> int | None:
     return None
 
 
-def _info(item: Mapping[str, Any], body: str, chosen_id: str | None) -> ItemInfo:
+def _info(item: Mapping[str, Any], body: str, chosen_id: str | None, local_root: str | None) -> ItemInfo:
     props = item.get("properties") if isinstance(item.get("properties"), Mapping) else {}
     href: str | None = None
     problem = None
     try:
-        href = choose_asset(item, allow_http=True)[1]
+        href = choose_asset(item, True, local_root)[1]
     except CatalogError as exc:
         problem = str(exc)
         assets = item.get("assets")
@@ -90,6 +90,6 @@ def items(resolver: Resolver, target: str | None = None) -> list[ItemInfo]:
             choice = resolver.choose(raw, body if target is None else target)
         except CatalogError:  # the newest item's asset is refused (its problem is listed): none chosen
             choice = None
-        found.extend(_info(it, body, choice.item_id if choice else None)
+        found.extend(_info(it, body, choice.item_id if choice else None, resolver.local_root)
                      for it in sorted(raw, key=version_key, reverse=True))
     return found

@@ -53,7 +53,7 @@ _META = ".shaperesolver"
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 _CHUNK = 1 << 20
 _MAX_CATALOG = 64 * 2**20
-_RESERVE = 16 * 2**20  # free space left over after a download
+_RESERVE = 2**20  # free space left over after a download
 
 
 class Progress(Protocol):
@@ -99,7 +99,7 @@ class Mirror:
     """Mirrors bodies' DEMs into ``directory`` through ``resolver``'s catalog and HTTP settings."""
 
     def __init__(self, directory: str | os.PathLike[str], resolver: Resolver, *, max_size: int = DEFAULT_MAX_SIZE,
-                 prune: bool = False, progress: ProgressFactory | None = None, retries: int = 5,
+                 prune: bool = False, progress: ProgressFactory | None = None, retries: int = 3,
                  claim_wait: float = 24 * 3600.0) -> None:
         self.directory = Path(directory).absolute()
         self.resolver = resolver
@@ -144,7 +144,7 @@ class Mirror:
                     and (it.get("assets") or {}).get(choice.asset_key, {}).get("href") is not None)
         if choice.local:
             raise MirrorError(f"{body}: item {choice.item_id} is already a local file ({choice.href})")
-        href = check_href(choice.href, choice.item_id, self.allow_http)
+        href = self.policy.check(check_href(choice.href, choice.item_id, self.allow_http), "asset href")
         item_id = self._safe(choice.item_id, "item id", choice.item_id)
         name = self._safe(unquote(urlparse(href).path.rsplit("/", 1)[-1]), "file name", choice.item_id)
         asset = (item.get("assets") or {})[choice.asset_key]
@@ -177,7 +177,14 @@ class Mirror:
                           announced: int | None, version: str | None) -> Mirrored:
         final.parent.mkdir(mode=0o755, exist_ok=True)
         part = final.with_name(final.name + ".part")
-        size, fetched, resumed = self._fetch(href, part, announced, f"{body} {final.name}")
+        try:
+            size, fetched, resumed = self._fetch(href, part, announced, f"{body} {final.name}")
+        except BaseException:
+            try:
+                final.parent.rmdir()  # only when empty: a part kept for resuming stays
+            except OSError:
+                pass
+            raise
         try:
             self._check(part, body, href)
             digest = _sha256(part)
@@ -321,7 +328,7 @@ class Mirror:
                     chunk = resp.raw.read(_CHUNK, decode_content=False)
                 except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                     os.fsync(fd)
-                    raise _Cut(got, f"{type(exc).__name__}") from None
+                    raise _Cut(got, f"the body ended early ({type(exc).__name__})") from None
                 if not chunk:
                     break
                 if have + got + len(chunk) > total:
@@ -369,11 +376,9 @@ class Mirror:
         """GDAL opens the file and reads its last tile; the model check passes for ``body``."""
         try:
             ds = raster.open_model(str(part), True)
-            band = ds.GetRasterBand(1)
-            bx, by = band.GetBlockSize()
-            x, y = (band.XSize - 1) // bx * bx, (band.YSize - 1) // by * by
-            if band.ReadRaster(x, y, min(bx, band.XSize - x), min(by, band.YSize - y)) is None:
-                raise ModelError(f"GDAL cannot read the last block of {part}")
+            why = raster.read_last_block(ds)
+            if why:
+                raise ModelError(f"GDAL cannot read the last block: {_short(why, 120)}")
             result = self.resolver._model_check(ds, str(part), body)
         except ModelError as exc:
             raise MirrorError(f"{href}: downloaded, but not a usable model: {exc}") from None

@@ -337,9 +337,17 @@ class Resolver:
 
     def choose(self, items: Iterable[Any], target: str, version: str | None = None) -> Choice | None:
         """The item a resolve would choose among ``items`` for ``target`` (None if none fits)."""
-        local_root = self._static.local_root if self._static is not None else None
-        allow_http = self._static.allow_http if self._static is not None else self._client.allow_http
-        return choose_item(items, bodies.query_names(target), version, self._where(), allow_http, local_root)
+        return choose_item(items, bodies.query_names(target), version, self._where(), self.allow_http, self.local_root)
+
+    @property
+    def allow_http(self) -> bool:
+        """Whether asset hrefs may be http URLs (the catalog or API is http)."""
+        return self._static.allow_http if self._static is not None else self._client.allow_http
+
+    @property
+    def local_root(self) -> str | None:
+        """The directory a local catalog's asset files must stay in (None otherwise)."""
+        return self._static.local_root if self._static is not None else None
 
     @property
     def source_url(self) -> str | None:

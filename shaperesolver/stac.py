@@ -741,7 +741,7 @@ def _local_assets(item: Mapping[str, Any], where: str) -> Mapping[str, Any]:
     for key, asset in assets.items():
         href = asset.get("href") if isinstance(asset, Mapping) else None
         if isinstance(href, str) and (href.startswith("file://") or not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", href)):
-            body = href[7:] if href.startswith("file://") else href
+            body = href[7:] if href.startswith("file://") else re.sub(r"^(?:\./)+", "", href)
             asset = {**asset, "href": body if body.startswith("/") else os.path.join(os.path.abspath(os.path.dirname(where)), body)}
         fixed[key] = asset
     return {**item, "assets": fixed}
