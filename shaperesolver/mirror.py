@@ -178,7 +178,7 @@ class Mirror:
         final.parent.mkdir(mode=0o755, exist_ok=True)
         part = final.with_name(final.name + ".part")
         try:
-            size, fetched, resumed = self._fetch(href, part, announced, f"{body} {final.name}")
+            size, fetched, resumed, digest = self._fetch(href, part, announced, f"{body} {final.name}")
         except BaseException:
             try:
                 final.parent.rmdir()  # only when empty: a part kept for resuming stays
@@ -187,7 +187,6 @@ class Mirror:
             raise
         try:
             self._check(part, body, href)
-            digest = _sha256(part)
             os.replace(part, final)
             _fsync_dir(final.parent)
         except BaseException:
@@ -214,14 +213,15 @@ class Mirror:
         log.info("%s: %s in the mirror (%d bytes, %d fetched)", body, final, size, fetched)
         return Mirrored(body, item_id, version, str(final), size, digest, fetched, "resumed" if resumed else "downloaded")
 
-    def _fetch(self, href: str, part: Path, announced: int | None, what: str) -> tuple[int, int, bool]:
-        """Download ``href`` into ``part`` (resuming it); returns (size, bytes fetched, resumed)."""
+    def _fetch(self, href: str, part: Path, announced: int | None, what: str) -> tuple[int, int, bool, str]:
+        """Download ``href`` into ``part`` (resuming it); returns (size, bytes fetched, resumed, SHA-256)."""
         meta_path = _meta_path(part)
         meta = _read_meta(meta_path)
         have = part.stat().st_size if part.exists() and meta.get("href") == href else 0
         if have == 0:
             _unlink(part)
         resumed = have > 0
+        hasher = _sha256(part, have)
         fetched = 0
         total = meta.get("total") if have else None
         failures = 0
@@ -247,13 +247,13 @@ class Mirror:
                         failures = self._retry(failures, f"{href}: HTTP {resp.status_code}")
                         continue
                     if resp.status_code == 416 and have:
-                        have, total, resumed = 0, None, False
+                        have, total, resumed, hasher = 0, None, False, hashlib.sha256()
                         _unlink(part)
                         continue
                     start, full = self._extent(resp, href, have)
                     if total is not None and full != total:
                         if start:  # the file changed under a resumed download: start over
-                            have, total, resumed = 0, None, False
+                            have, total, resumed, hasher = 0, None, False, hashlib.sha256()
                             _unlink(part)
                             continue
                     total = full
@@ -262,7 +262,7 @@ class Mirror:
                     if announced is not None and total != announced:
                         raise MirrorError(f"{href}: the server announces {total} bytes, the catalog {announced}")
                     if start == 0 and have:
-                        have, resumed = 0, False
+                        have, resumed, hasher = 0, False, hashlib.sha256()
                     self._space(part.parent, total - have, href)
                     validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
                     meta = {"href": href, "total": total, "validator": validator}
@@ -270,7 +270,7 @@ class Mirror:
                     if bar is None and self.progress is not None:
                         bar = self.progress(what, total, have)
                     try:
-                        got = self._stream(resp, part, have, total, href, bar)
+                        got = self._stream(resp, part, have, total, href, bar, hasher)
                     except _Cut as cut:
                         have += cut.got
                         fetched += cut.got
@@ -278,7 +278,7 @@ class Mirror:
                         continue
                     have += got
                     fetched += got
-                    return total, fetched, resumed
+                    return total, fetched, resumed, hasher.hexdigest()
         finally:
             if bar is not None:
                 bar.close()
@@ -316,7 +316,8 @@ class Mirror:
             raise MirrorError(f"{href}: the server announces no Content-Length")
         return 0, int(length)
 
-    def _stream(self, resp: requests.Response, part: Path, have: int, total: int, href: str, bar: Progress | None) -> int:
+    def _stream(self, resp: requests.Response, part: Path, have: int, total: int, href: str, bar: Progress | None,
+                hasher: Any) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_APPEND if have else os.O_TRUNC)
         fd = os.open(part, flags, 0o644)
         got = 0
@@ -334,6 +335,7 @@ class Mirror:
                 if have + got + len(chunk) > total:
                     raise MirrorError(f"{href}: the server sent more than the {total} bytes it announced")
                 _write_all(fd, chunk, part)
+                hasher.update(chunk)
                 got += len(chunk)
                 if bar is not None:
                     bar.update(len(chunk))
@@ -541,9 +543,12 @@ def _unlink(path: Path) -> None:
         pass
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, length: int) -> Any:
+    """A SHA-256 object fed the first ``length`` bytes of ``path`` (a part being resumed)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    if length:
+        with open(path, "rb") as f:
+            while length > 0 and (chunk := f.read(min(_CHUNK, length))):
+                h.update(chunk)
+                length -= len(chunk)
+    return h

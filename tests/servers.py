@@ -276,18 +276,20 @@ class RangeServer(_Base):
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                data = path.read_bytes()
+                full = path.stat().st_size
                 lie = server.lies.get(name)
                 if lie == "short":
-                    data = data[: len(data) // 2]
+                    full //= 2
                 rng = self.headers.get("Range")
-                status, start, end = 200, 0, len(data) - 1
+                status, start, end = 200, 0, full - 1
                 if rng and rng.startswith("bytes="):
                     a, _, b = rng[6:].split(",")[0].partition("-")
-                    start = int(a) if a else max(0, len(data) - int(b))
-                    end = min(int(b), len(data) - 1) if (a and b) else len(data) - 1
+                    start = int(a) if a else max(0, full - int(b))
+                    end = min(int(b), full - 1) if (a and b) else full - 1
                     status = 206
-                body = data[start : end + 1]
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    body = f.read(max(0, end + 1 - start))
                 self.send_response(status)
                 self.send_header("Accept-Ranges", "bytes")
                 self.send_header("Content-Type", "image/tiff")
@@ -295,7 +297,7 @@ class RangeServer(_Base):
                 self.send_header("Content-Length", str(len(body) + (1000 if lie == "long" else 0)))
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{end + (1000 if lie == 'long' else 0)}/"
-                                                      f"{len(data) + (1000 if lie == 'long' else 0)}")
+                                                      f"{full + (1000 if lie == 'long' else 0)}")
                 self.end_headers()
                 if head:
                     return
