@@ -306,7 +306,6 @@ def make_cog(path: Path, width: int = 4096, height: int = 2048) -> Path:
 def bench_modelcheck(tmp: Path) -> None:
     from osgeo import gdal
     from servers import RangeServer
-    from shaperesolver.mirror import Mirror
 
     from shaperesolver.raster import open_model
 
