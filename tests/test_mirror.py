@@ -303,3 +303,25 @@ def test_api_mirror_and_size_limit(servers, www, tmp_path):
         done = m.add("PHOBOS")
         assert done.body == "Phobos" and done.status == "downloaded" and done.sha256 == sha(www / "phobos.tif")
     assert len(rs.gets("mars.tif")) == 1 and not (tmp_path / "m" / "molaMars0005").exists()
+
+
+@pytest.mark.cluster
+def test_offline_batch_on_a_dask_cluster(servers, tmp_path, make_cube):
+    distributed = pytest.importorskip("distributed")
+    from shaperesolver import write_batch
+
+    rs, stac = servers
+    mirror = tmp_path / "m"
+    assert run(f"url={stac.url}", "target=Moon,Phobos", f"mirror={mirror}").returncode == 0
+    rs.__exit__(None, None, None)
+    stac.__exit__(None, None, None)
+    cubes = [make_cube("lro_moon", f"moon{i}.cub") for i in range(6)]
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, protocol="tcp") as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        records = write_batch(cubes[:3], client, catalog=mirror, cache="no", verify=True)
+        p = run(f"catalog={mirror}", f"from={cubes[3]}", f"scheduler={cluster.scheduler_address}")
+    assert p.returncode == 0, p.stderr
+    local = str(mirror / "lolaMoon0001" / "moon.tif")
+    assert [r["shape_model"] for r in records] == [local] * 3 and all(r["written"] for r in records)
+    assert [read_label(c).shape_model for c in cubes[:4]] == [local] * 4
