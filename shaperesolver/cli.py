@@ -9,6 +9,7 @@ meant for people goes to stderr.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import sys
@@ -17,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from . import isisargs, kerneldb, safeio
+from . import isisargs, kerneldb, modes, safeio
 from ._version import __version__
 from .batch import BatchOptions, run_batch
 from .errors import DataAreaError, ShapeResolverError, UnsafeFileError, UsageError
@@ -37,6 +38,9 @@ usage: shaperesolver from=CUBE [shape=web|system|ellipsoid|ringplane|user] [mode
        shaperesolver -batchlist=FILE 'from=$1' [same options, $1..$9 = columns]
                      [-errlist=FILE] [-onerror=abort|continue] [-log[=FILE]]
        shaperesolver -help[=PARAM]
+       shaperesolver [target=NAME[,NAME...]|from=CUBE|fromlist=LIST] list=yes [--json]
+       shaperesolver target=NAME[,NAME...]|from=CUBE|fromlist=LIST mirror=DIR
+                     [prune=yes|no] [maxsize=BYTES]
 
 Choose a shape model (DEM) for ISIS cubes, as spiceinit's SHAPE parameter does, and
 write it into IsisCube > Kernels > ShapeModel without touching the rest of the label.
@@ -64,7 +68,14 @@ write it into IsisCube > Kernels > ShapeModel without touching the rest of the l
   scheduler=ADDR   run the batch on a Dask cluster (tcp://host:8786; needs the
                    shaperesolver[dask] extra); the cubes must be on a file system
                    its workers see
-  --json           one JSON object per cube on stdout (JSON Lines)
+  list=yes         list every item of the bodies (all bodies without target=/from=):
+                   id, version, date, deprecated, href, size; * marks the chosen one
+  mirror=DIR       download the chosen DEM of each body into DIR, a static catalog
+                   (DIR/catalog.json); with from=/fromlist= then resolve against it.
+                   Later: catalog=DIR resolves offline to the local files
+  prune=yes        drop older mirrored versions of the bodies mirrored now
+  maxsize=SIZE     largest file to download (default 64G; K, M, G, T suffixes)
+  --json           one JSON object per cube (item, mirrored DEM) on stdout (JSON Lines)
   -v, -q           more or less chatter on stderr
 
   -batchlist=FILE  run once per row of FILE, $1..$9 in any value = the row's columns
@@ -104,7 +115,7 @@ def _expanded(params: dict[str, str]) -> dict[str, str]:
     try:
         if "isisdata" in out:
             out["isisdata"] = _env_only(out["isisdata"])
-        for name in ("from", "fromlist", "catalog"):
+        for name in ("from", "fromlist", "catalog", "mirror"):
             if name in out:
                 out[name] = kerneldb.expand_isis(out[name], out.get("isisdata"))
     except DataAreaError as exc:
@@ -166,6 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("shaperesolver: interrupted; every cube holds its old or its new label", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, the traceback with -vv
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        print(f"shaperesolver: unexpected error ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
+              "every cube holds its old or its new label; please report it (-vv shows where)", file=sys.stderr)
+        return 1
 
 
 def _main(argv: Sequence[str]) -> int:
@@ -180,6 +196,10 @@ def _main(argv: Sequence[str]) -> int:
         if args.show_version:
             print(_versions())
             return 0
+        if "batchlist" not in args.reserved:
+            code = _list_or_mirror(args)
+            if code is not None:
+                return code
         runs = _plan(args)
     except UsageError as exc:
         print(f"shaperesolver: {exc}", file=sys.stderr)
@@ -200,6 +220,28 @@ def _main(argv: Sequence[str]) -> int:
     with report.running():
         code = _execute(runs, report, abort, errlist)
         report.finish()
+    return code
+
+
+_MODE_KEYS = ("list", "mirror", "prune", "maxsize")
+
+
+def _list_or_mirror(args: isisargs.Args) -> int | None:
+    """Run ``list=yes`` or ``mirror=DIR``; the exit code, or None when a resolve run follows
+    (``mirror=`` with ``from=``/``fromlist=`` resolves against the mirror: ``catalog=``)."""
+    params = _expanded(isisargs.checked(args.params))
+    opts: dict[str, Any] = dict(params, json=args.json, quiet=args.quiet)
+    if not modes.wanted(opts):
+        if "prune" in opts or "maxsize" in opts:
+            raise UsageError("prune= and maxsize= go with mirror=DIR")
+        return None
+    with Reporter(0, as_json=args.json, verbose=args.verbose, quiet=args.quiet).running():
+        code = modes.run(opts, lambda: _cube_list(params), lambda: _make_resolver(params))
+    if code is None:
+        for key in _MODE_KEYS:
+            args.params.pop(key, None)
+        args.params["catalog"] = opts["catalog"]
+        args.params.pop("collection", None)
     return code
 
 
@@ -297,16 +339,19 @@ def _write_errlist(path: str, runs: list[_Run], rows: list[int], report: Reporte
         report.error(f"-errlist={path}: {exc.strerror}")
 
 
-@contextmanager
-def _resolver(settings: dict[str, str]) -> Iterator[Resolver]:
+def _make_resolver(settings: dict[str, str]) -> Resolver:
     try:
-        r = Resolver(url=settings.get("url"), catalog=settings.get("catalog"),
-                     collection=settings.get("collection", DEFAULT_COLLECTION), cache=settings.get("cache", "yes"),
-                     isisdata=settings.get("isisdata"), verify=settings.get("verify", "yes") == "yes",
-                     fallback=settings.get("fallback", "nomatch"))
+        return Resolver(url=settings.get("url"), catalog=settings.get("catalog"),
+                        collection=settings.get("collection", DEFAULT_COLLECTION), cache=settings.get("cache", "yes"),
+                        isisdata=settings.get("isisdata"), verify=settings.get("verify", "yes") == "yes",
+                        fallback=settings.get("fallback", "nomatch"))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    with r:
+
+
+@contextmanager
+def _resolver(settings: dict[str, str]) -> Iterator[Resolver]:
+    with _make_resolver(settings) as r:
         yield r
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "JournalError",
     "CubeChangedError",
     "CubeLockedError",
+    "MirrorError",
 ]
 
 
@@ -146,3 +147,7 @@ class CubeChangedError(LabelWriteError):
 
 class CubeLockedError(LabelWriteError):
     """Another process held the cube's lock longer than the wait allows; not modified."""
+
+
+class MirrorError(ShapeResolverError):
+    """A DEM could not be mirrored (download, check, disk space or the mirror's catalog)."""

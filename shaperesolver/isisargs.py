@@ -53,6 +53,12 @@ PARAMS: tuple[Param, ...] = (
     Param("scheduler", "run the batch on a Dask cluster (tcp://host:8786; the shaperesolver[dask] extra)"),
     Param("fallback", "shape=web: when to fall back to SYSTEM/the ellipsoid: nomatch (no model for the body), "
           "always (also when the search fails), never", "nomatch", ("nomatch", "always", "never"), "list"),
+    Param("list", "list every item of the bodies (all bodies without target=/from=): id, version, date, "
+          "deprecated, href, size; * marks the one a resolve would choose", "no", ("yes", "no"), "list"),
+    Param("mirror", "download the chosen DEM of each body into DIR, a static catalog (DIR/catalog.json); "
+          "with from=/fromlist= then resolve against it; later catalog=DIR resolves offline", kind="file"),
+    Param("prune", "mirror=: drop older mirrored versions of the bodies mirrored now", "no", ("yes", "no"), "list"),
+    Param("maxsize", "mirror=: the largest file to download (K, M, G, T suffixes)", "64G"),
 )
 BY_NAME = {p.name: p for p in PARAMS}
 _BOOL_WORDS = {"true": "yes", "1": "yes", "y": "yes", "false": "no", "0": "no", "n": "no"}
@@ -266,6 +272,10 @@ def checked(params: dict[str, str]) -> dict[str, str]:
         raise UsageError("shape=user needs model=PATH")
     if "jobs" in out and "scheduler" in out:
         raise UsageError("give jobs= or scheduler=, not both (the cluster's workers do the work)")
+    if out.get("list") == "yes" and "mirror" in out:
+        raise UsageError("give list=yes or mirror=DIR, not both")
+    if "mirror" not in out and ("prune" in out or "maxsize" in out):
+        raise UsageError("prune= and maxsize= go with mirror=DIR")
     return out
 
 

@@ -338,3 +338,21 @@ def identity(path: str, options: Mapping[str, str] | None = None) -> dict[str, i
     with gdal_options(dict(VSICURL_OPTIONS, **(options or {}))):
         st = gdal.VSIStatL(path)
     return {} if st is None else {"size": int(st.size), "mtime": int(st.mtime)}
+
+
+def read_last_block(ds: Any) -> str | None:
+    """Read band 1's last full-resolution block (a COG's last bytes); None if it reads, else GDAL's reason."""
+    gdal = _gdal()
+    band = ds.GetRasterBand(1)
+    bx, by = band.GetBlockSize()
+    x, y = (band.XSize - 1) // bx * bx, (band.YSize - 1) // by * by
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        gdal.ErrorReset()
+        try:
+            raw = band.ReadRaster(x, y, min(bx, band.XSize - x), min(by, band.YSize - y))
+        except RuntimeError as exc:
+            return str(exc)
+        return None if raw is not None else (gdal.GetLastErrorMsg().strip() or "unknown error")
+    finally:
+        gdal.PopErrorHandler()

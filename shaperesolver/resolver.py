@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -327,7 +328,7 @@ class Resolver:
                     raise
                 reasons.append(str(exc))
             else:
-                return Resolution(shape_model=choice.vsi_path, source="web", item_id=choice.item_id,
+                return Resolution(shape_model=self._portable(choice), source="web", item_id=choice.item_id,
                                   version=choice.version, **base)
         keywords = _keywords(label, name)
         try:
@@ -369,6 +370,46 @@ class Resolver:
         pin = None if version is None else str(version).strip()
         return self._web.get((body, pin), lambda: self._find_web(target, body, pin))
 
+    def items(self, target: str | None = None) -> list[Any]:
+        """Every item the catalog holds for ``target`` (None: every body), as
+        :class:`~shaperesolver.inventory.ItemInfo`, marking the one a resolve would choose."""
+        from . import inventory
+
+        return inventory.items(self, target)
+
+    def catalog_items(self, target: str | None = None) -> list[Any]:
+        """The raw STAC items for ``target``'s names (None: the whole collection), not cached.
+
+        Raises :class:`CatalogError` when the catalog cannot be read.
+        """
+        names = None if target is None else bodies.query_names(target)
+        if self._static is not None:
+            return list(self._static.items())
+        return self._client.items(self.collection, names)
+
+    def choose(self, items: Iterable[Any], target: str, version: str | None = None) -> Choice | None:
+        """The item a resolve would choose among ``items`` for ``target`` (None if none fits)."""
+        policy = self._static.policy if self._static is not None else self._client.policy
+        return choose_item(items, bodies.query_names(target), version, self._where(), self.allow_http, policy,
+                           self.local_root)
+
+    @property
+    def allow_http(self) -> bool:
+        """Whether asset hrefs may be http URLs (the catalog or API is http)."""
+        return self._static.allow_http if self._static is not None else self._client.allow_http
+
+    @property
+    def local_root(self) -> str | None:
+        """The directory a local catalog's asset files must stay in (None otherwise)."""
+        return self._static.local_root if self._static is not None else None
+
+    @property
+    def source_url(self) -> str | None:
+        """The URL the items came from (API or remote catalog); None for a local catalog."""
+        if self._static is None:
+            return self.url
+        return self._static.location if self._static.remote else None
+
     # ------------------------------------------------------------ internals
 
     def _body(self, name: str) -> str:
@@ -382,6 +423,20 @@ class Resolver:
                 log.warning("%s is not a body shaperesolver knows; searched as written, models not checked against it",
                             body)
         return body
+
+    def _portable(self, choice: Choice) -> str:
+        """The label's path: ``$base/...`` for a local file inside the ISIS data area."""
+        if not choice.local:
+            return choice.vsi_path
+        try:
+            root = os.path.realpath(kerneldb.data_area(self.isisdata))
+        except DataAreaError:
+            return choice.vsi_path
+        real = os.path.realpath(choice.href)
+        rel = os.path.relpath(real, root)
+        if not re.match(r"\w+/", rel):  # outside the area, or no $variable to name
+            return choice.vsi_path
+        return "$" + rel
 
     def _where(self) -> str:
         return f"catalog {self.catalog}" if self._static else f"{self.collection} at {self.url}"
@@ -479,7 +534,8 @@ class Resolver:
         if self._static is not None:
             try:
                 items = self._static.items()
-                choice = choose_item(items, names, pin, self._where(), self._static.allow_http, self._static.policy)
+                choice = choose_item(items, names, pin, self._where(), self._static.allow_http, self._static.policy,
+                                     self._static.local_root)
             except VersionNotFoundError:
                 raise
             except CatalogError as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 import re
 import socket
 import threading
@@ -68,9 +69,14 @@ class Choice:
     asset_key: str
 
     @property
+    def local(self) -> bool:
+        """True for a file of a local (mirrored) catalog."""
+        return self.href.startswith("/")
+
+    @property
     def vsi_path(self) -> str:
-        """The path GDAL (and ISIS) open: ``/vsicurl/<href>``."""
-        return "/vsicurl/" + self.href
+        """The path GDAL (and ISIS) open: ``/vsicurl/<href>``, or the local file's path."""
+        return self.href if self.local else "/vsicurl/" + self.href
 
 
 @dataclass(frozen=True)
@@ -134,11 +140,11 @@ def _targets(item: Mapping[str, Any]) -> list[str]:
 
 
 def choose_item(items: Iterable[Mapping[str, Any]], names: Iterable[str], pin: str | None, where: str,
-                allow_http: bool, policy: AddressPolicy | None = None) -> Choice | None:
+                allow_http: bool, policy: AddressPolicy | None = None, local_root: str | None = None) -> Choice | None:
     """The highest (or pinned) version among ``items`` for ``names``; None if none matches.
 
     Items marked ``deprecated`` are skipped unless pinned.  A pin that matches nothing
-    raises :class:`VersionNotFoundError`.  The asset href must pass ``policy`` too.
+    raises :class:`VersionNotFoundError`.  ``policy`` and ``local_root``: see :func:`check_href`.
     """
     wanted = set(names)
     candidates = [it for it in items if isinstance(it, Mapping) and wanted.intersection(_targets(it))]
@@ -155,7 +161,7 @@ def choose_item(items: Iterable[Mapping[str, Any]], names: Iterable[str], pin: s
     if not candidates:
         return None
     best = max(candidates, key=version_key)
-    key, href = choose_asset(best, allow_http, policy)
+    key, href = choose_asset(best, allow_http, policy, local_root)
     version = (best.get("properties") or {}).get("version")
     if pin is not None and (best.get("properties") or {}).get("deprecated"):
         log.warning("%s version %s is deprecated in %s; using it because version=%s pins it",
@@ -163,8 +169,8 @@ def choose_item(items: Iterable[Mapping[str, Any]], names: Iterable[str], pin: s
     return Choice(str(best.get("id")), None if version is None else str(version), href, key)
 
 
-def choose_asset(item: Mapping[str, Any], allow_http: bool = False,
-                 policy: AddressPolicy | None = None) -> tuple[str, str]:
+def choose_asset(item: Mapping[str, Any], allow_http: bool = False, policy: AddressPolicy | None = None,
+                 local_root: str | None = None) -> tuple[str, str]:
     """(asset key, href) of the item's GeoTIFF data asset.
 
     Preference order: a ``data``-role asset with a TIFF media type; any asset with a
@@ -194,18 +200,24 @@ def choose_asset(item: Mapping[str, Any], allow_http: bool = False,
     if not usable:
         raise CatalogError(f"item {item_id} has no GeoTIFF data asset (assets: {', '.join(map(str, assets))})")
     _, _, key, href = min(usable)
-    return key, check_href(href, item_id, allow_http, policy)
+    return key, check_href(href, item_id, allow_http, policy, local_root)
 
 
-def check_href(href: str, item_id: object, allow_http: bool, policy: AddressPolicy | None = None) -> str:
+def check_href(href: str, item_id: object, allow_http: bool, policy: AddressPolicy | None = None,
+               local_root: str | None = None) -> str:
     """Refuse an asset href that is not a clean absolute https (or chosen http) URL.
 
     With ``policy`` (the API's or remote catalog's address rules) an IP-literal host must
     be of a kind the policy allows; a host name is looked up only when the model is
-    opened (:meth:`Http.final_url`), never just to choose it.
+    opened (:meth:`Http.final_url`), never just to choose it.  With ``local_root`` (the
+    directory of a local static catalog) an absolute path is accepted too, if it has no
+    ``..`` component and, links resolved, stays inside ``local_root``
+    (:class:`StaticCatalog` has made relative hrefs absolute).
     """
     if _CONTROL.search(href):
         raise CatalogError(f"item {item_id}: refusing asset href {href!r} (whitespace, quotes or control characters)")
+    if local_root is not None and href.startswith("/"):
+        return _check_local(href, item_id, local_root)
     parts = urlparse(href)
     ok = {"https", "http"} if allow_http else {"https"}
     if parts.scheme not in ok or not parts.netloc:
@@ -219,6 +231,15 @@ def check_href(href: str, item_id: object, allow_http: bool, policy: AddressPoli
         except CatalogError as exc:
             raise CatalogError(f"item {item_id}: {exc}") from None
     return href
+
+
+def _check_local(path: str, item_id: object, root: str) -> str:
+    if ".." in path.split("/"):
+        raise CatalogError(f"item {item_id}: refusing asset href {path!r} ('..' in a local path)")
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, top]) != top:
+        raise CatalogError(f"item {item_id}: refusing asset href {path!r} (outside the catalog's directory {root})")
+    return os.path.normpath(path)
 
 
 # ------------------------------------------------------------------ HTTP
@@ -589,11 +610,13 @@ class StacClient:
         self.allow_http = urlparse(url).scheme == "http"
         self.policy = AddressPolicy(self.url)
 
-    def body(self, mode: str, collection: str, names: Iterable[str]) -> dict[str, Any]:
-        """The search body for one body's names in ``mode`` (``query`` or ``filter``)."""
-        names = list(names)
+    def body(self, mode: str, collection: str, names: Iterable[str] | None) -> dict[str, Any]:
+        """The search body for one body's names in ``mode`` (``query`` or ``filter``); all items for None."""
+        names = None if names is None else list(names)
         body: dict[str, Any] = {"collections": [collection]}
-        if mode == QUERY:
+        if names is None:
+            pass
+        elif mode == QUERY:
             body["query"] = {"ssys:targets": {"in": names}}
         else:
             body["filter-lang"] = "cql2-json"
@@ -602,14 +625,14 @@ class StacClient:
         body["limit"] = PAGE_SIZE
         return body
 
-    def items(self, collection: str, names: Iterable[str]) -> list[Mapping[str, Any]]:
-        """Every item of ``collection`` whose ``ssys:targets`` holds one of ``names``.
+    def items(self, collection: str, names: Iterable[str] | None) -> list[Mapping[str, Any]]:
+        """Every item of ``collection`` whose ``ssys:targets`` holds one of ``names`` (None: every item).
 
         One :class:`Budget` (deadline, total bytes, items) covers every page and retry.
         ``next`` links are followed only with GET or POST, to URLs the client's
         :class:`AddressPolicy` allows.
         """
-        names = list(names)
+        names = None if names is None else list(names)
         budget = Budget(self.http.settings, f"search at {self.search}")
         mode = self._modes.get(self.search, QUERY)
         status, data = self.http.json("POST", self.search, self.body(mode, collection, names), budget, self.policy)
@@ -664,7 +687,9 @@ class StaticCatalog:
     catalog's links must stay http(s) URLs the :class:`AddressPolicy` allows (a
     ``file:`` link or an absolute path is never read from disk); a local catalog's
     links must stay local files, each a regular file of at most ``max_bytes``.  One
-    :class:`Budget` covers the whole walk.
+    :class:`Budget` covers the whole walk.  A local catalog may be given as its
+    directory (``catalog.json`` in it); its relative asset hrefs are files relative to
+    the item's document and must stay in the catalog's directory (:func:`check_href`).
     """
 
     def __init__(self, location: str, http: Http) -> None:
@@ -675,6 +700,14 @@ class StaticCatalog:
         self.policy = AddressPolicy(location) if self.remote else None
         self._items: list[Mapping[str, Any]] | None = None
         self._lock = threading.Lock()
+
+    @property
+    def local_root(self) -> str | None:
+        """The directory local asset files must stay in (None for a remote catalog)."""
+        if self.remote:
+            return None
+        path = self.location[7:] if self.location.startswith("file://") else self.location
+        return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
 
     def _load(self, where: str, budget: Budget) -> Any:
         if self.remote:
@@ -707,7 +740,10 @@ class StaticCatalog:
         budget = Budget(self.http.settings, f"static catalog {self.location}")
         seen: set[str] = set()
         items: list[Mapping[str, Any]] = []
-        todo = [self.location]
+        start = self.location
+        if not self.remote and self.local_root == (start[7:] if start.startswith("file://") else start):
+            start = os.path.join(start, "catalog.json")
+        todo = [start]
         while todo:
             where = todo.pop(0)
             if where in seen:
@@ -725,7 +761,7 @@ class StaticCatalog:
             elif kind == "Feature":
                 found = [doc]
             budget.add_items(len(found))
-            items.extend(found)
+            items.extend(found if self.remote else (_local_assets(it, where) for it in found))
             for link in doc.get("links") or ():
                 if isinstance(link, Mapping) and link.get("rel") in ("item", "child", "items") and isinstance(link.get("href"), str):
                     todo.append(self._link(where, link["href"]))
@@ -742,6 +778,21 @@ class StaticCatalog:
         if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", href) and not href.startswith("file://"):
             raise CatalogError(f"{base}: refusing catalog link {_short(href, 100)!r}: a local catalog's links must be local files")
         return _resolve(base, href)
+
+
+def _local_assets(item: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """``item`` with relative (and ``file://``) asset hrefs made absolute against ``where``."""
+    assets = item.get("assets")
+    if not isinstance(assets, Mapping):
+        return item
+    fixed: dict[str, Any] = {}
+    for key, asset in assets.items():
+        href = asset.get("href") if isinstance(asset, Mapping) else None
+        if isinstance(href, str) and (href.startswith("file://") or not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", href)):
+            body = href[7:] if href.startswith("file://") else re.sub(r"^(?:\./)+", "", href)
+            asset = {**asset, "href": body if body.startswith("/") else os.path.join(os.path.abspath(os.path.dirname(where)), body)}
+        fixed[key] = asset
+    return {**item, "assets": fixed}
 
 
 def _resolve(base: str, href: str) -> str:

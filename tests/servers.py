@@ -234,11 +234,29 @@ class StacServer(_Base):
 
 
 class RangeServer(_Base):
-    """Serves files from ``root`` with HEAD, GET and single-range GET (206)."""
+    """Serves files from ``root`` with HEAD, GET and single-range GET (206).
 
-    def __init__(self, root: Path) -> None:
+    ``rate`` throttles bodies (bytes per second); ``delay`` is added to every request;
+    ``lies`` maps a file name to ``"long"`` (announce 1000 bytes more than sent, then
+    close) or ``"short"`` (announce and send only the first half as the whole file).
+    ``served`` counts the body bytes sent per path.
+    """
+
+    def __init__(self, root: Path, rate: float | None = None, delay: float = 0.0,
+                 lies: dict[str, str] | None = None) -> None:
         self.root = Path(root)
+        self.rate = rate
+        self.delay = delay
+        self.lies = dict(lies or {})
+        self.served: dict[str, int] = {}
         super().__init__()
+
+    def gets(self, name: str) -> list[dict]:
+        return [r for r in self.requests if r["method"] == "GET" and r["path"].lstrip("/") == name]
+
+    def _count(self, path: str, n: int) -> None:
+        with self._lock:
+            self.served[path] = self.served.get(path, 0) + n
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
@@ -249,31 +267,52 @@ class RangeServer(_Base):
         class Handler(_QuietHandler):
             def _serve(self, head):
                 server.log({"method": "HEAD" if head else "GET", "path": self.path, "range": self.headers.get("Range")})
-                path = server.root / self.path.lstrip("/").split("?")[0]
+                if server.delay:
+                    time.sleep(server.delay)
+                name = self.path.lstrip("/").split("?")[0]
+                path = server.root / name
                 if not path.is_file():
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                data = path.read_bytes()
+                full = path.stat().st_size
+                lie = server.lies.get(name)
+                if lie == "short":
+                    full //= 2
                 rng = self.headers.get("Range")
-                status, start, end = 200, 0, len(data) - 1
+                status, start, end = 200, 0, full - 1
                 if rng and rng.startswith("bytes="):
                     a, _, b = rng[6:].split(",")[0].partition("-")
-                    start = int(a) if a else max(0, len(data) - int(b))
-                    end = min(int(b), len(data) - 1) if (a and b) else len(data) - 1
+                    start = int(a) if a else max(0, full - int(b))
+                    end = min(int(b), full - 1) if (a and b) else full - 1
                     status = 206
-                body = data[start : end + 1]
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    body = f.read(max(0, end + 1 - start))
                 self.send_response(status)
                 self.send_header("Accept-Ranges", "bytes")
                 self.send_header("Content-Type", "image/tiff")
                 self.send_header("Last-Modified", formatdate(path.stat().st_mtime, usegmt=True))
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(body) + (1000 if lie == "long" else 0)))
                 if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+                    self.send_header("Content-Range", f"bytes {start}-{end + (1000 if lie == 'long' else 0)}/"
+                                                      f"{full + (1000 if lie == 'long' else 0)}")
                 self.end_headers()
-                if not head:
-                    self.wfile.write(body)
+                if head:
+                    return
+                if lie == "long":
+                    self.close_connection = True
+                step = 65536
+                try:
+                    for i in range(0, len(body), step):
+                        chunk = body[i : i + step]
+                        self.wfile.write(chunk)
+                        server._count(name, len(chunk))
+                        if server.rate:
+                            time.sleep(len(chunk) / server.rate)
+                except OSError:  # the client went away (killed)
+                    self.close_connection = True
 
             def do_HEAD(self):
                 self._serve(True)

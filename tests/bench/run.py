@@ -10,6 +10,9 @@
    for today's open, a first check, a warm-cache check and a stale entry
 6. 64 processes starting at once with a cold shared cache: searches sent, wall time
 7. peak memory (RSS) of ``fromlist=`` over 200,000 entries: jobs=1, jobs=4 and Dask
+8. ``mirror=`` (issue 17): throughput against curl on the same loopback file, the share
+   fetched again when resuming after a kill at 50 %, and a 1000x1000 window read from the
+   local copy against /vsicurl/ from a server adding 20 ms per request
 """
 
 from __future__ import annotations
@@ -365,6 +368,74 @@ def bench_memory(tmp: Path) -> None:
 
 BENCHES = {"read": bench_read, "real": bench_read_real, "write": bench_write, "web": bench_web, "fromlist": bench_fromlist,
            "modelcheck": bench_modelcheck, "coldstart": bench_cold_start, "memory": bench_memory}
+
+
+def bench_mirror(tmp: Path) -> None:
+    """Issue 17: mirror throughput vs curl, a resume after a kill at 50 %, a local vs remote window read."""
+    import shutil
+    import signal
+
+    import dems
+    from osgeo import gdal
+    from servers import RangeServer
+
+    from shaperesolver.mirror import Mirror
+
+    www = tmp / "mirror-www"
+    www.mkdir()
+    dems.make_cog(www / "mars.tif", "Mars", 8192, 4096)  # 180 MB
+    size = (www / "mars.tif").stat().st_size
+    exe = str(Path(sys.executable).parent / "shaperesolver")
+    env = {**os.environ, "SHAPERESOLVER_CLAIM_WAIT": "0"}
+    print(f"\n== 8. mirroring a {size / 2**20:.0f} MB COG from 127.0.0.1 ==")
+    with RangeServer(www) as rs, StacServer([item("molaMars0005", ["Mars"], "0005", href=rs.url("mars.tif"))]) as stac:
+        t_curl = t_mirror = t_cli = float("inf")
+        for n in range(3):  # best of three, taking turns (the machine is shared)
+            t0 = time.perf_counter()
+            subprocess.run(["curl", "-sf", "-o", str(tmp / "curl.tif"), rs.url("mars.tif")], check=True)
+            t_curl = min(t_curl, time.perf_counter() - t0)
+            shutil.rmtree(tmp / "m1", ignore_errors=True)
+            t0 = time.perf_counter()
+            subprocess.run([exe, "cache=no", f"url={stac.url}", "target=Mars", f"mirror={tmp / 'm1'}", "-q"],
+                           check=True, env=env)
+            t_cli = min(t_cli, time.perf_counter() - t0)
+            shutil.rmtree(tmp / "m1", ignore_errors=True)
+            with Resolver(url=stac.url, cache="no") as r:
+                t0 = time.perf_counter()
+                Mirror(tmp / "m1", r).add("Mars")
+                t_mirror = min(t_mirror, time.perf_counter() - t0)
+        print(f"curl:                      {size / t_curl / 2**20:7.0f} MB/s ({t_curl:.2f} s)")
+        print(f"Mirror.add (API):          {size / t_mirror / 2**20:7.0f} MB/s ({t_mirror:.2f} s: search, download, "
+              f"SHA-256, GDAL open and model check) = {t_curl / t_mirror:.2f}x curl")
+        print(f"shaperesolver mirror=:     {size / t_cli / 2**20:7.0f} MB/s ({t_cli:.2f} s, the same plus starting "
+              f"Python and GDAL) = {t_curl / t_cli:.2f}x curl")
+        rs.rate = 64 * 2**20
+        before = rs.served.get("mars.tif", 0)
+        proc = subprocess.Popen([exe, "cache=no", f"url={stac.url}", "target=Mars", f"mirror={tmp / 'm2'}", "-q"], env=env)
+        while rs.served.get("mars.tif", 0) - before < size // 2:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        time.sleep(0.3)
+        first = rs.served["mars.tif"] - before
+        rs.rate = None
+        subprocess.run([exe, "cache=no", f"url={stac.url}", "target=Mars", f"mirror={tmp / 'm2'}", "-q"], check=True, env=env)
+        again = rs.served["mars.tif"] - before - first
+        print(f"killed at {100 * first / size:.0f} %, the resumed run fetched {100 * again / size:.0f} % of the file again")
+    local = str(tmp / "m1" / "molaMars0005" / "mars.tif")
+    with RangeServer(www, delay=0.02) as slow:
+        remote = "/vsicurl/" + slow.url("mars.tif")
+        for name, path in (("local copy", local), ("/vsicurl/, +20 ms per request", remote)):
+            gdal.VSICurlClearCache()
+            t0 = time.perf_counter()
+            ds = gdal.Open(path)
+            ds.GetRasterBand(1).ReadRaster(3000, 1500, 1000, 1000)
+            dt = time.perf_counter() - t0
+            extra = f", {len(slow.requests)} requests" if path == remote else ""
+            print(f"open + 1000x1000 window, {name + ':':32s} {1000 * dt:7.1f} ms{extra}")
+
+
+BENCHES["mirror"] = bench_mirror
 
 
 def main() -> None:
