@@ -21,7 +21,7 @@ from .errors import *  # noqa: F403 - the whole exception tree is public
 from .label import CubeLabel, WriteOutcome, read_label, write_shape_model
 from .batch import write_batch
 from .resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolution, ResolutionError, Resolver, resolve
-from .stac import HttpSettings
+from .transport import HttpSettings
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

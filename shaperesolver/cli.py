@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from . import isisargs, kerneldb, modes, safeio
+from . import isisargs, kerneldb, safeio
 from ._version import __version__
 from .batch import BatchOptions, run_batch
 from .errors import DataAreaError, ShapeResolverError, UnsafeFileError, UsageError
@@ -230,11 +229,11 @@ def _list_or_mirror(args: isisargs.Args) -> int | None:
     """Run ``list=yes`` or ``mirror=DIR``; the exit code, or None when a resolve run follows
     (``mirror=`` with ``from=``/``fromlist=`` resolves against the mirror: ``catalog=``)."""
     params = _expanded(isisargs.checked(args.params))
-    opts: dict[str, Any] = dict(params, json=args.json, quiet=args.quiet)
-    if not modes.wanted(opts):
-        if "prune" in opts or "maxsize" in opts:
-            raise UsageError("prune= and maxsize= go with mirror=DIR")
+    if params.get("list") != "yes" and "mirror" not in params:
         return None
+    from . import modes  # (the downloader: only for these modes)
+
+    opts: dict[str, Any] = dict(params, json=args.json, quiet=args.quiet)
     with Reporter(0, as_json=args.json, verbose=args.verbose, quiet=args.quiet).running():
         code = modes.run(opts, lambda: _cube_list(params), lambda: _make_resolver(params))
     if code is None:
@@ -356,6 +355,8 @@ def _resolver(settings: dict[str, str]) -> Iterator[Resolver]:
 
 
 def _versions() -> str:
+    import platform
+
     from . import raster
 
     parts = [f"shaperesolver {__version__}", f"Python {platform.python_version()}", f"GDAL {raster.gdal_version()}"]

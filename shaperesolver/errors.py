@@ -151,3 +151,9 @@ class CubeLockedError(LabelWriteError):
 
 class MirrorError(ShapeResolverError):
     """A DEM could not be mirrored (download, check, disk space or the mirror's catalog)."""
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """``text`` on one line (runs of whitespace made one blank), cut to ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

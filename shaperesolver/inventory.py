@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import bodies
 from .errors import CatalogError
-from .stac import _targets, choose_asset, version_key
+from .choice import choose_asset, item_targets, version_key
 
 if TYPE_CHECKING:
     from .resolver import Resolver
@@ -69,7 +69,7 @@ def group(raw: Iterable[Mapping[str, Any]], target: str | None) -> dict[str, lis
     for it in raw:
         if not isinstance(it, Mapping):
             continue
-        names = _targets(it)
+        names = item_targets(it)
         if wanted is not None:
             if wanted.intersection(names):
                 out.setdefault(bodies.canonical(target or ""), []).append(it)

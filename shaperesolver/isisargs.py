@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from . import safeio
 from .errors import UnsafeFileError, UsageError
-from .resolver import DEFAULT_COLLECTION, DEFAULT_URL
+from .options import DEFAULT_COLLECTION, DEFAULT_URL
 
 __all__ = ["Param", "PARAMS", "RESERVED", "Args", "parse", "help_text", "read_batchlist", "substitute"]
 

@@ -23,7 +23,6 @@ from typing import Any
 from . import bodies, txn
 from .errors import (
     CubeChangedError,
-    LabelError,
     LabelFullError,
     LabelSyntaxError,
     LabelWriteError,

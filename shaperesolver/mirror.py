@@ -30,14 +30,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import unquote, urljoin, urlparse
+from urllib.parse import unquote, urlparse
 
-import requests
-import urllib3
 
 from . import bodies, claims, raster, safeio
 from .errors import CatalogError, MirrorError, ModelError, ShapeResolverError, UnsafeFileError
-from .stac import AddressPolicy, _short, _targets, check_href
+from .choice import check_href, item_targets
+from .errors import shorten
+from .transport import AddressPolicy, stream_errors
 
 if TYPE_CHECKING:
     from .resolver import Resolver
@@ -226,8 +226,7 @@ class Mirror:
         total = meta.get("total") if have else None
         failures = 0
         bar: Progress | None = None
-        st = self.resolver.http.settings
-        session = self.resolver.http.session
+        broken = stream_errors()
         try:
             while True:
                 headers = {"Accept": "*/*", "Accept-Encoding": "identity"}
@@ -236,11 +235,11 @@ class Mirror:
                     if meta.get("validator"):
                         headers["If-Range"] = meta["validator"]
                 try:
-                    resp, url = self._get(session, href, headers, st)
+                    resp, url = self._get(href, headers)
                 except MirrorError:
                     raise
-                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                    failures = self._retry(failures, f"{href}: {type(exc).__name__} ({_short(str(exc), 120)})")
+                except broken as exc:
+                    failures = self._retry(failures, f"{href}: {type(exc).__name__} ({shorten(str(exc), 120)})")
                     continue
                 with resp:
                     if resp.status_code in (429, 500, 502, 503, 504):
@@ -283,24 +282,18 @@ class Mirror:
             if bar is not None:
                 bar.close()
 
-    def _get(self, session: requests.Session, href: str, headers: dict[str, str], st: Any) -> tuple[requests.Response, str]:
-        url = href
-        for _ in range(st.max_redirects + 1):
-            self.policy.check(url, "asset href")
-            resp = session.get(url, headers=headers, stream=True, allow_redirects=False,
-                               timeout=(st.connect_timeout, st.read_timeout))
-            if resp.status_code in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
-                resp.close()
-                url = urljoin(url, resp.headers["Location"])
-                continue
-            if resp.status_code not in (200, 206, 416, 429, 500, 502, 503, 504):
-                resp.close()
-                raise MirrorError(f"{url}: HTTP {resp.status_code}")
-            return resp, url
-        raise MirrorError(f"{href}: more than {st.max_redirects} redirects")
+    def _get(self, href: str, headers: dict[str, str]) -> tuple[Any, str]:
+        try:
+            resp, url = self.resolver.http.stream(href, headers, self.policy)
+        except CatalogError as exc:
+            raise MirrorError(str(exc)) from None
+        if resp.status_code not in (200, 206, 416, 429, 500, 502, 503, 504):
+            resp.close()
+            raise MirrorError(f"{url}: HTTP {resp.status_code}")
+        return resp, url
 
     @staticmethod
-    def _extent(resp: requests.Response, href: str, have: int) -> tuple[int, int]:
+    def _extent(resp: Any, href: str, have: int) -> tuple[int, int]:
         """(first byte, whole length) of what the response carries."""
         length = resp.headers.get("Content-Length", "")
         if resp.status_code == 206:
@@ -316,7 +309,7 @@ class Mirror:
             raise MirrorError(f"{href}: the server announces no Content-Length")
         return 0, int(length)
 
-    def _stream(self, resp: requests.Response, part: Path, have: int, total: int, href: str, bar: Progress | None,
+    def _stream(self, resp: Any, part: Path, have: int, total: int, href: str, bar: Progress | None,
                 hasher: Any) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_APPEND if have else os.O_TRUNC)
         fd = os.open(part, flags, 0o644)
@@ -327,7 +320,7 @@ class Mirror:
             while True:
                 try:
                     chunk = resp.raw.read(_CHUNK, decode_content=False)
-                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                except stream_errors() as exc:
                     os.fsync(fd)
                     raise _Cut(got, f"the body ended early ({type(exc).__name__})") from None
                 if not chunk:
@@ -380,7 +373,7 @@ class Mirror:
             ds = raster.open_model(str(part), True)
             why = raster.read_last_block(ds)
             if why:
-                raise ModelError(f"GDAL cannot read the last block: {_short(why, 120)}")
+                raise ModelError(f"GDAL cannot read the last block: {shorten(why, 120)}")
             result = self.resolver._model_check(ds, str(part), body)
         except ModelError as exc:
             raise MirrorError(f"{href}: downloaded, but not a usable model: {exc}") from None
@@ -463,7 +456,7 @@ class Mirror:
                 except (UnsafeFileError, ValueError):
                     links.append(ln)
                     continue
-                if body not in {bodies.canonical(t) for t in _targets(doc)}:
+                if body not in {bodies.canonical(t) for t in item_targets(doc)}:
                     links.append(ln)
                     continue
                 removed.append(m.group(1))
@@ -481,7 +474,7 @@ class Mirror:
     @staticmethod
     def _safe(name: str, what: str, item_id: str) -> str:
         if not _SAFE.fullmatch(name) or name in (CATALOG, _META) or name.endswith((".part", ".json")):
-            raise MirrorError(f"item {_short(item_id, 80)}: refusing {what} {_short(name, 80)!r} for a file in the mirror "
+            raise MirrorError(f"item {shorten(item_id, 80)}: refusing {what} {shorten(name, 80)!r} for a file in the mirror "
                               "(letters, digits, '.', '_', '+', '-' only)")
         return name
 

@@ -15,11 +15,9 @@ model opened (verified) once.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +39,24 @@ from .errors import (
     VersionNotFoundError,
 )
 from .label import CubeLabel, WriteOutcome, read_label, write_shape_model
-from .stac import FILTER, QUERY, Choice, Http, HttpSettings, StacClient, StaticCatalog, _short, check_api_url, check_href, choose_item
+from .choice import Choice, choose_item
+from .stac import StacClient, StaticCatalog
+from .options import (
+    DEFAULT_COLLECTION,
+    DEFAULT_URL,
+    FALLBACKS,
+    NULL,
+    RING_PROJECTIONS,
+    RINGPLANE,
+    SHAPES,
+    SKY,
+    check_types,
+    one_of,
+    seconds,
+    yes_no,
+)
+from .transport import Http, HttpSettings, check_api_url
+from .weblookup import ModeStore, WebLookup
 
 __all__ = [
     "DEFAULT_URL",
@@ -56,16 +71,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "https://astrogeology.usgs.gov/apis/isis-stac/"
-DEFAULT_COLLECTION = "isis-global-dtms"
-SHAPES = ("web", "system", "ellipsoid", "ringplane", "user")
-#: when the web step may give way to SYSTEM and the ellipsoid (see the module docstring)
-FALLBACKS = ("nomatch", "always", "never")
-NULL = "Null"
-SKY = "SKY"
-RINGPLANE = "RingPlane"
-#: Mapping projections of ring observations (ISIS's ring-plane projections)
-RING_PROJECTIONS = ("PLANAR", "RINGCYLINDRICAL")
 
 
 class ResolutionError(ShapeResolverError):
@@ -146,7 +151,7 @@ class _Memo:
         return value[1]
 
 
-class Resolver:
+class Resolver(WebLookup):
     """Resolves shape models; holds the HTTP session, cache and settings.
 
     Parameters
@@ -200,13 +205,13 @@ class Resolver:
         claim_wait: float | None = None,
         lock_wait: float | None = None,
     ) -> None:
-        _check_settings(url=url, catalog=catalog, collection=collection, cache_dir=cache_dir, cache_ttl=cache_ttl,
+        check_types(url=url, catalog=catalog, collection=collection, cache_dir=cache_dir, cache_ttl=cache_ttl,
                         isisdata=isisdata, http=http, gdal_options=gdal_options)
-        self.verify = _yes_no("verify", verify)
-        self.fallback = _choice("fallback", fallback, FALLBACKS)
-        cache = _choice("cache", cache, CACHE_MODES)
-        self.claim_wait = _seconds("claim_wait", claim_wait, "SHAPERESOLVER_CLAIM_WAIT", claims.DEFAULT_WAIT)
-        self.lock_wait = _seconds("lock_wait", lock_wait, "SHAPERESOLVER_LOCK_WAIT", txn.DEFAULT_LOCK_WAIT)
+        self.verify = yes_no("verify", verify)
+        self.fallback = one_of("fallback", fallback, FALLBACKS)
+        cache = one_of("cache", cache, CACHE_MODES)
+        self.claim_wait = seconds("claim_wait", claim_wait, "SHAPERESOLVER_CLAIM_WAIT", claims.DEFAULT_WAIT)
+        self.lock_wait = seconds("lock_wait", lock_wait, "SHAPERESOLVER_LOCK_WAIT", txn.DEFAULT_LOCK_WAIT)
         self.url = check_api_url(url or os.environ.get("SHAPERESOLVER_STAC_URL") or DEFAULT_URL)
         self.catalog = os.fspath(catalog) if catalog is not None else None
         self.collection = collection
@@ -215,7 +220,7 @@ class Resolver:
         kw: dict[str, Any] = {} if cache_ttl is None else {"ttl": cache_ttl}
         self.cache = DiskCache(cache_dir, mode=cache, **kw)
         self.http = Http(http or HttpSettings())
-        self._modes = _ModeStore(self.cache)
+        self._modes = ModeStore(self.cache)
         self._client = StacClient(self.url, self.http, self._modes, self._modes.remember)
         self._static = StaticCatalog(self.catalog, self.http) if self.catalog else None
         self._web = _Memo()
@@ -438,9 +443,6 @@ class Resolver:
             return choice.vsi_path
         return "$" + rel
 
-    def _where(self) -> str:
-        return f"catalog {self.catalog}" if self._static else f"{self.collection} at {self.url}"
-
     def _find_web(self, target: str, body: str, pin: str | None) -> Choice:
         if not self.searches_allowed:
             raise ShapeResolverError(f"{body} is not in the batch's table of resolved bodies "
@@ -530,106 +532,6 @@ class Resolver:
             log.debug("%s: %d valid values of %s fit %s", path, len(sample.values), sample.level, body.name)
         return {"ok": True, "reason": None}
 
-    def _lookup(self, names: tuple[str, ...], body: str, pin: str | None) -> Choice:
-        if self._static is not None:
-            try:
-                items = self._static.items()
-                choice = choose_item(items, names, pin, self._where(), self._static.allow_http, self._static.policy,
-                                     self._static.local_root)
-            except VersionNotFoundError:
-                raise
-            except CatalogError as exc:
-                raise self._no_answer(exc) from None
-            if choice is None:
-                raise NoMatchError(f"no web shape model for {'/'.join(names)} in {self._where()}")
-            return choice
-        key = self.cache.key(self._client.search, self.collection, body, pin)
-        hit = self._cached_choice(key, allow_stale=False)
-        if hit is not None:
-            return hit[0]
-        if self.cache.mode == "no" or self.claim_wait <= 0:
-            return self._search(names, body, pin, key)
-        # processes sharing the cache directory: one searches, the others use its entry
-        started = time.time()
-
-        def poll() -> Choice | None:
-            got = self._cached_choice(key, allow_stale=True)
-            if got is None or got[1] > self.cache.ttl:
-                return None
-            if self.cache.mode == "refresh" and time.time() - got[1] <= started:
-                return None  # refresh: only an entry written since we began counts
-            return got[0]
-
-        with claims.claim(self.cache.directory, key, poll, self.claim_wait, what=f"{body} models") as c:
-            if c.result is not None:
-                return c.result
-            if isinstance(c.noted, dict) and c.noted.get("kind") in ("error", "none", "version"):
-                reason = str(c.noted.get("reason"))
-                log.info("another process's search for %s gave: %s", body, reason)
-                if c.noted["kind"] == "version":
-                    raise VersionNotFoundError(reason)
-                if c.noted["kind"] == "none":
-                    raise NoMatchError(reason)
-                return self._search_failed(key, CatalogError(reason))
-            return self._search(names, body, pin, key, c.note)
-
-    def _search(self, names: tuple[str, ...], body: str, pin: str | None, key: str,
-                note: Callable[[Any], None] = lambda value: None) -> Choice:
-        """Search the API; ``note`` tells processes waiting on our claim what came of it."""
-        try:
-            items = self._client.items(self.collection, names)
-            choice = choose_item(items, names, pin, self._where(), self._client.allow_http, self._client.policy)
-        except VersionNotFoundError as exc:
-            note({"kind": "version", "reason": str(exc)})
-            raise
-        except CatalogError as exc:
-            note({"kind": "error", "reason": str(exc)})
-            return self._search_failed(key, exc)
-        if choice is None:
-            reason = f"no web shape model for {'/'.join(names)} in {self._where()}"
-            note({"kind": "none", "reason": reason})
-            raise NoMatchError(reason)
-        self.cache.put(key, {"item_id": choice.item_id, "version": choice.version, "href": choice.href,
-                             "asset_key": choice.asset_key})
-        return choice
-
-    def _search_failed(self, key: str, exc: CatalogError) -> Choice:
-        stale = self._cached_choice(key, allow_stale=True)
-        if stale is not None:
-            log.warning("STAC API unreachable (%s); using a cached result %s old", exc, _age(stale[1]))
-            return stale[0]
-        raise self._no_answer(exc) from None
-
-    def _no_answer(self, exc: CatalogError) -> NoAnswerError:
-        """Why the search gave no answer, naming where it asked."""
-        text = str(exc)
-        if self._static is not None:
-            assert self.catalog is not None
-            where = [self.catalog, os.path.dirname(self.catalog.rstrip("/"))]
-        else:
-            where = [self._client.search, self.url.rstrip("/")]
-        named = any(w and w in text for w in where)
-        return NoAnswerError(f"web search failed: {text}" if named else f"web search failed: {where[0]}: {text}")
-
-    def _cached_choice(self, key: str, allow_stale: bool) -> tuple[Choice, float] | None:
-        """A cached Choice, validated exactly like a fresh answer (types, href rules)."""
-        hit = self.cache.get(key, allow_stale=allow_stale)
-        if hit is None:
-            return None
-        value, age = hit
-        try:
-            if not isinstance(value, dict) or set(value) != {"item_id", "version", "href", "asset_key"}:
-                raise CatalogError("not a search result")
-            item_id, version, href, asset_key = (value[k] for k in ("item_id", "version", "href", "asset_key"))
-            if not (isinstance(item_id, str) and isinstance(href, str) and isinstance(asset_key, str)
-                    and (version is None or isinstance(version, str))):
-                raise CatalogError("fields of the wrong type")
-            check_href(href, item_id, self._client.allow_http, self._client.policy)
-        except CatalogError as exc:
-            log.warning("ignoring cache entry %s: %s", key, _short(str(exc)))
-            return None
-        return Choice(item_id, version, href, asset_key), age
-
     def _expand(self, path: str) -> str:
         return kerneldb.expand_isis(path, self.isisdata)
 
@@ -665,109 +567,6 @@ class Resolver:
         except (UnsafeFileError, OSError) as exc:
             raise UsageError(f"model={model}: {exc}") from None
         return real, value, dsk.naif_kind(head) is not None
-
-
-class _ModeStore:
-    """Which search form (``query`` or ``filter``) works per endpoint, in memory and on disk.
-
-    The file is read only when a search needs it (never for ellipsoid, SYSTEM, user or
-    static-catalog runs), and only well-formed ``{endpoint: "query"|"filter"}`` entries
-    are kept.
-    """
-
-    KEY = "search-modes"
-
-    def __init__(self, cache: DiskCache) -> None:
-        self.cache = cache
-        self.lock = threading.Lock()
-        self._modes: dict[str, str] | None = None
-
-    @property
-    def modes(self) -> dict[str, str]:
-        with self.lock:
-            if self._modes is None:
-                hit = self.cache.get(self.KEY, allow_stale=True) if self.cache.mode != "no" else None
-                modes: dict[str, str] = {}
-                if hit is not None:
-                    if isinstance(hit[0], dict):
-                        modes = {k: v for k, v in hit[0].items() if isinstance(k, str) and v in (QUERY, FILTER)}
-                    if not isinstance(hit[0], dict) or len(modes) != len(hit[0]):
-                        log.warning("ignoring malformed entries in the cache's %s file", self.KEY)
-                self._modes = modes
-            return self._modes
-
-    def get(self, endpoint: str, default: str | None = None) -> str | None:
-        return self.modes.get(endpoint, default)
-
-    def __setitem__(self, endpoint: str, mode: str) -> None:
-        modes = self.modes
-        with self.lock:
-            modes[endpoint] = mode
-
-    def remember(self, endpoint: str, mode: str) -> None:
-        modes = self.modes
-        with self.lock:
-            modes[endpoint] = mode
-            self.cache.put(self.KEY, dict(modes))
-
-
-def _yes_no(name: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("yes", "no", "true", "false"):
-        return value.strip().lower() in ("yes", "true")
-    raise UsageError(f"{name}={value!r} is not yes or no (or a bool)")
-
-
-def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    if isinstance(value, str) and value.strip().lower() in choices:
-        return value.strip().lower()
-    raise UsageError(f"{name}={value!r} is not one of {', '.join(choices)}")
-
-
-def _check_settings(**settings: Any) -> None:
-    """Refuse settings of the wrong type with a :class:`UsageError` naming them."""
-    paths = ("catalog", "cache_dir", "isisdata")
-    for name, value in settings.items():
-        if value is None:
-            continue
-        ok = {
-            "url": isinstance(value, str),
-            "collection": isinstance(value, str) and bool(value.strip()),
-            "cache_ttl": isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
-            "http": isinstance(value, HttpSettings),
-            "gdal_options": isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
-                                                             for k, v in value.items()),
-        }.get(name, isinstance(value, (str, os.PathLike)) and name in paths)
-        if not ok:
-            raise UsageError(f"{name}={_short(repr(value), 80)} is not a usable setting")
-
-
-def _seconds(name: str, value: float | None, env: str, default: float) -> float:
-    """A finite, non-negative number of seconds: ``value``, else ``$env``, else ``default``."""
-    where = name
-    if value is None:
-        raw = os.environ.get(env)
-        if not raw:
-            return default
-        where, value = env, raw  # type: ignore[assignment]
-    try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0:
-        raise UsageError(f"{where}={value!r} is not a finite number of seconds (0 or more)")
-    return seconds
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
 
 
 def _isis_form(model: str, isisdata: str | os.PathLike[str] | None) -> bool:

@@ -326,7 +326,7 @@ def test_next_link_to_another_loopback_name_is_followed(resolver_factory):
 def test_address_policy_of_a_public_api():
     """USGS's next links point at another public host; private and metadata addresses are refused."""
     from shaperesolver.errors import CatalogError
-    from shaperesolver.stac import AddressPolicy
+    from shaperesolver.transport import AddressPolicy
     CONNECTS.clear()
     policy = AddressPolicy("https://8.8.8.8/apis/isis-stac/")  # a public address literal: never contacted
     assert policy.check("https://93.184.216.34/prod/search", "next link")

@@ -8,7 +8,8 @@ import pytest
 from servers import StacServer, item
 from shaperesolver import HttpSettings, Resolver, errors
 from shaperesolver.resolver import ResolutionError
-from shaperesolver.stac import choose_asset, search_url
+from shaperesolver.choice import choose_asset
+from shaperesolver.stac import search_url
 
 FAST = HttpSettings(connect_timeout=2, read_timeout=2, retries=2, backoff=0.01, max_retry_after=5)
 
@@ -53,7 +54,7 @@ def test_numeric_versions_beat_lexicographic_order(resolver_factory):
 
 
 def test_version_from_item_id_when_missing():
-    from shaperesolver.stac import choose_item
+    from shaperesolver.choice import choose_item
     items = [item("dem0003", ["Io"]), item("dem0012", ["Io"]), item("dem0007", ["Io"], "x")]
     assert choose_item(items, ["Io"], None, "here", False).item_id == "dem0012"
 
