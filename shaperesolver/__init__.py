@@ -14,12 +14,12 @@ Importing the package reads no environment variable and touches no disk or netwo
 
 import logging
 
-from ._version import __version__
-from .bodies import Body, canonical, lookup
 from . import errors as _errors
+from ._version import __version__
+from .batch import write_batch
+from .bodies import Body, canonical, lookup
 from .errors import *  # noqa: F403 - the whole exception tree is public
 from .label import CubeLabel, WriteOutcome, read_label, write_shape_model
-from .batch import write_batch
 from .resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolution, ResolutionError, Resolver, resolve
 from .transport import HttpSettings
 

@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -273,7 +273,7 @@ def run_batch(
     jobs: int = 1,
     executor: Any = None,
     chunk_size: int | None = None,
-) -> Iterator[CubeResult]:
+) -> Generator[CubeResult, None, None]:
     """Process ``cubes``; yields one :class:`CubeResult` per list entry, in input order.
 
     Without ``executor`` the work runs on ``jobs`` threads of this process (``0``: one
@@ -308,6 +308,7 @@ def run_batch(
         yield from (bad[i] for i in sorted(bad))
         return
     own = stop = None
+    ex: cf.Executor
     if executor is None:
         own = ex = cf.ThreadPoolExecutor(jobs, thread_name_prefix="shaperesolver")
         workers, stop = jobs, threading.Event()
@@ -330,7 +331,7 @@ def _worker_count(executor: Any) -> int:
         return n
     try:
         info = executor.scheduler_info()  # distributed.Client
-        return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
+        return max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
     except Exception:  # noqa: BLE001 - only a chunking hint
         return 8
 

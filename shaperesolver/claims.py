@@ -119,6 +119,8 @@ def _noted(fd: int, since: float) -> Any:
         when = float(note["noted"]) if isinstance(note, dict) else 0.0
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if not isinstance(note, dict):
+        return None
     return note.get("value") if when >= since else None
 
 

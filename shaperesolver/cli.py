@@ -417,7 +417,8 @@ def _executor(opts: dict[str, str]) -> Iterator[Any]:
     except ImportError:
         raise UsageError("scheduler= needs Dask: pip install 'shaperesolver[dask]'") from None
     try:
-        client = Client(address, timeout=15, set_as_default=False)
+        connect: Any = Client  # (distributed has no type hints for it)
+        client = connect(address, timeout=15, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         raise _SchedulerError(f"cannot reach the Dask scheduler at {address}: {' '.join(str(exc).split())}") from None
     try:

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import bodies
-from .errors import CatalogError
 from .choice import choose_asset, item_targets, version_key
+from .errors import CatalogError
 
 if TYPE_CHECKING:
     from .resolver import Resolver
@@ -45,7 +45,8 @@ def _size(item: Mapping[str, Any], href: str | None) -> int | None:
 
 
 def _info(item: Mapping[str, Any], body: str, chosen_id: str | None, local_root: str | None) -> ItemInfo:
-    props = item.get("properties") if isinstance(item.get("properties"), Mapping) else {}
+    raw = item.get("properties")
+    props: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     href: str | None = None
     problem = None
     try:

@@ -243,8 +243,9 @@ def _check_reserved(args: Args) -> None:
         raise UsageError("-errlist needs -batchlist=FILE or fromlist=FILE")
     if args.quiet and args.verbose:
         raise UsageError("-q and -v contradict each other; give one")
-    if args.help and r.get("help"):
-        r["help"] = match(r["help"], [p.name for p in PARAMS], "parameter")
+    wanted = r.get("help")
+    if args.help and wanted:
+        r["help"] = match(wanted, [p.name for p in PARAMS], "parameter")
 
 
 def _set(args: Args, name: str, value: str) -> None:

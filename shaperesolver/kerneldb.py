@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from . import safeio

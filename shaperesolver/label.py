@@ -31,7 +31,7 @@ from .errors import (
     ReadOnlyCubeError,
     UnsafeFileError,
 )
-from .pvlformat import check_value, format_statement, check_round_trip
+from .pvlformat import check_round_trip, check_value, format_statement
 from .pvlscan import Scan, ScanError, ScanTruncated, scan, skip_blank
 from .safeio import open_regular, read_fd
 from .txn import journal_path

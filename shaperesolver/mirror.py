@@ -32,11 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
 
-
 from . import bodies, claims, raster, safeio
-from .errors import CatalogError, MirrorError, ModelError, ShapeResolverError, UnsafeFileError
 from .choice import check_href, item_targets
-from .errors import shorten
+from .errors import CatalogError, MirrorError, ModelError, ShapeResolverError, UnsafeFileError, shorten
 from .transport import AddressPolicy, stream_errors
 
 if TYPE_CHECKING:
@@ -250,11 +248,11 @@ class Mirror:
                         _unlink(part)
                         continue
                     start, full = self._extent(resp, href, have)
-                    if total is not None and full != total:
-                        if start:  # the file changed under a resumed download: start over
-                            have, total, resumed, hasher = 0, None, False, hashlib.sha256()
-                            _unlink(part)
-                            continue
+                    if total is not None and full != total and start:
+                        # the file changed under a resumed download: start over
+                        have, total, resumed, hasher = 0, None, False, hashlib.sha256()
+                        _unlink(part)
+                        continue
                     total = full
                     if total > self.max_size:
                         raise MirrorError(f"{href}: {total} bytes, more than the {self.max_size}-byte limit (raise maxsize=)")

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from .bodies import canonical
 from .errors import ShapeResolverError, UsageError
 from .label import read_label
-from .mirror import DEFAULT_MAX_SIZE, CATALOG, Mirror
+from .mirror import CATALOG, DEFAULT_MAX_SIZE, Mirror
 from .resolver import Resolver
 
 __all__ = ["wanted", "run", "parse_size"]
@@ -78,11 +78,11 @@ def run(opts: dict[str, Any], cubes: Callable[[], Sequence[Any]], make_resolver:
         bar = None if opts["quiet"] else _progress
         mirror = Mirror(opts["mirror"], resolver, max_size=max_size, prune=opts.get("prune") == "yes", progress=bar)
         failed = bool(errors)
-        for target, done, err in mirror.run(targets, opts.get("version")):
-            if err is not None:
+        for target, done, problem in mirror.run(targets, opts.get("version")):
+            if problem is not None:
                 failed = True
-                print(f"shaperesolver: {target}: {err}" if not str(err).startswith(target) else f"shaperesolver: {err}",
-                      file=sys.stderr)
+                print(f"shaperesolver: {target}: {problem}" if not str(problem).startswith(target)
+                      else f"shaperesolver: {problem}", file=sys.stderr)
                 continue
             assert done is not None
             if opts["json"]:

@@ -19,8 +19,8 @@ LINE_WIDTH = 80
 # written bare only when made of these (what ISIS writes bare in paths and URLs, and
 # what every reader, pvl included, reads back bare); anything else is quoted
 _BARE = re.compile(r"[A-Za-z0-9_$./:@?\-]*[A-Za-z0-9_$./:@?]")
-#: values that read back exactly from one bare line: the keywords this tool writes, and
-#: paths or URLs (a leading ``/`` or ``$``, then path characters; no ``*``, so no comment)
+#: values pvl reads back exactly, wrapped or not: the keywords this tool writes, and paths
+#: or URLs (a leading ``/`` or ``$``, then path characters; no ``*``, so no comment)
 _KNOWN_GOOD = re.compile(r"Null|RingPlane|[/$][A-Za-z0-9_$./:@?\-]*[A-Za-z0-9_$./:@?]")
 _FORBIDDEN = re.compile(r"[^\x20-\x7e]|[\"']")
 
@@ -47,8 +47,8 @@ def check_round_trip(value: str) -> str:
     The fast reader's own check happens on the whole spliced label; this one makes sure
     the independent reader agrees (once per distinct value).
     """
-    if _KNOWN_GOOD.fullmatch(value) and "\n" not in format_statement("ShapeModel", value, 4, 25).rstrip("\n"):
-        return value  # a path or URL on one line: pvl reads these back (tests/test_lean.py samples them)
+    if _KNOWN_GOOD.fullmatch(value):
+        return value  # a keyword, path or URL: pvl reads these back (tests/test_lean.py samples them)
     import pvl
 
     text = format_statement("ShapeModel", value, 4, 25) if value != "Null" else "ShapeModel = Null\n"

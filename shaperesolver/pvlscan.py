@@ -98,7 +98,7 @@ _UNQUOTED = re.compile(r"[^\s#<>(){}\",]+")
 _CONTINUATION = re.compile(r"-[ \t]*\r?\n[ \t]*")
 #: refuse an unquoted value continued over more lines than this
 MAX_CONTINUATIONS = 10_000
-_CONTINUED = re.compile(r"[^\s#<>(){}\",]+(?:(?<=-)[ \t]*\r?\n[ \t]*[^\s#<>(){}\",]+){0,%d}" % MAX_CONTINUATIONS)
+_CONTINUED = re.compile(r"[^\s#<>(){}\",]+(?:(?<=-)[ \t]*\r?\n[ \t]*[^\s#<>(){}\",]+){0,%d}" % MAX_CONTINUATIONS)  # noqa: UP031 - braces in the pattern
 _MORE = re.compile(r"(?<=-)[ \t]*\r?\n[ \t]*[^\s#<>(){}\",]")
 #: refuse a sequence with more brackets and quotes, or more items, than this
 MAX_SEQUENCE = 100_000
@@ -110,6 +110,12 @@ _SEQ_TOKENS = re.compile(r"[(){}\"']")
 _SIMPLE = re.compile(r"([ \t]*)([A-Za-z0-9_^:.\-]+)([ \t]*)=[ \t]*([^\s\"'(){}<>#,]*[^\s\"'(){}<>#,\-])[ \t]*\n")
 _BEGIN = {"OBJECT": "OBJECT", "BEGIN_OBJECT": "OBJECT", "GROUP": "GROUP", "BEGIN_GROUP": "GROUP"}
 _FINISH = {"END_OBJECT": "OBJECT", "ENDOBJECT": "OBJECT", "END_GROUP": "GROUP", "ENDGROUP": "GROUP"}
+
+
+def _end(pattern: re.Pattern[str], text: str, pos: int) -> int:
+    """Where ``pattern`` (one that may match nothing) stops matching from ``pos``."""
+    m = pattern.match(text, pos)
+    return m.end() if m else pos
 
 
 def decode_quoted(inner: str) -> str:
@@ -132,7 +138,7 @@ def skip_blank(text: str, pos: int) -> int:
     """
     n = len(text)
     while True:
-        pos = _WS.match(text, pos).end()
+        pos = _end(_WS, text, pos)
         if pos >= n:
             return pos
         c = text[pos]
@@ -272,7 +278,7 @@ def scan(text: str) -> Scan:
         name = m.group()
         upper = name.upper()
         start = _line_start(text, pos)
-        after = _SPACES.match(text, m.end()).end()
+        after = _end(_SPACES, text, m.end())
         has_eq = after < n and text[after] == "="
         if upper == "END" and not has_eq:
             if stack:

@@ -253,7 +253,8 @@ def sample_values(ds: Any, path: str = "", options: Mapping[str, str] | None = N
         plans.append((f"full resolution {w}x{h}", [(band, 0, 0, w, h, w, h)]))
     else:
         side = REMOTE_BLOCKS if _is_network(path) else LOCAL_BLOCKS
-        wins = _spread_blocks(w, h, *band.GetBlockSize(), side)
+        bx, by = band.GetBlockSize()
+        wins = _spread_blocks(w, h, bx, by, side)
         budget = max_pixels / len(wins)
         reads = []
         for x, y, ww, wh in wins:

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bodies, claims, dsk, kerneldb, modelcheck, raster, safeio, txn
+from . import bodies, claims, dsk, kerneldb, safeio, txn
 from .cache import CACHE_MODES, DiskCache
+from .choice import Choice, choose_item
 from .errors import (
     CatalogError,
     DataAreaError,
@@ -39,8 +40,6 @@ from .errors import (
     VersionNotFoundError,
 )
 from .label import CubeLabel, WriteOutcome, read_label, write_shape_model
-from .choice import Choice, choose_item
-from .stac import StacClient, StaticCatalog
 from .options import (
     DEFAULT_COLLECTION,
     DEFAULT_URL,
@@ -55,6 +54,7 @@ from .options import (
     seconds,
     yes_no,
 )
+from .stac import StacClient, StaticCatalog
 from .transport import Http, HttpSettings, check_api_url
 from .weblookup import ModeStore, WebLookup
 
@@ -301,7 +301,7 @@ class Resolver(WebLookup):
         if name is None or not name.strip():
             raise UsageError("give a cube or target=NAME")
         body = self._body(name)
-        base = dict(target=name, body=body, cube=cube_path, label_target=label.target if label else None)
+        base: dict[str, Any] = dict(target=name, body=body, cube=cube_path, label_target=label.target if label else None)
         if label is not None and label.kernels is None and shape != "ellipsoid":
             log.warning("%s: no Kernels group (not spiceinit'ed): a later spiceinit replaces the ShapeModel "
                         "unless it runs before this tool or with shape=user model=...", cube_path)
@@ -373,7 +373,8 @@ class Resolver(WebLookup):
         """
         body = self._body(target)
         pin = None if version is None else str(version).strip()
-        return self._web.get((body, pin), lambda: self._find_web(target, body, pin))
+        choice: Choice = self._web.get((body, pin), lambda: self._find_web(target, body, pin))
+        return choice
 
     def items(self, target: str | None = None) -> list[Any]:
         """Every item the catalog holds for ``target`` (None: every body), as
@@ -464,6 +465,8 @@ class Resolver(WebLookup):
     def _open(self, path: str, web: bool, verify: bool = True) -> Any:
         """Open a model: a web one as GeoTIFF only, after following its redirects under the
         API's address rules; a local (user or SYSTEM) one as an ISIS cube or GeoTIFF."""
+        from . import raster  # (GDAL's side: loaded when a model is opened)
+
         if not web:
             return raster.open_model(path, verify, self.gdal_options, raster.LOCAL_DRIVERS)
         policy = self._static.policy if self._static is not None else self._client.policy
@@ -482,6 +485,8 @@ class Resolver(WebLookup):
         entry costs no request; a stale one is reused when GDAL's stat (free after the
         open) still shows the same size and Last-Modified.
         """
+        from . import modelcheck, raster  # (GDAL's side: loaded when a model is opened)
+
         local = not path.startswith("/vsi")
         ident = raster.identity(path) if local else None
         key = self.cache.key("modelcheck", modelcheck.VERSION, path, body, list(content), ident)
@@ -502,6 +507,8 @@ class Resolver(WebLookup):
         return True
 
     def _model_check(self, ds: Any, path: str, name: str) -> dict[str, Any]:
+        from . import modelcheck, raster  # (GDAL's side: loaded when a model is opened)
+
         body = bodies.lookup(name)
         if body is None:
             log.info("%s: %s is not in the body table; the model is not checked against it", path, name)

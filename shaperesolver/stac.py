@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlparse
@@ -65,7 +65,7 @@ def _next_link(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
 class StacClient:
     """Searches one STAC API endpoint.  Thread-safe."""
 
-    def __init__(self, url: str, http: Http, modes: dict[str, str] | None = None,
+    def __init__(self, url: str, http: Http, modes: MutableMapping[str, str] | None = None,
                  remember_mode: Callable[[str, str], None] | None = None) -> None:
         self.url = check_api_url(url)
         self.search = search_url(url)

@@ -164,8 +164,6 @@ class AddressPolicy:
 
         ``lookup=False`` checks an IP-literal host only (a name is not looked up).
         """
-        import requests
-
         parts = urlparse(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or _CONTROL.search(url):
             raise CatalogError(f"refusing {what} {shorten(url, 120)!r}: only http(s) URLs are followed")
@@ -180,6 +178,8 @@ class AddressPolicy:
         except CatalogError:
             # a name only a configured proxy can resolve (compute nodes behind one): no IP
             # literal, so not a metadata or private address we could be steered to
+            import requests
+
             if requests.utils.get_environ_proxies(url).get(parts.scheme):
                 return url
             raise

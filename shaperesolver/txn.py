@@ -238,7 +238,7 @@ def _mixed(cur: bytes, old: bytes, new: bytes) -> bool:
         c = cur[i : i + step]
         if c == old[i : i + step] or c == new[i : i + step]:
             continue
-        if not all(x == a or x == b for x, a, b in zip(c, old[i : i + step], new[i : i + step])):
+        if not all(x in (a, b) for x, a, b in zip(c, old[i : i + step], new[i : i + step])):
             return False
     return True
 

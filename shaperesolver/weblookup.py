@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 from . import claims
@@ -140,7 +140,7 @@ class WebLookup:
         return Choice(item_id, version, href, asset_key), age
 
 
-class ModeStore:
+class ModeStore(MutableMapping[str, str]):
     """Which search form (``query`` or ``filter``) works per endpoint, in memory and on disk.
 
     The file is read only when a search needs it (never for ellipsoid, SYSTEM, user or
@@ -169,8 +169,19 @@ class ModeStore:
                 self._modes = modes
             return self._modes
 
-    def get(self, endpoint: str, default: str | None = None) -> str | None:
-        return self.modes.get(endpoint, default)
+    def __getitem__(self, endpoint: str) -> str:
+        return self.modes[endpoint]
+
+    def __delitem__(self, endpoint: str) -> None:
+        modes = self.modes
+        with self.lock:
+            del modes[endpoint]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict(self.modes))
+
+    def __len__(self) -> int:
+        return len(self.modes)
 
     def __setitem__(self, endpoint: str, mode: str) -> None:
         modes = self.modes

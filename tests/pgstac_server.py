@@ -62,7 +62,7 @@ class PgStac:
         cmd = (["runuser", "-u", "postgres", "--"] if self.root else []) + args
         return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120, **kw)
 
-    def start(self, collection: dict, items: list[dict]) -> "PgStac":
+    def start(self, collection: dict, items: list[dict]) -> PgStac:
         data = self.workdir / "pgdata"
         data.mkdir(parents=True)
         sock = self.workdir / "sock"

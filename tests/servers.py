@@ -14,7 +14,6 @@ served before normal answers.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from email.utils import formatdate

@@ -7,20 +7,17 @@ point of view of the caller); those tests are skipped when strace is not install
 """
 
 import os
-import re
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
+import cubes
 import pytest
 
-import cubes
 from shaperesolver import Resolver, errors
 from shaperesolver.label import journal_path, read_label, write_shape_model
 

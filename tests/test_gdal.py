@@ -2,8 +2,8 @@
 
 import pytest
 from osgeo import gdal
-
 from servers import RangeServer, StacServer, item, make_geotiff
+
 from shaperesolver import HttpSettings, Resolver, errors
 from shaperesolver.raster import VSICURL_OPTIONS, gdal_options, open_model
 

@@ -18,13 +18,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import cubes
 import numpy as np
 import pytest
 from osgeo import gdal, osr
-
-import cubes
 from servers import RangeServer, StacServer, item
-from shaperesolver import HttpSettings, Resolver, bodies, errors, raster, safeio
+
+from shaperesolver import HttpSettings, Resolver, errors, raster, safeio
 
 FAST = HttpSettings(connect_timeout=2, read_timeout=5, retries=0, backoff=0.01)
 SCRIPT = Path(sys.executable).parent / "shaperesolver"

@@ -15,8 +15,8 @@ import sys
 import time
 
 import pytest
-
 from servers import StacServer, item
+
 from shaperesolver import HttpSettings, Resolver
 from shaperesolver.cache import DiskCache
 from shaperesolver.errors import NoAnswerError
@@ -459,8 +459,8 @@ def test_default_deadline_and_caps():
 
 # ================================================================ 5. inputs that abort a batch
 
-import subprocess  # noqa: E402
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
 
 EXE = shutil.which("shaperesolver", path=os.path.dirname(sys.executable)) or shutil.which("shaperesolver")
 

@@ -25,12 +25,12 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tomllib
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 _missing = [m for m in ("build", "twine", "packaging") if importlib.util.find_spec(m) is None]

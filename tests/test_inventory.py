@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from servers import StacServer, item
+
 from shaperesolver import HttpSettings, inventory
 
 FAST = HttpSettings(retries=0)

@@ -4,17 +4,16 @@ import fcntl
 import json
 import os
 import pty
-import struct
-import termios
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
+import cubes
 import pvl
 import pytest
-
-import cubes
 
 EXE = shutil.which("shaperesolver", path=os.path.dirname(sys.executable)) or shutil.which("shaperesolver")
 REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"

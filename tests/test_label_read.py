@@ -2,10 +2,10 @@
 
 import os
 
+import cubes
 import pvl
 import pytest
 
-import cubes
 from shaperesolver import errors
 from shaperesolver.label import read_label
 from shaperesolver.pvlscan import scan

@@ -5,12 +5,11 @@ import stat
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
+import cubes
 import pvl
 import pytest
 
-import cubes
 from shaperesolver import errors
 from shaperesolver.label import journal_path, read_label, write_shape_model
 

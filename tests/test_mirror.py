@@ -14,11 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import dems
 import pytest
 from osgeo import gdal
-
-import dems
 from servers import RangeServer, StacServer, item
+
 from shaperesolver import HttpSettings, MirrorError, Resolver, read_label
 from shaperesolver.mirror import Mirror
 

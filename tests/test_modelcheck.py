@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 from osgeo import gdal, osr
-
 from servers import RangeServer, StacServer, item
+
 from shaperesolver import HttpSettings, Resolver, bodies, errors, modelcheck
 from shaperesolver.modelcheck import CrsFacts, Sample
 

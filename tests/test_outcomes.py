@@ -23,14 +23,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cubes
 import numpy as np
 import pytest
 from osgeo import gdal, osr
-
-import cubes
 from servers import RangeServer, StacServer, item
+
 from shaperesolver import HttpSettings, Resolver, read_label, resolve, write_batch, write_shape_model
-from shaperesolver.errors import NoAnswerError, NoMatchError, ShapeResolverError, UsageError
+from shaperesolver.errors import ShapeResolverError, UsageError
 
 EXE = shutil.which("shaperesolver", path=os.path.dirname(sys.executable))
 FAST = HttpSettings(retries=0, connect_timeout=2, read_timeout=5)

@@ -6,10 +6,10 @@ Run only this part with ``bash .ci/dev test -k pgstac``.
 
 import os
 
-import pytest
-
 import pgstac_server
+import pytest
 from servers import item
+
 from shaperesolver import HttpSettings, Resolver
 
 COLLECTION = {

@@ -39,9 +39,9 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -1,10 +1,10 @@
 """The conda recipe parses, renders and says the same as pyproject.toml (offline)."""
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "conda-recipe" / "recipe.yaml"

@@ -19,13 +19,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 import cubes
+import pytest
 from servers import StacServer, item
 
-from shaperesolver import CubeLockedError, Resolver, UsageError, read_label, write_batch, write_shape_model
-from shaperesolver import batch, txn
+from shaperesolver import CubeLockedError, Resolver, UsageError, batch, read_label, txn, write_batch, write_shape_model
 from shaperesolver.label import journal_path
 
 EXE = shutil.which("shaperesolver", path=os.path.dirname(sys.executable)) or shutil.which("shaperesolver")
@@ -161,9 +159,8 @@ def test_a_cube_locked_by_another_user_fails_after_the_wait_and_the_batch_goes_o
         assert cs[0].read_bytes() == old[cs[0]]
         assert all(read_label(c).shape_model == want(i) for i, c in enumerate(cs) if i)
         # the API: a Resolver's lock_wait
-        with pytest.raises(CubeLockedError):
-            with Resolver(url=srv.url, cache="no", verify=False, lock_wait=0.2) as r:
-                r.write(r.resolve(cs[0]))
+        with pytest.raises(CubeLockedError), Resolver(url=srv.url, cache="no", verify=False, lock_wait=0.2) as r:
+            r.write(r.resolve(cs[0]))
         [rec] = write_batch([cs[0]], url=srv.url, cache="no", verify=False, lock_wait=0.2)
         assert "locked by another process for 0.2 s" in rec["error"] and cs[0].read_bytes() == old[cs[0]]
         # released: the next run writes it
@@ -325,7 +322,7 @@ def test_head_1_in_a_shell_pipeline(tmp_path, env):
     lst = write_list(tmp_path / "list.txt", cs)
     err = tmp_path / "err.txt"
     with StacServer(ITEMS) as srv:
-        p = subprocess.run(["sh", "-c", f'"$0" fromlist="$1" url="$2" verify=no jobs=4 --json 2>"$3" | head -1',
+        p = subprocess.run(["sh", "-c", '"$0" fromlist="$1" url="$2" verify=no jobs=4 --json 2>"$3" | head -1',
                             EXE, lst, srv.url, err], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0 and len(jsonl(p.stdout)) == 1
     no_traceback(err.read_text())

@@ -17,9 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 import cubes
+import pytest
 from servers import StacServer, item
 
 from shaperesolver import Resolver, read_label, write_batch, write_shape_model
@@ -152,9 +151,8 @@ def test_api_threads_and_process_pool_match_sequential(tmp_path):
         assert len(srv.searches) == 4
         thr = write_batch(make_cubes(tmp_path / "b", 40), jobs=4, **kw)
         assert len(srv.searches) == 8
-        with ProcessPoolExecutor(2) as pool:
-            with Resolver(**kw) as r:
-                prc = write_batch(make_cubes(tmp_path / "c", 40), pool, resolver=r)
+        with ProcessPoolExecutor(2) as pool, Resolver(**kw) as r:
+            prc = write_batch(make_cubes(tmp_path / "c", 40), pool, resolver=r)
         assert len(srv.searches) == 12  # the pool's processes never search
     names = lambda recs: [{**r, "cube": Path(r["cube"]).name} for r in recs]  # noqa: E731
     assert names(seq) == names(thr) == names(prc)

@@ -4,11 +4,11 @@ import json
 import time
 
 import pytest
-
 from servers import StacServer, item
+
 from shaperesolver import HttpSettings, Resolver, errors
-from shaperesolver.resolver import ResolutionError
 from shaperesolver.choice import choose_asset
+from shaperesolver.resolver import ResolutionError
 from shaperesolver.stac import search_url
 
 FAST = HttpSettings(connect_timeout=2, read_timeout=2, retries=2, backoff=0.01, max_retry_after=5)

@@ -7,8 +7,8 @@ exactly its new label.
 
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,11 +18,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import cubes
 import pvl
 import pytest
-
-import cubes
 from servers import StacServer, item
+
 from shaperesolver import Resolver, errors, txn
 from shaperesolver.label import journal_path, read_label, write_shape_model
 

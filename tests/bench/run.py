@@ -13,6 +13,8 @@
 8. ``mirror=`` (issue 17): throughput against curl on the same loopback file, the share
    fetched again when resuming after a kill at 50 %, and a 1000x1000 window read from the
    local copy against /vsicurl/ from a server adding 20 ms per request
+9. start-up (issue 18): one-cube runs (ellipsoid; web from the cache) against
+   ``python -c pass``, median of paired runs
 """
 
 from __future__ import annotations
@@ -436,6 +438,42 @@ def bench_mirror(tmp: Path) -> None:
 
 
 BENCHES["mirror"] = bench_mirror
+
+
+def bench_startup(tmp: Path) -> None:
+    """Issue 18: one cube per process, as a shell loop calls it; paired with ``python -c pass``."""
+    import shutil
+    import statistics
+
+    exe = shutil.which("shaperesolver", path=os.path.dirname(sys.executable))
+    print("\n== 9. start-up: one cube per process (median of 31 paired runs, same interpreter) ==")
+    if exe is None:
+        print("the shaperesolver command is not installed next to this Python: no figure")
+        return
+    moon = cubes.write_attached(tmp / "startup_moon.cub", cubes.label_text("lro_moon"), data_bytes=256)
+    env = _env(tmp, "cache-startup")
+    with StacServer([item("moonDem0002", ["Moon"], "0002")]) as srv:
+        subprocess.run([exe, f"from={moon}", f"url={srv.url}", "verify=no", "dryrun=yes"], env=env, check=True,
+                       capture_output=True)
+        url = srv.url
+    runs = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "shape=ellipsoid dryrun=yes": [exe, f"from={moon}", "shape=ellipsoid", "dryrun=yes"],
+        "shape=web, from the cache": [exe, f"from={moon}", f"url={url}", "verify=no", "dryrun=yes"],
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(31):
+        for name, cmd in runs.items():  # taking turns: the machine's load hits all alike
+            t0 = time.perf_counter()
+            subprocess.run(cmd, env=env, check=True, capture_output=True)
+            times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["python -c pass"])
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:28s} {med * 1000:7.1f} ms  {med / base:5.2f}x python -c pass")
+
+
+BENCHES["startup"] = bench_startup
 
 
 def main() -> None:
