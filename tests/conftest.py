@@ -53,3 +53,13 @@ def resolver_factory(request, cache_dir):
     yield make
     for r in made:
         r.close()
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A real Dask LocalCluster on 127.0.0.1 (2 worker processes of 2 threads) and a client."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, protocol="tcp") as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        yield cluster, client

@@ -133,12 +133,8 @@ def dems(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def dask_client():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, protocol="tcp") as cluster, \
-            distributed.Client(cluster, set_as_default=False) as client:
-        yield client
+def dask_client(dask_cluster):
+    return dask_cluster[1]
 
 
 # ------------------------------------------------------------------ item 1: no answer fails the cube

@@ -93,14 +93,6 @@ def no_traceback(stderr: str) -> None:
     assert "Traceback" not in stderr and "Exception ignored" not in stderr and "BrokenPipe" not in stderr, stderr
 
 
-@pytest.fixture(scope="module")
-def dask_cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, protocol="tcp") as cluster, \
-            distributed.Client(cluster, set_as_default=False) as client:
-        yield cluster, client
-
 
 # ------------------------------------------------------------------ 5. a neighbour's flock
 

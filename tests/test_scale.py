@@ -287,14 +287,6 @@ def test_a_failed_search_is_shared_with_the_waiters(tmp_path, env, isisdata):
 # ------------------------------------------------------------------ Dask
 
 
-@pytest.fixture(scope="module")
-def dask_cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, protocol="tcp") as cluster, \
-            distributed.Client(cluster, set_as_default=False) as client:
-        yield cluster, client
-
 
 def _listening_only_on_loopback():
     import psutil
