@@ -169,3 +169,23 @@ def test_import_is_quiet_and_pure(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert p.returncode == 0 and p.stdout.split() == ["1", "NullHandler", "False"] and p.stderr == ""
     assert not (tmp_path / "never").exists() and not (tmp_path / "nohome").exists()
+
+
+def test_an_unexpected_error_is_one_line_not_a_traceback(tmp_path, env):
+    """A bug (here planted: the summary raises) reaches the user as one line, exit 1; -vv shows where."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import shaperesolver.report as r\n"
+        "def finish(self):\n    raise RuntimeError('planted\\nbug')\n"
+        "r.Reporter.finish = finish\n")
+    cube = cubes.write_attached(tmp_path / "moon.cub", cubes.label_text("lro_moon"))
+    before = cube.read_bytes()
+    e = dict(env, PYTHONPATH=str(hook))
+    p = subprocess.run([EXE, f"from={cube}", "shape=ellipsoid", "dryrun=yes"], env=e, capture_output=True, text=True)
+    assert p.returncode == 1
+    assert p.stderr.splitlines()[-1].startswith("shaperesolver: unexpected error (RuntimeError: planted bug)")
+    assert "Traceback" not in p.stderr and cube.read_bytes() == before
+    p = subprocess.run([EXE, f"from={cube}", "shape=ellipsoid", "dryrun=yes", "-vv"], env=e, capture_output=True,
+                       text=True)
+    assert p.returncode == 1 and "Traceback" in p.stderr and "planted" in p.stderr
