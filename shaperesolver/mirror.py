@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -176,6 +177,7 @@ class Mirror:
     def _download_and_add(self, body: str, item: Mapping[str, Any], key: str, href: str, final: Path,
                           announced: int | None, version: str | None) -> Mirrored:
         final.parent.mkdir(mode=0o755, exist_ok=True)
+        _real_dir(final.parent)
         part = final.with_name(final.name + ".part")
         try:
             size, fetched, resumed, digest = self._fetch(href, part, announced, f"{body} {final.name}")
@@ -457,6 +459,9 @@ class Mirror:
                 if ln.get("rel") != "item" or not m or m.group(1) == keep or not _SAFE.fullmatch(m.group(1)):
                     links.append(ln)
                     continue
+                if (self.directory / m.group(1)).is_symlink():  # planted: never delete through it
+                    links.append(ln)
+                    continue
                 doc_path = self.directory / m.group(1) / f"{m.group(1)}.json"
                 try:
                     doc = safeio.loads_json(safeio.read_regular(doc_path, _MAX_CATALOG, follow=False)[0], str(doc_path))
@@ -491,6 +496,12 @@ class _Cut(Exception):
 
     def __init__(self, got: int, reason: str) -> None:
         self.got, self.reason = got, reason
+
+
+def _real_dir(path: Path) -> None:
+    """Refuse an item directory that is a link (another user may have planted it to aim our writes)."""
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise MirrorError(f"{path}: not a directory but a link or a file; refusing to write or delete through it")
 
 
 def _meta_path(part: Path) -> Path:

@@ -285,3 +285,74 @@ def test_fromlist_with_non_utf8_name_is_not_a_traceback(make_cube, tmp_path):
     lst.write_bytes(str(cube).encode() + b"\n" + str(tmp_path).encode() + b"/caf\xe9.cub\n")
     r = _cli(f"fromlist={lst}", "shape=ellipsoid", "dryrun=yes")
     assert "Traceback" not in r.stderr, r.stderr[-400:]
+
+
+# ---------------------------------------------------------------- issues 15-17: server, neighbour, careless user
+
+EXE = str(Path(sys.executable).parent / "shaperesolver")
+
+
+def _exe(*args, env=None, timeout=120, **kw):
+    env = {**os.environ, "SHAPERESOLVER_CLAIM_WAIT": "0", **(env or {})}
+    return subprocess.run([EXE, "cache=no", *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=timeout, **kw)
+
+
+def _as_nobody(fn):
+    """Run ``fn()`` in a forked child that has become uid/gid 65534 (a neighbour)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            fn()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.fixture
+def open_tmp():
+    """A directory other users can reach (pytest's tmp_path is 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="attack-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def moon_www(tmp_path_factory):
+    import dems
+
+    d = tmp_path_factory.mktemp("www")
+    dems.make_cog(d / "moon.tif", "Moon", 1024, 512)
+    return d
+
+
+@needs_root
+def test_mirror_does_not_write_through_an_item_dir_a_neighbour_linked(moon_www, tmp_path, open_tmp):
+    from servers import RangeServer, StacServer, item
+
+    shared = open_tmp / "scratch"  # a shared scratch area (sticky, world-writable)
+    shared.mkdir()
+    shared.chmod(0o1777)
+    victim = tmp_path / "private"
+    victim.mkdir(mode=0o700)
+    (victim / "notes.txt").write_text("mine\n")
+    mirror = shared / "dems"
+
+    def plant():
+        mirror.mkdir()
+        mirror.chmod(0o777)
+        os.symlink(victim, mirror / "lolaMoon0001")
+
+    _as_nobody(plant)
+    with RangeServer(moon_www) as rs, StacServer([item("lolaMoon0001", ["Moon"], "0001", href=rs.url("moon.tif"))]) as st:
+        p = _exe(f"url={st.url}", "target=Moon", f"mirror={mirror}")
+    assert sorted(os.listdir(victim)) == ["notes.txt"]
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "lolaMoon0001" in p.stderr and "link" in p.stderr
