@@ -15,6 +15,7 @@ from .bodies import canonical
 from .errors import ShapeResolverError, UsageError
 from .label import read_label
 from .mirror import DEFAULT_MAX_SIZE, CATALOG, Mirror
+from .report import printable
 from .resolver import Resolver
 
 __all__ = ["wanted", "run", "parse_size"]
@@ -81,8 +82,8 @@ def run(opts: dict[str, Any], cubes: Callable[[], Sequence[Any]], make_resolver:
         for target, done, err in mirror.run(targets, opts.get("version")):
             if err is not None:
                 failed = True
-                print(f"shaperesolver: {target}: {err}" if not str(err).startswith(target) else f"shaperesolver: {err}",
-                      file=sys.stderr)
+                print(printable(f"shaperesolver: {target}: {err}" if not str(err).startswith(target)
+                                else f"shaperesolver: {err}"), file=sys.stderr)
                 continue
             assert done is not None
             if opts["json"]:
@@ -105,11 +106,11 @@ def _list(resolver: Resolver, targets: Sequence[str | None], as_json: bool) -> i
         try:
             infos = resolver.items(target)
         except ShapeResolverError as exc:
-            print(f"shaperesolver: {exc}", file=sys.stderr)
+            print(f"shaperesolver: {printable(exc)}", file=sys.stderr)
             code = 1
             continue
         if target is not None and not infos:
-            print(f"shaperesolver: no items for {target} in {resolver._where()}", file=sys.stderr)
+            print(printable(f"shaperesolver: no items for {target} in {resolver._where()}"), file=sys.stderr)
             code = 1
         body = None
         for info in infos:
@@ -122,8 +123,8 @@ def _list(resolver: Resolver, targets: Sequence[str | None], as_json: bool) -> i
             mark = "*" if info.chosen else " "
             extras = [x for x in ("deprecated" if info.deprecated else "", _human_size(info.size),
                                   f"({info.problem})" if info.problem else "") if x]
-            print(f"  {mark} {info.item_id}  version {info.version or '-'}  {info.datetime or '-'}  "
-                  f"{info.href or '-'}" + ("  " + "  ".join(extras) if extras else ""))
+            print(printable(f"  {mark} {info.item_id}  version {info.version or '-'}  {info.datetime or '-'}  "
+                            f"{info.href or '-'}" + ("  " + "  ".join(extras) if extras else "")))
         sys.stdout.flush()
     return code
 

@@ -138,7 +138,7 @@ class Reporter:
 
     def error(self, text: str) -> None:
         """A one-line error on stderr."""
-        self.write(f"shaperesolver: {text}\n", self.err)
+        self.write(f"shaperesolver: {printable(text)}\n", self.err)
 
     def cube(self, rec: dict[str, Any], kernels_text: str | None, shape: str, dryrun: bool,
              error: str | None = None) -> None:
@@ -208,13 +208,22 @@ def _columns(stream: TextIO) -> int:
         return 80
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: object) -> str:
+    """``text`` on one line with control characters (a server's escape sequences, newlines) shown as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
 def _short(text: str, n: int = 160) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def _line(rec: dict[str, Any], state: str, fb: bool) -> str:
     how = f"{rec['source']}, fell back" if fb else rec["source"]
-    return f"{rec['cube']}: {rec.get('body') or rec.get('target')} -> {rec['shape_model']} ({how}) [{state}]\n"
+    line = f"{rec['cube']}: {rec.get('body') or rec.get('target')} -> {rec['shape_model']} ({how}) [{state}]"
+    return printable(line) + "\n"
 
 
 def _block(rec: dict[str, Any], kernels_text: str | None, state: str, dryrun: bool) -> str:
@@ -233,7 +242,7 @@ def _block(rec: dict[str, Any], kernels_text: str | None, state: str, dryrun: bo
         lines.append(f"  fell back: {rec['fallback_reason']}")
     if rec.get("removed_elevation_model"):
         lines.append(f"  removed ElevationModel = {rec['removed_elevation_model']} (it would override ShapeModel)")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(map(printable, lines)) + "\n"
     return text + (kernels_text or "")
 
 

@@ -356,3 +356,20 @@ def test_mirror_does_not_write_through_an_item_dir_a_neighbour_linked(moon_www, 
     assert sorted(os.listdir(victim)) == ["notes.txt"]
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert "lolaMoon0001" in p.stderr and "link" in p.stderr
+
+
+def test_server_text_cannot_drive_the_terminal(make_cube):
+    """Ids, versions and dates from a hostile STAC server reach a terminal without escapes or forged lines."""
+    from servers import StacServer, item
+
+    evil = item("titanDem\x1b[2J\nshaperesolver: 0 failed", ["Titan"], "0001\x1b]0;owned\x07",
+                datetime="2025-01-01T00:00:00Z\x1b[8m", href="https://dems.example.org/titan.tif")
+    cube = make_cube("cassini_titan")
+    with StacServer([evil]) as st:
+        listed = _exe(f"url={st.url}", "target=Titan", "list=yes")
+        resolved = _exe(f"url={st.url}", f"from={cube}", "verify=no", "dryrun=yes")
+    for p in (listed, resolved):
+        assert p.returncode == 0, p.stderr
+        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", p.stdout + p.stderr)
+        assert not any(ln.startswith("shaperesolver: 0 failed") for ln in p.stdout.splitlines())
+        assert "titanDem\\x1b[2J\\x0ashaperesolver: 0 failed" in p.stdout
