@@ -220,7 +220,7 @@ def _main(argv: Sequence[str]) -> int:
     with report.running():
         code = _execute(runs, report, abort, errlist)
         report.finish()
-    return code
+    return max(code, 1) if report.log_failed else code
 
 
 _MODE_KEYS = ("list", "mirror", "prune", "maxsize")
@@ -333,7 +333,8 @@ def _write_errlist(path: str, runs: list[_Run], rows: list[int], report: Reporte
     if not lines:  # fromlist=: the cubes that failed
         lines = report.failed_cubes
     try:
-        with open(path, "a", encoding="utf-8") as fh:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:  # not through a link another user planted
             fh.write("".join(f"{line}\n" for line in lines))
     except OSError as exc:
         report.error(f"-errlist={path}: {exc.strerror}")

@@ -89,6 +89,7 @@ class Reporter:
         self.failed_cubes: list[str] = []
         self.done = 0
         self.log_file = log_file
+        self.log_failed = False
         self._bar: Any = None
         self._repeats = _Repeats()
         self._t0 = self._last = time.monotonic()
@@ -164,7 +165,11 @@ class Reporter:
             else:
                 self.write(_block(rec, kernels_text, state, dryrun))
         if self.log_file:
-            _append_log(self.log_file, rec, state, fb)
+            try:
+                _append_log(self.log_file, rec, state, fb)
+            except OSError as exc:  # one line, the cubes go on; the run ends with exit 1
+                self.error(f"-log={self.log_file}: {exc.strerror or exc}; no more results are logged")
+                self.log_file, self.log_failed = None, True
         self.done += 1
         self._progress()
 
@@ -264,5 +269,6 @@ def _append_log(path: str, rec: dict[str, Any], state: str, fb: bool) -> None:
     pairs += [("Status", state), ("FellBack", "Yes" if fb else "No")]
     width = max(len(k) for k, _ in pairs)
     text = "Group = Results\n" + "".join(f"  {k.ljust(width)} = {_pvl_string(v)}\n" for k, v in pairs) + "End_Group\n"
-    with open(path, "a", encoding="ascii") as fh:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "a", encoding="ascii") as fh:  # not through a link another user planted
         fh.write(text)

@@ -373,3 +373,52 @@ def test_server_text_cannot_drive_the_terminal(make_cube):
         assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", p.stdout + p.stderr)
         assert not any(ln.startswith("shaperesolver: 0 failed") for ln in p.stdout.splitlines())
         assert "titanDem\\x1b[2J\\x0ashaperesolver: 0 failed" in p.stdout
+
+
+@needs_root
+def test_log_is_not_appended_through_a_link_a_neighbour_planted(make_cube, open_tmp, tmp_path):
+    shared = open_tmp / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    victim = tmp_path / "profile"
+    victim.write_text("export PATH=/usr/bin\n")
+    before = victim.read_bytes()
+    _as_nobody(lambda: os.symlink(victim, shared / "run.prt"))
+    cubes_ = [make_cube("lro_moon"), make_cube("cassini_titan")]
+    lst = tmp_path / "cubes.lis"
+    lst.write_text("".join(f"{c}\n" for c in cubes_))
+    p = _exe(f"fromlist={lst}", "shape=ellipsoid", f"-log={shared / 'run.prt'}")
+    assert victim.read_bytes() == before
+    assert p.returncode == 1 and "Traceback" not in p.stderr and "please report" not in p.stderr
+    assert [ln for ln in p.stderr.splitlines() if "run.prt" in ln][0].count("\n") == 0
+    assert all(read_label(c).shape_model == "Null" for c in cubes_)  # the cubes were still done
+
+
+@pytest.mark.parametrize("where", ["directory", "full disk"])
+def test_log_that_cannot_be_written_is_one_line_and_the_list_goes_on(make_cube, tmp_path, where):
+    cubes_ = [make_cube("lro_moon"), make_cube("cassini_titan"), make_cube("viking_mars", "phobos.cub")]
+    lst = tmp_path / "cubes.lis"
+    lst.write_text("".join(f"{c}\n" for c in cubes_))
+    log = tmp_path / "logs"
+    log.mkdir()
+    mounted = False
+    if where == "full disk":
+        if not ROOT or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(log)]).returncode:
+            pytest.skip("cannot mount a tmpfs")
+        mounted = True
+        with open(log / "fill", "wb") as fh:
+            try:
+                fh.write(b"\0" * 65536)
+            except OSError:
+                pass
+        log = log / "run.prt"
+    try:
+        p = _exe(f"fromlist={lst}", "shape=ellipsoid", f"-log={log}")
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(tmp_path / "logs")], check=True)
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr and "unexpected error" not in p.stderr
+    errs = [ln for ln in p.stderr.splitlines() if f"-log={log}" in ln]
+    assert len(errs) == 1, p.stderr
+    assert all(read_label(c).shape_model == "Null" for c in cubes_)
