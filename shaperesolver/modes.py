@@ -65,8 +65,10 @@ def run(opts: dict[str, Any], cubes: Callable[[], Sequence[Any]], make_resolver:
     listed = cubes() if ("from" in opts or "fromlist" in opts) else []
     if "mirror" in opts and not listed and "target" not in opts:
         raise UsageError("mirror=DIR needs target=NAME[,NAME...], from=CUBE or fromlist=LIST (the bodies to mirror)")
-    if "mirror" in opts and opts.get("catalog") and os.path.abspath(opts["catalog"]).startswith(
-            os.path.abspath(opts["mirror"])):
+    cat = opts.get("catalog") or ""
+    cat = cat[7:] if cat.startswith("file://") else cat
+    if "mirror" in opts and cat and not re.match(r"https?://", cat) and os.path.commonpath(
+            [os.path.abspath(cat), os.path.abspath(opts["mirror"])]) == os.path.abspath(opts["mirror"]):
         raise UsageError("mirror=DIR cannot mirror its own catalog")
     max_size = parse_size(opts["maxsize"]) if "maxsize" in opts else DEFAULT_MAX_SIZE
     targets, errors = _targets(opts, listed)

@@ -422,3 +422,36 @@ def test_log_that_cannot_be_written_is_one_line_and_the_list_goes_on(make_cube, 
     errs = [ln for ln in p.stderr.splitlines() if f"-log={log}" in ln]
     assert len(errs) == 1, p.stderr
     assert all(read_label(c).shape_model == "Null" for c in cubes_)
+
+
+def _static_catalog(www, body, href):
+    import json as _json
+
+    from servers import item
+
+    its = item(f"{body.lower()}Dem0001", [body], "0001", href=href)
+    (www / f"{body.lower()}Dem0001.json").write_text(_json.dumps(its))
+    (www / "catalog.json").write_text(_json.dumps({
+        "type": "Catalog", "stac_version": "1.0.0", "id": "c", "description": "d",
+        "links": [{"rel": "item", "href": f"./{body.lower()}Dem0001.json"}]}))
+
+
+def test_mirror_here_from_a_catalog_url_or_a_sibling_dir_is_not_its_own_catalog(moon_www, tmp_path):
+    """``mirror=.`` with ``catalog=http://...`` (and mirror=/x/m with catalog=/x/m2/...) was refused as
+    'cannot mirror its own catalog' (a string-prefix test on paths)."""
+    from servers import RangeServer
+
+    www = tmp_path / "www"
+    www.mkdir()
+    shutil.copy(moon_www / "moon.tif", www / "moon.tif")
+    here = tmp_path / "dems"
+    here.mkdir()
+    with RangeServer(www) as rs:
+        _static_catalog(www, "Moon", rs.url("moon.tif"))
+        p = _exe(f"catalog={rs.url('catalog.json')}", "target=Moon", "mirror=.", cwd=here)
+    assert p.returncode == 0, p.stderr
+    assert (here / "moonDem0001" / "moon.tif").read_bytes() == (www / "moon.tif").read_bytes()
+    p = _exe(f"catalog={tmp_path / 'www2' / 'catalog.json'}", "target=Moon", f"mirror={tmp_path / 'www'}")
+    assert "own catalog" not in p.stderr and p.returncode == 1
+    p = _exe(f"catalog={here}", "target=Moon", f"mirror={here}/")
+    assert "own catalog" in p.stderr and p.returncode == 2
