@@ -256,7 +256,8 @@ def _set(args: Args, name: str, value: str) -> None:
 def checked(params: dict[str, str]) -> dict[str, str]:
     """Check each value (after any $n substitution) and the combinations."""
     out = {name: value_of(BY_NAME[name], value) for name, value in params.items()}
-    for name in ("version", "isisdata", "model", "from", "fromlist", "catalog", "url", "collection", "target"):
+    for name in ("version", "isisdata", "model", "from", "fromlist", "catalog", "url", "collection", "target",
+                 "mirror", "scheduler"):
         if name in out and not out[name].strip():
             raise UsageError(f"{name}= is empty; give a value or leave it out")
     shape = out.get("shape", "web")

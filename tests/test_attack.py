@@ -455,3 +455,17 @@ def test_mirror_here_from_a_catalog_url_or_a_sibling_dir_is_not_its_own_catalog(
     assert "own catalog" not in p.stderr and p.returncode == 1
     p = _exe(f"catalog={here}", "target=Moon", f"mirror={here}/")
     assert "own catalog" in p.stderr and p.returncode == 2
+
+
+@pytest.mark.parametrize("empty", ["mirror=", "scheduler="])
+def test_empty_mirror_or_scheduler_is_a_usage_error_not_the_current_directory(empty, moon_www, tmp_path, make_cube):
+    from servers import RangeServer, StacServer, item
+
+    here = tmp_path / "here"
+    here.mkdir()
+    cube = make_cube("lro_moon")
+    with RangeServer(moon_www) as rs, StacServer([item("lolaMoon0001", ["Moon"], "0001", href=rs.url("moon.tif"))]) as st:
+        p = _exe(f"url={st.url}", f"from={cube}", empty, "dryrun=yes", cwd=here)
+        assert rs.gets("moon.tif") == [] and st.searches == []
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and empty in p.stderr, p.stderr
+    assert list(here.iterdir()) == []
