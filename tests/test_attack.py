@@ -469,3 +469,30 @@ def test_empty_mirror_or_scheduler_is_a_usage_error_not_the_current_directory(em
         assert rs.gets("moon.tif") == [] and st.searches == []
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and empty in p.stderr, p.stderr
     assert list(here.iterdir()) == []
+
+
+def test_crafted_dsk_file_record_cannot_hang_the_run(tmp_path, make_cube):
+    """A 6 KB DSK whose file record says 3 reserved records sends CSPICE's dasopr into an endless loop."""
+    pytest.importorskip("spiceypy")
+    import struct
+
+    from test_isiscli import _dsk
+
+    good = _dsk(tmp_path / "moon.bds", 301)
+    data = bytearray(good.read_bytes())
+    data[68:72] = struct.pack("<i", 3)  # NRESVR: the first directory record moves onto data
+    bad = tmp_path / "crafted.bds"
+    bad.write_bytes(bytes(data))
+    cubes_ = [make_cube("lro_moon"), make_cube("lro_moon", "b.cub")]
+    before = [c.read_bytes() for c in cubes_]
+    lst = tmp_path / "cubes.lis"
+    lst.write_text("".join(f"{c}\n" for c in cubes_))
+    p = _exe(f"fromlist={lst}", "shape=user", f"model={bad}", "jobs=4", "--json", timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    import json as _json
+
+    recs = [_json.loads(x) for x in p.stdout.splitlines()]
+    assert [r["written"] for r in recs] == [False, False] and all("crafted.bds" in r["error"] for r in recs)
+    assert [c.read_bytes() for c in cubes_] == before
+    p = _exe(f"from={cubes_[0]}", "shape=user", f"model={good}")  # the good one still passes
+    assert p.returncode == 0, p.stderr
