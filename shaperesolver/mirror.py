@@ -37,7 +37,7 @@ import requests
 import urllib3
 
 from . import bodies, claims, raster, safeio
-from .errors import CatalogError, MirrorError, ModelError, ShapeResolverError, UnsafeFileError
+from .errors import CatalogError, MirrorError, ModelError, NoMatchError, ShapeResolverError, UnsafeFileError
 from .stac import AddressPolicy, _short, _targets, check_href
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ class Mirror:
         raw = self.resolver.catalog_items(target)
         choice = self.resolver.choose(raw, target, version)
         if choice is None:
-            raise MirrorError(f"{body}: no web shape model in {self.resolver._where()}")
+            raise NoMatchError(f"{body}: no web shape model in {self.resolver._where()}")
         item = next(it for it in raw if isinstance(it, Mapping) and str(it.get("id")) == choice.item_id
                     and (it.get("assets") or {}).get(choice.asset_key, {}).get("href") is not None)
         if choice.local:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from .bodies import canonical
-from .errors import ShapeResolverError, UsageError
+from .errors import NoMatchError, ShapeResolverError, UsageError
 from .label import read_label
 from .mirror import DEFAULT_MAX_SIZE, CATALOG, Mirror
 from .report import printable
@@ -82,9 +82,12 @@ def run(opts: dict[str, Any], cubes: Callable[[], Sequence[Any]], make_resolver:
         mirror = Mirror(opts["mirror"], resolver, max_size=max_size, prune=opts.get("prune") == "yes", progress=bar)
         failed = bool(errors)
         for target, done, err in mirror.run(targets, opts.get("version")):
+            if err is not None and listed and isinstance(err, NoMatchError):  # the resolve falls back as usual
+                print(printable(f"shaperesolver: {err}; nothing to mirror for its cubes"), file=sys.stderr)
+                continue
             if err is not None:
                 failed = True
-                print(printable(f"shaperesolver: {target}: {err}" if not str(err).startswith(target)
+                print(printable(f"shaperesolver: {target}: {err}" if not str(err).lower().startswith(target.lower())
                                 else f"shaperesolver: {err}"), file=sys.stderr)
                 continue
             assert done is not None

@@ -555,3 +555,24 @@ def test_asset_host_that_redirects_only_gdals_get_cannot_send_it_to_loopback(tmp
             switch.server_close()
         assert inner.requests == []
         assert not [q for q in proxy.requests if q[1].startswith("127.0.0.1")], proxy.requests
+
+
+def test_fromlist_mirror_with_a_body_the_catalog_lacks_still_resolves_every_cube(moon_www, tmp_path, make_cube):
+    """Titan has no web DEM ("nothing matches"): a resolve falls back for it; with mirror= the whole run
+    failed and no cube (not even the Moon ones, whose DEM was mirrored) was resolved."""
+    from servers import RangeServer, StacServer, item
+
+    area = tmp_path / "isisdata"
+    (area / "base" / "dems").mkdir(parents=True)
+    (area / "base" / "dems" / "kernels.0001.db").write_text("Object = Dem\nEndObject\n")
+    moons = [make_cube("lro_moon", f"m{i}.cub") for i in range(3)]
+    titan = make_cube("cassini_titan")
+    lst = tmp_path / "cubes.lis"
+    lst.write_text("".join(f"{c}\n" for c in [*moons, titan]))
+    mirror = tmp_path / "m"
+    with RangeServer(moon_www) as rs, StacServer([item("lolaMoon0001", ["Moon"], "0001", href=rs.url("moon.tif"))]) as st:
+        p = _exe(f"url={st.url}", f"fromlist={lst}", f"mirror={mirror}", f"isisdata={area}", "jobs=4")
+    assert p.returncode == 0, p.stderr
+    assert [read_label(c).shape_model for c in moons] == [str(mirror / "lolaMoon0001" / "moon.tif")] * 3
+    assert read_label(titan).shape_model == "Null"
+    assert "Titan" in p.stderr and "Traceback" not in p.stderr
