@@ -200,6 +200,9 @@ def _main(argv: Sequence[str]) -> int:
             code = _list_or_mirror(args)
             if code is not None:
                 return code
+        elif any(k in args.params for k in _MODE_KEYS):  # they would be silently ignored
+            raise UsageError("list=, mirror=, prune= and maxsize= do not go with -batchlist; run them once "
+                             "with target=, from= or fromlist=")
         runs = _plan(args)
     except UsageError as exc:
         print(f"shaperesolver: {exc}", file=sys.stderr)

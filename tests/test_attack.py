@@ -576,3 +576,18 @@ def test_fromlist_mirror_with_a_body_the_catalog_lacks_still_resolves_every_cube
     assert [read_label(c).shape_model for c in moons] == [str(mirror / "lolaMoon0001" / "moon.tif")] * 3
     assert read_label(titan).shape_model == "Null"
     assert "Titan" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("mode", ["mirror={dir}", "list=yes", "mi={dir}"])
+def test_batchlist_does_not_silently_drop_list_or_mirror(mode, moon_www, tmp_path, make_cube):
+    from servers import RangeServer, StacServer, item
+
+    cubes_ = [make_cube("lro_moon"), make_cube("cassini_titan")]
+    before = [c.read_bytes() for c in cubes_]
+    bl = tmp_path / "rows.lis"
+    bl.write_text("".join(f"{c.stem}\n" for c in cubes_))
+    with RangeServer(moon_www) as rs, StacServer([item("lolaMoon0001", ["Moon"], "0001", href=rs.url("moon.tif"))]) as st:
+        p = _exe(f"-batchlist={bl}", f"from={tmp_path}/$1.cub", f"url={st.url}", "verify=no",
+                 mode.format(dir=tmp_path / "m"), "-onerror=continue")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "-batchlist" in p.stderr, p.stderr
+    assert [c.read_bytes() for c in cubes_] == before and not (tmp_path / "m").exists()
