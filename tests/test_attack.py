@@ -591,3 +591,9 @@ def test_batchlist_does_not_silently_drop_list_or_mirror(mode, moon_www, tmp_pat
                  mode.format(dir=tmp_path / "m"), "-onerror=continue")
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "-batchlist" in p.stderr, p.stderr
     assert [c.read_bytes() for c in cubes_] == before and not (tmp_path / "m").exists()
+
+
+def test_help_with_an_empty_name_lists_every_parameter():
+    p = _exe("-help=")
+    assert p.returncode == 0 and p.stderr == ""
+    assert all(name in p.stdout for name in ("FROM ", "SHAPE ", "MIRROR ", "FALLBACK ")), p.stdout
