@@ -22,7 +22,7 @@ from . import isisargs, kerneldb, modes, safeio
 from ._version import __version__
 from .batch import BatchOptions, run_batch
 from .errors import DataAreaError, ShapeResolverError, UnsafeFileError, UsageError
-from .report import Reporter
+from .report import Reporter, append_text
 from .resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolver
 
 __all__ = ["main", "parse_args"]
@@ -336,9 +336,7 @@ def _write_errlist(path: str, runs: list[_Run], rows: list[int], report: Reporte
     if not lines:  # fromlist=: the cubes that failed
         lines = report.failed_cubes
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        with os.fdopen(fd, "a", encoding="utf-8") as fh:  # not through a link another user planted
-            fh.write("".join(f"{line}\n" for line in lines))
+        append_text(path, "".join(f"{line}\n" for line in lines))
     except OSError as exc:
         report.error(f"-errlist={path}: {exc.strerror}")
 

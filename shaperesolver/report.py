@@ -8,9 +8,11 @@ repeated warning came and the counts.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -269,6 +271,19 @@ def _append_log(path: str, rec: dict[str, Any], state: str, fb: bool) -> None:
     pairs += [("Status", state), ("FellBack", "Yes" if fb else "No")]
     width = max(len(k) for k, _ in pairs)
     text = "Group = Results\n" + "".join(f"  {k.ljust(width)} = {_pvl_string(v)}\n" for k, v in pairs) + "End_Group\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "a", encoding="ascii") as fh:  # not through a link another user planted
-        fh.write(text)
+    append_text(path, text)
+
+
+def append_text(path: str, text: str) -> None:
+    """Append ``text`` to a regular file (made if missing): never through a link, into a FIFO or a device
+    another user planted there (raises OSError)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+                 | os.O_CLOEXEC, 0o644)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)

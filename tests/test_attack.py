@@ -597,3 +597,16 @@ def test_help_with_an_empty_name_lists_every_parameter():
     p = _exe("-help=")
     assert p.returncode == 0 and p.stderr == ""
     assert all(name in p.stdout for name in ("FROM ", "SHAPE ", "MIRROR ", "FALLBACK ")), p.stdout
+
+
+@needs_root
+def test_log_is_not_written_into_a_fifo_a_neighbour_planted(make_cube, open_tmp, tmp_path):
+    shared = open_tmp / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    _as_nobody(lambda: os.mkfifo(shared / "run.prt", 0o666))  # nobody reads it: a plain open would block
+    cube = make_cube("cassini_titan")
+    p = _exe(f"from={cube}", "shape=ellipsoid", f"-log={shared / 'run.prt'}", timeout=60)
+    assert p.returncode == 1 and "Traceback" not in p.stderr and "please report" not in p.stderr
+    assert len([ln for ln in p.stderr.splitlines() if "run.prt" in ln]) == 1
+    assert read_label(cube).shape_model == "Null"
