@@ -21,7 +21,7 @@ from . import isisargs, kerneldb, safeio
 from ._version import __version__
 from .batch import BatchOptions, run_batch
 from .errors import DataAreaError, ShapeResolverError, UnsafeFileError, UsageError
-from .report import Reporter
+from .report import Reporter, append_text
 from .resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolver
 
 __all__ = ["main", "parse_args"]
@@ -199,6 +199,9 @@ def _main(argv: Sequence[str]) -> int:
             code = _list_or_mirror(args)
             if code is not None:
                 return code
+        elif any(k in args.params for k in _MODE_KEYS):  # they would be silently ignored
+            raise UsageError("list=, mirror=, prune= and maxsize= do not go with -batchlist; run them once "
+                             "with target=, from= or fromlist=")
         runs = _plan(args)
     except UsageError as exc:
         print(f"shaperesolver: {exc}", file=sys.stderr)
@@ -219,7 +222,7 @@ def _main(argv: Sequence[str]) -> int:
     with report.running():
         code = _execute(runs, report, abort, errlist)
         report.finish()
-    return code
+    return max(code, 1) if report.log_failed else code
 
 
 _MODE_KEYS = ("list", "mirror", "prune", "maxsize")
@@ -332,8 +335,7 @@ def _write_errlist(path: str, runs: list[_Run], rows: list[int], report: Reporte
     if not lines:  # fromlist=: the cubes that failed
         lines = report.failed_cubes
     try:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write("".join(f"{line}\n" for line in lines))
+        append_text(path, "".join(f"{line}\n" for line in lines))
     except OSError as exc:
         report.error(f"-errlist={path}: {exc.strerror}")
 

@@ -9,10 +9,11 @@ segments are read too: at least one, each with the cube's body as its center.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
 import sys
-import threading
 
 from . import bodies, safeio
 from .errors import ModelError, UnsafeFileError
@@ -22,7 +23,6 @@ __all__ = ["naif_kind", "check_dsk"]
 log = logging.getLogger(__name__)
 
 RECORD = 1024
-_SPICE = threading.Lock()  # CSPICE is not thread-safe
 _NATIVE = "LTL-IEEE" if sys.byteorder == "little" else "BIG-IEEE"
 
 
@@ -72,11 +72,11 @@ def check_dsk(path: str, shown: str, body: str | None, verify: bool = True) -> N
     if order != _NATIVE:
         log.info("%s: %s byte order (this machine is %s); CSPICE translates it when reading", shown, order, _NATIVE)
     try:
-        import spiceypy
+        import spiceypy  # noqa: F401 - the reader runs it in a child interpreter
     except ImportError:
         log.info("%s: DSK segments not checked (install shaperesolver[dsk] for spiceypy)", shown)
         return
-    centers = _centers(spiceypy, path, shown)
+    centers = _centers(path, shown)
     if not centers:
         raise ModelError(f"{shown}: DSK has no segments")
     want = bodies.lookup(body) if body else None
@@ -89,31 +89,53 @@ def check_dsk(path: str, shown: str, body: str | None, verify: bool = True) -> N
         raise ModelError(f"{shown}: DSK segments are for {names}, not {want.name} (NAIF ID {want.naif_id})")
 
 
-def _centers(spiceypy: object, path: str, shown: str) -> list[int]:
-    sp = spiceypy
-    out: list[int] = []
-    with _SPICE:
-        try:
-            handle = sp.dasopr(path)  # type: ignore[attr-defined]
-        except Exception as exc:  # noqa: BLE001 - CSPICE's errors are many; all mean unreadable
-            raise ModelError(f"{shown}: CSPICE cannot open the DSK: {_spice_short(exc)}") from None
-        try:
-            dla = sp.dlabfs(handle)  # type: ignore[attr-defined]
-            while True:
-                out.append(int(sp.dskgd(handle, dla).center))  # type: ignore[attr-defined]
-                if len(out) > 100_000:
-                    break
-                dla = sp.dlafns(handle, dla)  # type: ignore[attr-defined]
-        except sp.utils.exceptions.NotFoundError:  # type: ignore[attr-defined]
-            pass  # no (more) segments
-        except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"{shown}: CSPICE cannot read the DSK segments: {_spice_short(exc)}") from None
-        finally:
-            try:
-                sp.dascls(handle)  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 - closing a handle CSPICE already dropped
-                pass
-    return out
+#: seconds CSPICE may take to list a DSK's segments (a crafted file record makes it loop forever)
+SPICE_SECONDS = 15.0
+
+# run in a child interpreter: CSPICE cannot be interrupted, and a hostile file may hang or crash it
+_CHILD = """
+import json, sys
+import spiceypy as sp
+out = {"centers": []}
+try:
+    h = sp.dasopr(sys.argv[1])
+except Exception as exc:
+    print(json.dumps({"open": str(exc)}))
+    sys.exit()
+try:
+    dla = sp.dlabfs(h)
+    while len(out["centers"]) <= 100000:
+        out["centers"].append(int(sp.dskgd(h, dla).center))
+        dla = sp.dlafns(h, dla)
+except sp.utils.exceptions.NotFoundError:
+    pass
+except Exception as exc:
+    out["read"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def _centers(path: str, shown: str) -> list[int]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    try:
+        proc = subprocess.run([sys.executable, "-c", _CHILD, path], capture_output=True, text=True, env=env,
+                              timeout=SPICE_SECONDS, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise ModelError(f"{shown}: CSPICE did not finish reading the DSK in {SPICE_SECONDS:.0f} s "
+                         "(a damaged or crafted file)") from None
+    except OSError as exc:
+        raise ModelError(f"{shown}: cannot start the DSK reader: {exc.strerror}") from None
+    try:
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        out = None
+    if not isinstance(out, dict):
+        raise ModelError(f"{shown}: CSPICE could not read the DSK (its reader ended with exit {proc.returncode})")
+    if "open" in out:
+        raise ModelError(f"{shown}: CSPICE cannot open the DSK: {_spice_short(out['open'])}")
+    if "read" in out:
+        raise ModelError(f"{shown}: CSPICE cannot read the DSK segments: {_spice_short(out['read'])}")
+    return [int(c) for c in out["centers"]]
 
 
 def _name(naif_id: int) -> str:
@@ -121,7 +143,7 @@ def _name(naif_id: int) -> str:
     return f"{b.name} (NAIF ID {naif_id})" if b else f"NAIF ID {naif_id}"
 
 
-def _spice_short(exc: BaseException) -> str:
+def _spice_short(exc: BaseException | str) -> str:
     text = " ".join(str(exc).split())
     for marker in ("-- ", "SPICE("):
         if marker in text:

@@ -257,7 +257,8 @@ def _set(args: Args, name: str, value: str) -> None:
 def checked(params: dict[str, str]) -> dict[str, str]:
     """Check each value (after any $n substitution) and the combinations."""
     out = {name: value_of(BY_NAME[name], value) for name, value in params.items()}
-    for name in ("version", "isisdata", "model", "from", "fromlist", "catalog", "url", "collection", "target"):
+    for name in ("version", "isisdata", "model", "from", "fromlist", "catalog", "url", "collection", "target",
+                 "mirror", "scheduler"):
         if name in out and not out[name].strip():
             raise UsageError(f"{name}= is empty; give a value or leave it out")
     shape = out.get("shape", "web")
@@ -284,13 +285,13 @@ def help_text(params: dict[str, str], only: str | None = None) -> str:
     """ISIS's -help: every parameter with its value (or default) and options; or one."""
     lines = []
     for p in PARAMS:
-        if only is not None and p.name != only:
+        if only and p.name != only:  # (-help= with no name: every parameter)
             continue
         value = params.get(p.name)
         shown = value if value is not None else (p.default if p.default is not None else "(none)")
         head = f"{p.name.upper():<11}= {shown}" + ("" if value is not None or p.default is None else "  (default)")
         lines.append(head)
-        if only is not None:
+        if only:
             lines.append(f"  {p.help}")
             if p.options:
                 lines.append(f"  options: {', '.join(o.upper() for o in p.options)}")

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ from urllib.parse import unquote, urlparse
 
 from . import bodies, claims, raster, safeio
 from .choice import check_href, item_targets
-from .errors import CatalogError, MirrorError, ModelError, ShapeResolverError, UnsafeFileError, shorten
+from .errors import CatalogError, MirrorError, ModelError, NoMatchError, ShapeResolverError, UnsafeFileError, shorten
 from .transport import AddressPolicy, stream_errors
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ class Mirror:
         raw = self.resolver.catalog_items(target)
         choice = self.resolver.choose(raw, target, version)
         if choice is None:
-            raise MirrorError(f"{body}: no web shape model in {self.resolver._where()}")
+            raise NoMatchError(f"{body}: no web shape model in {self.resolver._where()}")
         item = next(it for it in raw if isinstance(it, Mapping) and str(it.get("id")) == choice.item_id
                     and (it.get("assets") or {}).get(choice.asset_key, {}).get("href") is not None)
         if choice.local:
@@ -174,6 +175,7 @@ class Mirror:
     def _download_and_add(self, body: str, item: Mapping[str, Any], key: str, href: str, final: Path,
                           announced: int | None, version: str | None) -> Mirrored:
         final.parent.mkdir(mode=0o755, exist_ok=True)
+        _real_dir(final.parent)
         part = final.with_name(final.name + ".part")
         try:
             size, fetched, resumed, digest = self._fetch(href, part, announced, f"{body} {final.name}")
@@ -448,6 +450,9 @@ class Mirror:
                 if ln.get("rel") != "item" or not m or m.group(1) == keep or not _SAFE.fullmatch(m.group(1)):
                     links.append(ln)
                     continue
+                if (self.directory / m.group(1)).is_symlink():  # planted: never delete through it
+                    links.append(ln)
+                    continue
                 doc_path = self.directory / m.group(1) / f"{m.group(1)}.json"
                 try:
                     doc = safeio.loads_json(safeio.read_regular(doc_path, _MAX_CATALOG, follow=False)[0], str(doc_path))
@@ -482,6 +487,12 @@ class _Cut(Exception):
 
     def __init__(self, got: int, reason: str) -> None:
         self.got, self.reason = got, reason
+
+
+def _real_dir(path: Path) -> None:
+    """Refuse an item directory that is a link (another user may have planted it to aim our writes)."""
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise MirrorError(f"{path}: not a directory but a link or a file; refusing to write or delete through it")
 
 
 def _meta_path(part: Path) -> Path:

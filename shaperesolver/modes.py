@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from .bodies import canonical
-from .errors import ShapeResolverError, UsageError
+from .errors import NoMatchError, ShapeResolverError, UsageError
 from .label import read_label
 from .mirror import CATALOG, DEFAULT_MAX_SIZE, Mirror
+from .report import printable
 from .resolver import Resolver
 
 __all__ = ["wanted", "run", "parse_size"]
@@ -64,8 +65,10 @@ def run(opts: dict[str, Any], cubes: Callable[[], Sequence[Any]], make_resolver:
     listed = cubes() if ("from" in opts or "fromlist" in opts) else []
     if "mirror" in opts and not listed and "target" not in opts:
         raise UsageError("mirror=DIR needs target=NAME[,NAME...], from=CUBE or fromlist=LIST (the bodies to mirror)")
-    if "mirror" in opts and opts.get("catalog") and os.path.abspath(opts["catalog"]).startswith(
-            os.path.abspath(opts["mirror"])):
+    cat = opts.get("catalog") or ""
+    cat = cat[7:] if cat.startswith("file://") else cat
+    if "mirror" in opts and cat and not re.match(r"https?://", cat) and os.path.commonpath(
+            [os.path.abspath(cat), os.path.abspath(opts["mirror"])]) == os.path.abspath(opts["mirror"]):
         raise UsageError("mirror=DIR cannot mirror its own catalog")
     max_size = parse_size(opts["maxsize"]) if "maxsize" in opts else DEFAULT_MAX_SIZE
     targets, errors = _targets(opts, listed)
@@ -79,10 +82,13 @@ def run(opts: dict[str, Any], cubes: Callable[[], Sequence[Any]], make_resolver:
         mirror = Mirror(opts["mirror"], resolver, max_size=max_size, prune=opts.get("prune") == "yes", progress=bar)
         failed = bool(errors)
         for target, done, problem in mirror.run(targets, opts.get("version")):
+            if problem is not None and listed and isinstance(problem, NoMatchError):  # the resolve falls back as usual
+                print(printable(f"shaperesolver: {problem}; nothing to mirror for its cubes"), file=sys.stderr)
+                continue
             if problem is not None:
                 failed = True
-                print(f"shaperesolver: {target}: {problem}" if not str(problem).startswith(target)
-                      else f"shaperesolver: {problem}", file=sys.stderr)
+                print(printable(f"shaperesolver: {target}: {problem}" if not str(problem).lower().startswith(target.lower())
+                                else f"shaperesolver: {problem}"), file=sys.stderr)
                 continue
             assert done is not None
             if opts["json"]:
@@ -105,11 +111,11 @@ def _list(resolver: Resolver, targets: Sequence[str | None], as_json: bool) -> i
         try:
             infos = resolver.items(target)
         except ShapeResolverError as exc:
-            print(f"shaperesolver: {exc}", file=sys.stderr)
+            print(f"shaperesolver: {printable(exc)}", file=sys.stderr)
             code = 1
             continue
         if target is not None and not infos:
-            print(f"shaperesolver: no items for {target} in {resolver._where()}", file=sys.stderr)
+            print(printable(f"shaperesolver: no items for {target} in {resolver._where()}"), file=sys.stderr)
             code = 1
         body = None
         for info in infos:
@@ -122,8 +128,8 @@ def _list(resolver: Resolver, targets: Sequence[str | None], as_json: bool) -> i
             mark = "*" if info.chosen else " "
             extras = [x for x in ("deprecated" if info.deprecated else "", _human_size(info.size),
                                   f"({info.problem})" if info.problem else "") if x]
-            print(f"  {mark} {info.item_id}  version {info.version or '-'}  {info.datetime or '-'}  "
-                  f"{info.href or '-'}" + ("  " + "  ".join(extras) if extras else ""))
+            print(printable(f"  {mark} {info.item_id}  version {info.version or '-'}  {info.datetime or '-'}  "
+                            f"{info.href or '-'}" + ("  " + "  ".join(extras) if extras else "")))
         sys.stdout.flush()
     return code
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import ModelError, ModelUnreachableError
+from .errors import ModelError, ModelUnreachableError, shorten
 from .modelcheck import CrsFacts, Sample
 
 __all__ = ["VSICURL_OPTIONS", "WEB_DRIVERS", "LOCAL_DRIVERS", "gdal_options", "open_model", "gdal_version",
@@ -112,17 +112,13 @@ def open_model(path: str, verify: bool = True, options: Mapping[str, str] | None
         if "not recognized as" in err or "not recognised as" in err:
             fmt = _FORMATS.get(drivers, " or ".join(drivers))
             raise ModelError(f"GDAL cannot open {path}: not {fmt} (the only format opened here)")
-        raise ModelUnreachableError(f"GDAL cannot open {path}: {_short(err) or 'unknown error'}")
+        raise ModelUnreachableError(f"GDAL cannot open {path}: {shorten(err) or 'unknown error'}")
     if verify:
         problem = _problem(gdal, ds)
         if problem:
             raise ModelError(f"{path} is not a usable shape model: {problem}")
     return ds
 
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _band(ds: Any, index: int = 1) -> Any:
@@ -219,7 +215,7 @@ def _reader(gdal: Any, ds: Any, band: Any) -> Any:
                 msg = gdal.GetLastErrorMsg()
             b.FlushCache()  # drop the decompressed block: at most one is held at a time
             if raw is None:
-                raise ModelUnreachableError(f"GDAL cannot read {name} of {path or 'the model'}: {_short(msg) or 'unknown error'}")
+                raise ModelUnreachableError(f"GDAL cannot read {name} of {path or 'the model'}: {shorten(msg) or 'unknown error'}")
             vals.frombytes(bytes(raw))
         good = tuple(v * scale + offset for v in vals
                      if v == v and abs(v) < 1e37 and v != nodata and not (isis16 and v in _ISIS_INT16_SPECIAL))

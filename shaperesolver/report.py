@@ -8,14 +8,18 @@ repeated warning came and the counts.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, TextIO
+
+from .errors import shorten
 
 __all__ = ["Reporter", "Counts", "state_of"]
 
@@ -89,6 +93,7 @@ class Reporter:
         self.failed_cubes: list[str] = []
         self.done = 0
         self.log_file = log_file
+        self.log_failed = False
         self._bar: Any = None
         self._repeats = _Repeats()
         self._t0 = self._last = time.monotonic()
@@ -138,7 +143,7 @@ class Reporter:
 
     def error(self, text: str) -> None:
         """A one-line error on stderr."""
-        self.write(f"shaperesolver: {text}\n", self.err)
+        self.write(f"shaperesolver: {printable(text)}\n", self.err)
 
     def cube(self, rec: dict[str, Any], kernels_text: str | None, shape: str, dryrun: bool,
              error: str | None = None) -> None:
@@ -164,7 +169,11 @@ class Reporter:
             else:
                 self.write(_block(rec, kernels_text, state, dryrun))
         if self.log_file:
-            _append_log(self.log_file, rec, state, fb)
+            try:
+                _append_log(self.log_file, rec, state, fb)
+            except OSError as exc:  # one line, the cubes go on; the run ends with exit 1
+                self.error(f"-log={self.log_file}: {exc.strerror or exc}; no more results are logged")
+                self.log_file, self.log_failed = None, True
         self.done += 1
         self._progress()
 
@@ -188,7 +197,7 @@ class Reporter:
         """The repeated-warning counts and the summary (for lists)."""
         for key, n in self._repeats.seen.items():
             if n > 1:
-                self.write(f"shaperesolver: the warning above came for {n} cubes in all: {_short(key)}\n", self.err)
+                self.write(f"shaperesolver: the warning above came for {n} cubes in all: {shorten(key, 160)}\n", self.err)
         if self.listing and not self.quiet:
             self.write(f"shaperesolver: {self.counts.line(self.total)}\n", self.err)
 
@@ -208,13 +217,19 @@ def _columns(stream: TextIO) -> int:
         return 80
 
 
-def _short(text: str, n: int = 160) -> str:
-    return text if len(text) <= n else text[: n - 3] + "..."
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: object) -> str:
+    """``text`` on one line with control characters (a server's escape sequences, newlines) shown as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
 
 
 def _line(rec: dict[str, Any], state: str, fb: bool) -> str:
     how = f"{rec['source']}, fell back" if fb else rec["source"]
-    return f"{rec['cube']}: {rec.get('body') or rec.get('target')} -> {rec['shape_model']} ({how}) [{state}]\n"
+    line = f"{rec['cube']}: {rec.get('body') or rec.get('target')} -> {rec['shape_model']} ({how}) [{state}]"
+    return printable(line) + "\n"
 
 
 def _block(rec: dict[str, Any], kernels_text: str | None, state: str, dryrun: bool) -> str:
@@ -233,7 +248,7 @@ def _block(rec: dict[str, Any], kernels_text: str | None, state: str, dryrun: bo
         lines.append(f"  fell back: {rec['fallback_reason']}")
     if rec.get("removed_elevation_model"):
         lines.append(f"  removed ElevationModel = {rec['removed_elevation_model']} (it would override ShapeModel)")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(map(printable, lines)) + "\n"
     return text + (kernels_text or "")
 
 
@@ -255,5 +270,19 @@ def _append_log(path: str, rec: dict[str, Any], state: str, fb: bool) -> None:
     pairs += [("Status", state), ("FellBack", "Yes" if fb else "No")]
     width = max(len(k) for k, _ in pairs)
     text = "Group = Results\n" + "".join(f"  {k.ljust(width)} = {_pvl_string(v)}\n" for k, v in pairs) + "End_Group\n"
-    with open(path, "a", encoding="ascii") as fh:
-        fh.write(text)
+    append_text(path, text)
+
+
+def append_text(path: str, text: str) -> None:
+    """Append ``text`` to a regular file (made if missing): never through a link, into a FIFO or a device
+    another user planted there (raises OSError)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+                 | os.O_CLOEXEC, 0o644)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
