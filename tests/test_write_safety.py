@@ -21,6 +21,7 @@ from pathlib import Path
 import cubes
 import pvl
 import pytest
+from peak import PEAK_KIB
 from servers import StacServer, item
 
 from shaperesolver import Resolver, errors, txn
@@ -305,7 +306,7 @@ def test_sparse_label_area_on_a_full_disk_is_refused_before_any_byte_changes(tmp
 # ---------------------------------------------------------------- 5, 6. hostile text, FIFOs
 
 READER = textwrap.dedent("""
-    import sys, resource
+    import sys
     from shaperesolver import errors
     from shaperesolver.label import read_label
     try:
@@ -313,8 +314,8 @@ READER = textwrap.dedent("""
         print("ok")
     except errors.ShapeResolverError as exc:
         print("error:", exc)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-""")
+    print(PEAK_KIB)
+""").replace("PEAK_KIB", PEAK_KIB)
 
 
 def _many_comments():
@@ -341,6 +342,22 @@ def test_hostile_text_gets_an_answer_fast_in_bounded_memory(tmp_path, case):
     assert proc.returncode == 0 and out, proc.stderr
     assert out[0] == "ok" or (out[0].startswith("error: " + str(path)) and len(out[0]) < 260), out[0]
     assert int(out[1]) < 400_000  # KiB of peak memory: no blow-up
+
+
+def test_the_memory_bound_measures_the_reader_not_the_process_that_started_it():
+    """CI failed the bound above at 401,252 KiB for every case: ru_maxrss in a child of a big
+    pytest keeps the parent's high-water mark across fork + exec. The reader's own peak is used."""
+    parent = textwrap.dedent("""
+        import resource, subprocess, sys
+        ballast = bytearray(300 * 2**20)
+        ballast[::4096] = b"x" * len(ballast[::4096])
+        child = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, PEAK_KIB)"
+        print(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True).stdout)
+    """).replace("PEAK_KIB", PEAK_KIB)
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=60)
+    maxrss, own = map(int, out.stdout.split())
+    assert maxrss > 300_000, "the trap this guards against is gone; ru_maxrss would do"
+    assert own < 100_000
 
 
 def test_fifo_as_a_cube_is_refused_at_once(tmp_path):

