@@ -92,14 +92,15 @@ def _try_open(gdal: Any, path: str, drivers: Sequence[str]) -> tuple[Any, str]:
 
 
 def open_model(path: str, verify: bool = True, options: Mapping[str, str] | None = None,
-               drivers: Sequence[str] = WEB_DRIVERS) -> Any:
+               drivers: Sequence[str] = WEB_DRIVERS, name: str | None = None) -> Any:
     """Open ``path`` with one of ``drivers`` and return the ``gdal.Dataset``.
 
     With ``verify`` the dataset must be a single-band numeric raster with a
     georeference.  Raises :class:`ModelError` with GDAL's reason otherwise (never the
-    content of a file it refused).  A failed ``/vsicurl/`` open is retried once after
-    clearing GDAL's failed-open cache.
+    content of a file it refused), naming the model ``name`` (default ``path``).  A
+    failed ``/vsicurl/`` open is retried once after clearing GDAL's failed-open cache.
     """
+    name = name or path
     gdal = _gdal()
     drivers = tuple(drivers)
     opts = dict(VSICURL_OPTIONS, **(options or {}))
@@ -111,12 +112,12 @@ def open_model(path: str, verify: bool = True, options: Mapping[str, str] | None
     if ds is None:
         if "not recognized as" in err or "not recognised as" in err:
             fmt = _FORMATS.get(drivers, " or ".join(drivers))
-            raise ModelError(f"GDAL cannot open {path}: not {fmt} (the only format opened here)")
-        raise ModelUnreachableError(f"GDAL cannot open {path}: {shorten(err) or 'unknown error'}")
+            raise ModelError(f"GDAL cannot open {name}: not {fmt} (the only format opened here)")
+        raise ModelUnreachableError(f"GDAL cannot open {name}: {shorten(err.replace(path, name)) or 'unknown error'}")
     if verify:
         problem = _problem(gdal, ds)
         if problem:
-            raise ModelError(f"{path} is not a usable shape model: {problem}")
+            raise ModelError(f"{name} is not a usable shape model: {problem}")
     return ds
 
 

@@ -55,7 +55,7 @@ from .options import (
     yes_no,
 )
 from .stac import StacClient, StaticCatalog
-from .transport import Http, HttpSettings, check_api_url
+from .transport import AnyAddress, Http, HttpSettings, check_api_url
 from .weblookup import ModeStore, WebLookup
 
 __all__ = [
@@ -463,19 +463,36 @@ class Resolver(WebLookup):
         return choice
 
     def _open(self, path: str, web: bool, verify: bool = True) -> Any:
-        """Open a model: a web one as GeoTIFF only, after following its redirects under the
-        API's address rules; a local (user or SYSTEM) one as an ISIS cube or GeoTIFF."""
+        """Open a model: a web one as GeoTIFF only, through the relay that applies the
+        API's address rules to every request GDAL makes (and every redirect it is sent);
+        a local (user or SYSTEM) one as an ISIS cube or GeoTIFF."""
         from . import raster  # (GDAL's side: loaded when a model is opened)
 
-        if not web:
-            return raster.open_model(path, verify, self.gdal_options, raster.LOCAL_DRIVERS)
+        if not (web and path.startswith("/vsicurl/")):
+            return raster.open_model(path, verify, self.gdal_options, raster.WEB_DRIVERS if web else raster.LOCAL_DRIVERS)
+        from .relay import RELAY
+
+        url = path[len("/vsicurl/"):]
         policy = self._static.policy if self._static is not None else self._client.policy
-        if policy is not None and path.startswith("/vsicurl/"):
-            try:
-                path = "/vsicurl/" + self.http.final_url(path[len("/vsicurl/"):], policy)
-            except CatalogError as exc:
-                raise ModelUnreachableError(str(exc)) from None
-        return raster.open_model(path, verify, self.gdal_options, raster.WEB_DRIVERS)
+        try:
+            local = RELAY.add(url, self.http, policy or AnyAddress(url))
+        except CatalogError as exc:
+            raise ModelUnreachableError(str(exc)) from None
+        try:
+            return raster.open_model(local, verify, self._gdal_options(web), raster.WEB_DRIVERS, name=path)
+        except ModelError as exc:
+            why = RELAY.failure(local)  # the relay refused a hop or the server failed: no answer
+            if why:
+                raise ModelUnreachableError(f"GDAL cannot open {path}: {why}") from None
+            raise type(exc)(str(exc).replace(local[len("/vsicurl/"):], url)) from None
+
+    def _gdal_options(self, web: bool) -> dict[str, str]:
+        """GDAL config for reading a model: a web one is read from the local relay, never a proxy."""
+        if not web:
+            return self.gdal_options
+        from .relay import GDAL_NO_PROXY
+
+        return {**self.gdal_options, **GDAL_NO_PROXY}
 
     def _check_open(self, path: str, body: str | None = None, content: tuple[Any, ...] = (), web: bool = False) -> bool:
         """Open ``path``, check it fits ``body``; the outcome is cached with the model.
@@ -494,19 +511,19 @@ class Resolver(WebLookup):
         result = hit[0] if hit is not None and isinstance(hit[0], dict) and "ok" in hit[0] else None
         if result is None:
             ds = self._open(path, web)
-            ident = ident or raster.identity(ds.GetDescription() or path, self.gdal_options)
+            ident = ident or raster.identity(ds.GetDescription() or path, self._gdal_options(web))
             old = None if self.cache.mode == "refresh" else self.cache.get(key, allow_stale=True)
             if (old is not None and isinstance(old[0], dict) and "ok" in old[0] and old[0].get("identity") == ident
                     and (local or ident.get("mtime"))):
                 result = old[0]
             else:
-                result = {"ok": True, "reason": None} if body is None else self._model_check(ds, path, body)
+                result = {"ok": True, "reason": None} if body is None else self._model_check(ds, path, body, web)
             self.cache.put(key, {**result, "identity": ident})
         if not result["ok"]:
             raise ModelError(result["reason"])
         return True
 
-    def _model_check(self, ds: Any, path: str, name: str) -> dict[str, Any]:
+    def _model_check(self, ds: Any, path: str, name: str, web: bool = False) -> dict[str, Any]:
         from . import modelcheck, raster  # (GDAL's side: loaded when a model is opened)
 
         body = bodies.lookup(name)
@@ -524,9 +541,10 @@ class Resolver(WebLookup):
             log.info("%s: pck00011.tpc has no radii for %s; pixel values not checked", path, body.name)
             return {"ok": True, "reason": None}
         try:
-            samples = [raster.sample_values(ds, path, self.gdal_options)]
+            opts = self._gdal_options(web)
+            samples = [raster.sample_values(ds, path, opts)]
             if not samples[0].level.startswith("full resolution"):  # an overview can hide what the pixels hold
-                samples.append(raster.full_resolution_sample(ds, path, self.gdal_options))
+                samples.append(raster.full_resolution_sample(ds, path, opts))
         finally:
             ds.FlushCache()
         for i, sample in enumerate(samples):

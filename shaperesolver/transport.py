@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin, urlparse
+from urllib.parse import ParseResult, urljoin, urlparse
 
 from . import safeio
 from ._version import __version__
@@ -164,17 +164,16 @@ class AddressPolicy:
 
         ``lookup=False`` checks an IP-literal host only (a name is not looked up).
         """
-        parts = urlparse(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or _CONTROL.search(url):
-            raise CatalogError(f"refusing {what} {shorten(url, 120)!r}: only http(s) URLs are followed")
+        parts = _http_only(url, what)
+        host = parts.hostname or ""
         if not lookup:
             try:
-                ipaddress.ip_address(parts.hostname.strip("[]"))
+                ipaddress.ip_address(host.strip("[]"))
             except ValueError:
                 return url
         allowed = self.allowed()
         try:
-            addresses = _addresses(parts.hostname, parts.port)
+            addresses = _addresses(host, parts.port)
         except CatalogError:
             # a name only a configured proxy can resolve (compute nodes behind one): no IP
             # literal, so not a metadata or private address we could be steered to
@@ -186,9 +185,24 @@ class AddressPolicy:
         for ip in addresses:
             kind = _category(ip)
             if kind not in allowed:
-                raise CatalogError(f"refusing {what} {shorten(url, 100)!r}: {parts.hostname} is a {kind} address ({ip}), "
+                raise CatalogError(f"refusing {what} {shorten(url, 100)!r}: {host} is a {kind} address ({ip}), "
                                    f"and {urlparse(self.base).hostname} is not")
         return url
+
+
+class AnyAddress(AddressPolicy):
+    """The rules for a catalog the user keeps on disk: any http(s) host its hrefs name."""
+
+    def check(self, url: str, what: str, lookup: bool = True) -> str:
+        _http_only(url, what)
+        return url
+
+
+def _http_only(url: str, what: str) -> ParseResult:
+    parts = urlparse(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or _CONTROL.search(url):
+        raise CatalogError(f"refusing {what} {shorten(url, 120)!r}: only http(s) URLs are followed")
+    return parts
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -290,35 +304,6 @@ class Http:
             finally:
                 resp.close()
 
-    def final_url(self, url: str, policy: AddressPolicy, what: str = "model") -> str:
-        """Where ``url`` ends after redirects, found with HEAD requests (never their bodies).
-
-        Every hop is checked by ``policy`` before it is contacted, so GDAL is then given
-        a URL it may open; a redirect to an address the policy refuses is a
-        :class:`CatalogError`, as is a server that cannot be reached.
-        """
-        import requests
-
-        st = self.settings
-        budget = Budget(st, f"{what} {url}")
-        policy.check(url, what)
-        for _ in range(st.max_redirects + 1):
-            left = budget.check_time()
-            try:
-                resp = self.session.head(url, timeout=(min(st.connect_timeout, left), min(st.read_timeout, left)),
-                                         allow_redirects=False)
-            except requests.RequestException as exc:
-                raise CatalogError(f"{url}: cannot reach the {what} ({shorten(str(exc), 160)})") from None
-            resp.close()
-            location = resp.headers.get("Location")
-            if resp.status_code not in (301, 302, 303, 307, 308) or not location:
-                return url
-            target = urljoin(url, location)
-            policy.check(target, f"{what} redirect from {shorten(url, 100)} to")
-            log.info("HEAD %s: HTTP %d redirect to %s", url, resp.status_code, target)
-            url = target
-        raise CatalogError(f"{url}: more than {st.max_redirects} redirects")
-
     def _pause(self, delay: float, budget: Budget) -> None:
         """Sleep before a retry, unless that would outlast the deadline."""
         if delay >= budget.remaining():
@@ -327,18 +312,18 @@ class Http:
         self._sleep(delay)
 
     def stream(self, url: str, headers: Mapping[str, str], policy: AddressPolicy,
-               what: str = "asset href") -> tuple[requests.Response, str]:
-        """GET ``url`` with its body streamed, each redirect checked against ``policy``
-        first; (the open response, the URL it came from).  :class:`CatalogError` after
-        too many redirects.  The caller closes the response; transport failures raise
-        one of :func:`stream_errors`.
+               what: str = "asset href", method: str = "GET") -> tuple[requests.Response, str]:
+        """GET (or HEAD) ``url`` with its body streamed, each redirect checked against
+        ``policy`` first; (the open response, the URL it came from).  :class:`CatalogError`
+        after too many redirects.  The caller closes the response; transport failures
+        raise one of :func:`stream_errors`.
         """
         st = self.settings
         target = url
         for _ in range(st.max_redirects + 1):
-            policy.check(target, what)
-            resp = self.session.get(target, headers=dict(headers), stream=True, allow_redirects=False,
-                                    timeout=(st.connect_timeout, st.read_timeout))
+            policy.check(target, what if target == url else f"{what} redirect to")
+            resp = self.session.request(method, target, headers=dict(headers), stream=True, allow_redirects=False,
+                                        timeout=(st.connect_timeout, st.read_timeout))
             if resp.status_code in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
                 resp.close()
                 target = urljoin(target, resp.headers["Location"])

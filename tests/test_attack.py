@@ -496,16 +496,11 @@ def test_crafted_dsk_file_record_cannot_hang_the_run(tmp_path, make_cube):
     assert p.returncode == 0, p.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="open defect: GDAL (3.6) follows HTTP redirects itself and has no option "
-                   "to stop it; Http.final_url's HEAD cannot see a redirect given to GET only")
 def test_asset_host_that_redirects_only_gdals_get_cannot_send_it_to_loopback(tmp_path, monkeypatch):
-    """The HEAD that checks redirects sees 200; GDAL's GET then gets a 302 to a loopback port."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
+    """A HEAD sees 200; GDAL's GET then gets a 302 to a loopback port (libcurl follows it)."""
     from osgeo import gdal
     from servers import RangeServer, StacServer, item
-    from test_gdal_lockdown import PUBLIC_API, PUBLIC_FILES, _public_api, moon_values, write_tif
+    from test_gdal_lockdown import PUBLIC_API, PUBLIC_FILES, Redirector, _public_api, moon_values, write_tif
 
     for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(k, raising=False)
@@ -513,46 +508,20 @@ def test_asset_host_that_redirects_only_gdals_get_cannot_send_it_to_loopback(tmp
     www.mkdir()
     write_tif(www / "moon.tif", moon_values())
     size = (www / "moon.tif").stat().st_size
-    with RangeServer(www) as inner:
-        target = f"http://127.0.0.1:{inner.port}/moon.tif"
-
-        class Switch(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_HEAD(self):
-                self.send_response(200)
-                self.send_header("Content-Length", str(size))
-                self.send_header("Accept-Ranges", "bytes")
-                self.end_headers()
-
-            def do_GET(self):
-                self.send_response(302)
-                self.send_header("Location", target)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        switch = ThreadingHTTPServer(("127.0.0.1", 0), Switch)
-        switch.daemon_threads = True
-        threading.Thread(target=switch.serve_forever, daemon=True).start()
-        try:
-            with StacServer([item("moon0001", ["Moon"], "0001", href=f"http://{PUBLIC_FILES}/moon.tif")]) as srv:
-                with _public_api(monkeypatch, srv.port, {f"{PUBLIC_FILES}:80": switch.server_address[1]}) as proxy:
-                    gdal.VSICurlClearCache()
-                    r = Resolver(url=f"http://{PUBLIC_API}/", cache="no", isisdata=tmp_path)
-                    try:
+    with RangeServer(www) as inner, Redirector(f"http://127.0.0.1:{inner.port}/moon.tif", size) as switch:
+        with StacServer([item("moon0001", ["Moon"], "0001", href=f"http://{PUBLIC_FILES}/moon.tif")]) as srv:
+            with _public_api(monkeypatch, srv.port, {f"{PUBLIC_FILES}:80": switch.port}) as proxy:
+                gdal.VSICurlClearCache()
+                r = Resolver(url=f"http://{PUBLIC_API}/", cache="no", isisdata=tmp_path)
+                try:
+                    with pytest.raises(errors.NoAnswerError) as caught:
                         r.resolve(target="Moon")
-                    except errors.ShapeResolverError:
-                        pass
-                    finally:
-                        r.close()
-        finally:
-            switch.shutdown()
-            switch.server_close()
-        assert inner.requests == []
-        assert not [q for q in proxy.requests if q[1].startswith("127.0.0.1")], proxy.requests
+                finally:
+                    r.close()
+    assert inner.requests == [] and ("GET", "/moon.tif") in switch.requests
+    assert not [q for q in proxy.requests if q[1].startswith("127.0.0.1")], proxy.requests
+    assert "loopback address (127.0.0.1)" in str(caught.value) and f"http://{PUBLIC_FILES}/moon.tif" in str(caught.value)
+    assert "127.0.0.1:" not in str(caught.value).split("redirect", 1)[0], "the relay's own URL leaked"
 
 
 def test_fromlist_mirror_with_a_body_the_catalog_lacks_still_resolves_every_cube(moon_www, tmp_path, make_cube):

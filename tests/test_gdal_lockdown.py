@@ -98,9 +98,10 @@ class Proxy:
 
 
 class Redirector:
-    """Answers every request with a 302 to ``target``."""
+    """Answers every request with a 302 to ``target``; with ``head_size`` a HEAD gets 200
+    and that Content-Length instead (a host that redirects only the GET GDAL sends)."""
 
-    def __init__(self, target):
+    def __init__(self, target, head_size=None):
         self.requests = []
         me = self
 
@@ -110,14 +111,19 @@ class Redirector:
             def log_message(self, *args):
                 pass
 
-            def do_HEAD(self):
+            def do_GET(self):
                 me.requests.append((self.command, self.path))
-                self.send_response(302)
-                self.send_header("Location", target)
-                self.send_header("Content-Length", "0")
+                if self.command == "HEAD" and head_size is not None:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(head_size))
+                    self.send_header("Accept-Ranges", "bytes")
+                else:
+                    self.send_response(302)
+                    self.send_header("Location", target)
+                    self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            do_GET = do_HEAD
+            do_HEAD = do_GET
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
