@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -41,7 +40,7 @@ from .transport import AddressPolicy, stream_errors
 if TYPE_CHECKING:
     from .resolver import Resolver
 
-__all__ = ["Mirror", "Mirrored", "DEFAULT_MAX_SIZE", "CATALOG"]
+__all__ = ["Mirror", "Mirrored", "DEFAULT_MAX_SIZE", "CATALOG", "MIN_RATE", "SLOW_TIME"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +50,9 @@ DEFAULT_MAX_SIZE = 64 * 2**30
 _META = ".shaperesolver"
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 _CHUNK = 1 << 20
+#: A download slower than MIN_RATE bytes/s over SLOW_TIME seconds is cut and retried.
+MIN_RATE = 1024
+SLOW_TIME = 60.0
 _MAX_CATALOG = 64 * 2**20
 _RESERVE = 2**20  # free space left over after a download
 
@@ -99,7 +101,7 @@ class Mirror:
 
     def __init__(self, directory: str | os.PathLike[str], resolver: Resolver, *, max_size: int = DEFAULT_MAX_SIZE,
                  prune: bool = False, progress: ProgressFactory | None = None, retries: int = 3,
-                 claim_wait: float = 24 * 3600.0) -> None:
+                 claim_wait: float = 24 * 3600.0, min_rate: int = MIN_RATE, slow_time: float = SLOW_TIME) -> None:
         self.directory = Path(directory).absolute()
         self.resolver = resolver
         self.max_size = int(max_size)
@@ -107,6 +109,8 @@ class Mirror:
         self.progress = progress
         self.retries = retries
         self.claim_wait = claim_wait
+        self.min_rate = int(min_rate)
+        self.slow_time = float(slow_time)
         src = resolver.source_url
         self.policy = AddressPolicy(src) if src else _PublicOnly()
         self.allow_http = src is None or src.startswith("http://")
@@ -175,8 +179,19 @@ class Mirror:
     def _download_and_add(self, body: str, item: Mapping[str, Any], key: str, href: str, final: Path,
                           announced: int | None, version: str | None) -> Mirrored:
         final.parent.mkdir(mode=0o755, exist_ok=True)
-        _real_dir(final.parent)
-        part = final.with_name(final.name + ".part")
+        with _pinned(final.parent) as where:
+            try:
+                size, fetched, resumed, digest = self._into(where, final, body, item, key, href, announced)
+            except MirrorError as exc:  # name the item directory, not the descriptor it was reached by
+                raise MirrorError(str(exc).replace(str(where), str(final.parent))) from None
+        log.info("%s: %s in the mirror (%d bytes, %d fetched)", body, final, size, fetched)
+        return Mirrored(body, final.parent.name, version, str(final), size, digest, fetched,
+                        "resumed" if resumed else "downloaded")
+
+    def _into(self, where: Path, final: Path, body: str, item: Mapping[str, Any], key: str, href: str,
+              announced: int | None) -> tuple[int, int, bool, str]:
+        """Download into the item directory held open as ``where``, check, add to the catalog."""
+        part = where / (final.name + ".part")
         try:
             size, fetched, resumed, digest = self._fetch(href, part, announced, f"{body} {final.name}")
         except BaseException:
@@ -186,9 +201,9 @@ class Mirror:
                 pass
             raise
         try:
-            self._check(part, body, href)
-            os.replace(part, final)
-            _fsync_dir(final.parent)
+            self._check(part, body, href, final)
+            os.replace(part, where / final.name)
+            _fsync_dir(where)
         except BaseException:
             _unlink(part)
             _unlink(_meta_path(part))
@@ -203,15 +218,14 @@ class Mirror:
                               {"rel": "parent", "href": f"../{CATALOG}", "type": "application/json"}]})
         item_id = final.parent.name
         with self._catalog_lock():
-            _atomic_write(final.parent / f"{item_id}.json", doc)
+            _atomic_write(where / f"{item_id}.json", doc)
             cat = self._read_catalog()
             href_rel = f"./{item_id}/{item_id}.json"
             links = [ln for ln in cat["links"] if ln.get("href") != href_rel]
             links.append({"rel": "item", "href": href_rel, "type": "application/geo+json", "title": body})
             cat["links"] = links
             _atomic_write(self.catalog_path, cat)
-        log.info("%s: %s in the mirror (%d bytes, %d fetched)", body, final, size, fetched)
-        return Mirrored(body, item_id, version, str(final), size, digest, fetched, "resumed" if resumed else "downloaded")
+        return size, fetched, resumed, digest
 
     def _fetch(self, href: str, part: Path, announced: int | None, what: str) -> tuple[int, int, bool, str]:
         """Download ``href`` into ``part`` (resuming it); returns (size, bytes fetched, resumed, SHA-256)."""
@@ -317,14 +331,22 @@ class Mirror:
         try:
             if have and os.fstat(fd).st_size != have:
                 raise MirrorError(f"{part}: changed size during the download")
+            window, window_got = time.monotonic(), 0
+            arriving = self.resolver.http.chunks(resp, _CHUNK)
             while True:
                 try:
-                    chunk = resp.raw.read(_CHUNK, decode_content=False)
+                    chunk = next(arriving, b"")
                 except stream_errors() as exc:
                     os.fsync(fd)
                     raise _Cut(got, f"the body ended early ({type(exc).__name__})") from None
                 if not chunk:
                     break
+                window_got += len(chunk)
+                if time.monotonic() - window >= self.slow_time:  # curl's --speed-limit / --speed-time
+                    if window_got < self.min_rate * self.slow_time:
+                        os.fsync(fd)
+                        raise _Cut(got, f"slower than {self.min_rate} bytes/s for {self.slow_time:g} s")
+                    window, window_got = time.monotonic(), 0
                 if have + got + len(chunk) > total:
                     raise MirrorError(f"{href}: the server sent more than the {total} bytes it announced")
                 _write_all(fd, chunk, part)
@@ -367,14 +389,15 @@ class Mirror:
         if need + _RESERVE > free:
             raise MirrorError(f"{directory}: not enough free space for {href} ({need} bytes needed, {free} free)")
 
-    def _check(self, part: Path, body: str, href: str) -> None:
+    def _check(self, part: Path, body: str, href: str, final: Path) -> None:
         """GDAL opens the file and reads its last tile; the model check passes for ``body``."""
+        shown = str(final) + ".part"
         try:
-            ds = raster.open_model(str(part), True)
+            ds = raster.open_model(str(part), True, name=shown)
             why = raster.read_last_block(ds)
             if why:
                 raise ModelError(f"GDAL cannot read the last block: {shorten(why, 120)}")
-            result = self.resolver._model_check(ds, str(part), body)
+            result = self.resolver._model_check(ds, shown, body)
         except ModelError as exc:
             raise MirrorError(f"{href}: downloaded, but not a usable model: {exc}") from None
         if not result["ok"]:
@@ -467,10 +490,11 @@ class Mirror:
             _atomic_write(self.catalog_path, cat)
             for item_id in removed:
                 folder = self.directory / item_id
-                for entry in folder.iterdir():
-                    if entry.is_file() and not entry.is_symlink():
-                        entry.unlink()
-                folder.rmdir()
+                with _pinned(folder) as where:
+                    for entry in os.scandir(where):
+                        if entry.is_file(follow_symlinks=False):
+                            os.unlink(where / entry.name)
+                folder.rmdir()  # a link put in its place meanwhile is not a directory: refused
                 log.info("%s: pruned %s", body, item_id)
         return removed
 
@@ -489,10 +513,23 @@ class _Cut(Exception):
         self.got, self.reason = got, reason
 
 
-def _real_dir(path: Path) -> None:
-    """Refuse an item directory that is a link (another user may have planted it to aim our writes)."""
-    if not stat.S_ISDIR(os.lstat(path).st_mode):
-        raise MirrorError(f"{path}: not a directory but a link or a file; refusing to write or delete through it")
+@contextmanager
+def _pinned(folder: Path) -> Iterator[Path]:
+    """``folder`` held open, refused if it is a link (another user may have planted it to aim
+    our writes or deletes), as a path that reaches the held directory whatever is renamed or
+    swapped meanwhile (``/proc/self/fd/N`` on Linux; the folder itself elsewhere)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise MirrorError(f"{folder}: not a directory but a link or a file; refusing to write or delete "
+                              "through it") from None
+        raise MirrorError(f"{folder}: {exc.strerror}") from None
+    try:
+        held = Path(f"/proc/self/fd/{fd}")
+        yield held if held.is_dir() else folder
+    finally:
+        os.close(fd)
 
 
 def _meta_path(part: Path) -> Path:

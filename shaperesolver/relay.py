@@ -95,36 +95,14 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"Accept": "*/*"}
         if self.headers.get("Range"):
             headers["Range"] = self.headers["Range"]
-        st = route.http.settings
-        end = time.monotonic() + st.deadline
         try:
-            resp, _ = route.http.stream(route.url, headers, route.policy, "model", method=method)
-        except CatalogError as exc:
-            self._answer(403, str(exc), route)
+            resp, body = _fetch(route, method, headers)
+        except CatalogError as exc:  # a refused hop, an answer too large or too slow
+            self._answer(403, str(exc), route)  # (403: GDAL does not retry it)
             return
-        except stream_errors() as exc:
-            self._answer(502, f"{shorten(route.url, 120)}: cannot reach the model ({shorten(str(exc), 160)})", route)
+        except stream_errors() as exc:  # (503: GDAL retries it, as it would have retried the server)
+            self._answer(503, f"{shorten(route.url, 120)}: no answer from its server ({shorten(str(exc), 160)})", route)
             return
-        try:
-            body = b""
-            if method == "GET":
-                chunks, size = [], 0
-                for chunk in resp.iter_content(1 << 16):
-                    size += len(chunk)
-                    if size > MAX_ANSWER_BYTES:
-                        raise CatalogError(f"{shorten(route.url, 120)}: an answer over {MAX_ANSWER_BYTES >> 20} MiB")
-                    if time.monotonic() > end:
-                        raise CatalogError(f"{shorten(route.url, 120)}: no answer within {st.deadline:g} s")
-                    chunks.append(chunk)
-                body = b"".join(chunks)
-        except CatalogError as exc:
-            self._answer(502, str(exc), route)
-            return
-        except stream_errors() as exc:
-            self._answer(502, f"{shorten(route.url, 120)}: the answer broke off ({shorten(str(exc), 160)})", route)
-            return
-        finally:
-            resp.close()
         if resp.status_code >= 400:
             route.failed(f"{shorten(route.url, 120)}: HTTP {resp.status_code}")
         self.send_response(resp.status_code)
@@ -137,6 +115,30 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if method == "GET":
             self.wfile.write(body)
+
+
+def _fetch(route: _Route, method: str, headers: dict[str, str]) -> tuple[Any, bytes]:
+    """(the closed response, its body) for one of GDAL's requests, within the deadline."""
+    st = route.http.settings
+    end = time.monotonic() + st.deadline
+
+    def left() -> float:
+        if time.monotonic() >= end:
+            raise CatalogError(f"{shorten(route.url, 120)}: no whole answer within {st.deadline:g} s")
+        return end - time.monotonic()
+
+    resp, _ = route.http.stream(route.url, headers, route.policy, "model", method=method)
+    try:
+        chunks, size = [], 0
+        if method == "GET":
+            for chunk in route.http.chunks(resp, 1 << 16, left, decode=True):
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    raise CatalogError(f"{shorten(route.url, 120)}: an answer over {MAX_ANSWER_BYTES >> 20} MiB")
+                chunks.append(chunk)
+        return resp, b"".join(chunks)
+    finally:
+        resp.close()
 
 
 class _Server(ThreadingHTTPServer):

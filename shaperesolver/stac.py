@@ -226,7 +226,7 @@ class StaticCatalog:
             elif kind == "Feature":
                 found = [doc]
             budget.add_items(len(found))
-            items.extend(found if self.remote else (_local_assets(it, where) for it in found))
+            items.extend(_absolute_assets(it, where, self.remote) for it in found)
             for link in doc.get("links") or ():
                 if isinstance(link, Mapping) and link.get("rel") in ("item", "child", "items") and isinstance(link.get("href"), str):
                     todo.append(self._link(where, link["href"]))
@@ -245,15 +245,21 @@ class StaticCatalog:
         return _resolve(base, href)
 
 
-def _local_assets(item: Mapping[str, Any], where: str) -> Mapping[str, Any]:
-    """``item`` with relative (and ``file://``) asset hrefs made absolute against ``where``."""
+def _absolute_assets(item: Mapping[str, Any], where: str, remote: bool) -> Mapping[str, Any]:
+    """``item`` with relative asset hrefs made absolute against ``where``, the document it
+    came from: a URL on the same server for a remote catalog (a mirror served over HTTP),
+    a path for a local one (whose ``file://`` hrefs become paths too).  Other hrefs are
+    left for :func:`check_href` to judge."""
     assets = item.get("assets")
     if not isinstance(assets, Mapping):
         return item
     fixed: dict[str, Any] = {}
     for key, asset in assets.items():
         href = asset.get("href") if isinstance(asset, Mapping) else None
-        if isinstance(href, str) and (href.startswith("file://") or not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", href)):
+        relative = isinstance(href, str) and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", href)
+        if remote and relative:
+            asset = {**asset, "href": urljoin(where, href)}
+        elif not remote and isinstance(href, str) and (relative or href.startswith("file://")):
             body = href[7:] if href.startswith("file://") else re.sub(r"^(?:\./)+", "", href)
             asset = {**asset, "href": body if body.startswith("/") else os.path.join(os.path.abspath(os.path.dirname(where)), body)}
         fixed[key] = asset

@@ -18,7 +18,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import ParseResult, urljoin, urlparse
@@ -348,12 +348,7 @@ class Http:
         chunks = []
         size = 0
         try:
-            while True:
-                left = budget.check_time()
-                self._socket_timeout(resp, min(self.settings.read_timeout, left))
-                chunk = resp.raw.read1(65536, decode_content=True)  # returns as soon as anything arrives
-                if not chunk:
-                    break
+            for chunk in self.chunks(resp, 65536, budget.check_time, decode=True):
                 size += len(chunk)
                 if size > limit:
                     raise CatalogError(f"{url}: response is larger than the {limit}-byte limit")
@@ -365,6 +360,27 @@ class Http:
             budget.check_time()
             raise CatalogError(f"{url}: reading the response failed ({shorten(str(exc), 160)})") from None
         return b"".join(chunks)
+
+    def chunks(self, resp: requests.Response, size: int, left: Callable[[], float] | None = None,
+               decode: bool = False) -> Iterator[bytes]:
+        """A streamed body as it arrives: each read returns as soon as anything has come,
+        within the read timeout or the ``left()`` seconds, if fewer (``left`` raises when
+        the caller's time is up), so a server dripping bytes cannot hold a caller past its
+        clock.  ``decode`` undoes a Content-Encoding.  Transport failures raise one of
+        :func:`stream_errors`.
+        """
+        while True:
+            seconds = self.settings.read_timeout if left is None else min(self.settings.read_timeout, left())
+            self._socket_timeout(resp, seconds)
+            try:
+                chunk = resp.raw.read1(size, decode_content=decode)
+            except Exception:
+                if left is not None:
+                    left()  # the caller's time ran out, rather than this read's
+                raise
+            if not chunk:
+                return
+            yield chunk
 
     @staticmethod
     def _socket_timeout(resp: requests.Response, seconds: float) -> None:

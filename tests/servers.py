@@ -302,7 +302,7 @@ class RangeServer(_Base):
                     return
                 if lie == "long":
                     self.close_connection = True
-                step = 65536
+                step = max(1, min(65536, int(server.rate))) if server.rate else 65536
                 try:
                     for i in range(0, len(body), step):
                         chunk = body[i : i + step]

@@ -11,6 +11,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -112,6 +114,34 @@ def test_fromlist_mirror_in_one_go_then_offline_jobs(servers, tmp_path, make_cub
         assert r.open_model(res).RasterXSize == 4096
 
 
+def test_a_mirror_served_over_http_is_a_catalog(servers, tmp_path, dask_cluster):
+    """``catalog=http://host/mirror/catalog.json``: the mirror's relative hrefs ("./moon.tif")
+    were refused as "not an absolute https URL"; they are URLs on the mirror's own server."""
+    from test_outcomes import make
+
+    from shaperesolver import write_batch
+
+    rs, stac = servers
+    mirror = tmp_path / "m"
+    assert run(f"url={stac.url}", "target=Moon,Phobos", f"mirror={mirror}").returncode == 0
+    moons = [make(tmp_path / "c", f"moon{i}.cub", "MOON") for i in range(4)]
+    phobos = [make(tmp_path / "c", f"phobos{i}.cub", "Phobos") for i in range(4)]
+    (tmp_path / "list").write_text("".join(f"{c}\n" for c in moons[1:3] + phobos[1:3]))
+    with RangeServer(mirror) as share:
+        cat = share.url("catalog.json")
+        assert run(f"catalog={cat}", f"from={moons[0]}", "verify=yes").returncode == 0
+        p = run(f"catalog={cat}", f"fromlist={tmp_path / 'list'}", "jobs=4", "verify=yes")
+        assert p.returncode == 0, p.stderr
+        recs = write_batch([moons[3], phobos[3]], dask_cluster[1], catalog=cat, cache="no")
+        with Resolver(catalog=cat, cache="no") as r:
+            api = r.resolve(target="Phobos")
+    moon_url, phobos_url = "/vsicurl/" + share.url("lolaMoon0001/moon.tif"), "/vsicurl/" + share.url("phobosErnst0001/phobos.tif")
+    assert [read_label(c).shape_model for c in moons] == [moon_url] * 4
+    assert [read_label(c).shape_model for c in phobos[1:]] == [phobos_url] * 3
+    assert [x["source"] for x in recs] == ["web", "web"] and api.shape_model == phobos_url
+    assert share.gets("lolaMoon0001/moon.tif") and not rs.gets("moon.tif")[1:]  # the original server: the mirror run only
+
+
 def test_second_run_downloads_nothing(servers, tmp_path):
     rs, stac = servers
     mirror = tmp_path / "m"
@@ -164,6 +194,89 @@ def test_lying_server_never_enters_the_catalog(www, tmp_path, lie):
     assert "phobosErnst0001" in cat and "lolaMoon0001" not in cat
     assert not (mirror / "lolaMoon0001" / "moon.tif").exists()
     assert not list((mirror / "lolaMoon0001").glob("*.part")) if lie == "short" else True
+
+
+def test_a_dripping_server_is_cut_and_retried_not_waited_for(www, tmp_path):
+    """200 bytes a second, each read well inside the read timeout, held a mirror for as long as
+    the file lasted (an hour for phobos.tif, weeks for a global DEM); under ``min_rate`` for
+    ``slow_time`` the download is cut, resumed, and given up after the retries."""
+    out = {}
+
+    def add(m):
+        try:
+            m.add("Phobos")
+        except MirrorError as exc:
+            out["err"] = exc
+
+    with RangeServer(www, rate=200) as rs, StacServer(items_for(rs)) as stac, \
+            Resolver(url=stac.url, cache="no", http=FAST) as r:
+        worker = threading.Thread(target=add, args=(Mirror(tmp_path / "m", r, min_rate=1024, slow_time=2, retries=1),),
+                                  daemon=True)
+        worker.start()
+        worker.join(60)
+        assert not worker.is_alive(), "still downloading at 200 bytes/s"
+        gets = rs.gets("phobos.tif")
+    assert "slower than 1024 bytes/s for 2 s" in str(out["err"]) and "gave up after 2 attempts" in str(out["err"])
+    assert len(gets) == 2 and gets[1]["range"] not in (None, "bytes=0-"), gets  # the retry resumed
+    assert not (tmp_path / "m" / "catalog.json").exists() or "phobosErnst0001" not in (tmp_path / "m" / "catalog.json").read_text()
+
+
+def test_an_item_directory_swapped_for_a_link_mid_run_gets_no_write(servers, tmp_path):
+    """A shared mirror directory (mode 0777): a neighbour holds the catalog's flock, which the
+    mirror waits for after the download, swaps the item directory for a link to a directory of
+    ours meanwhile, and lets go. The item document was written through the link."""
+    import fcntl
+
+    rs, stac = servers
+    top = Path(tempfile.mkdtemp(prefix="mirror-"))  # pytest's tmp_path is 0700: out of the neighbour's reach
+    top.chmod(0o755)
+    mirror, victim = top / "m", top / "victim"
+    victim.mkdir()
+    with Resolver(url=stac.url, cache="no", http=FAST) as r:
+        Mirror(mirror, r).add("Phobos")  # the catalog and its lock file exist
+        mirror.chmod(0o777)
+        go, ready = os.pipe(), os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the neighbour, uid 65534
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                fd = os.open(mirror / ".shaperesolver" / "catalog.lock", os.O_RDONLY)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.write(ready[1], b"locked")
+                os.read(go[0], 1)  # the download is done: the mirror now waits for the lock
+                os.rename(mirror / "lolaMoon0001", mirror / "moved")
+                os.symlink(victim, mirror / "lolaMoon0001")
+                os.write(ready[1], b"swapped")
+            finally:
+                os._exit(0)
+        os.close(go[0])
+        os.close(ready[1])
+        assert os.read(ready[0], 6) == b"locked"
+        out = {}
+        worker = threading.Thread(target=lambda: out.update(done=_try(Mirror(mirror, r).add, "Moon")), daemon=True)
+        worker.start()
+        deadline = time.monotonic() + 60
+        while not (mirror / "lolaMoon0001" / "moon.tif").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.write(go[1], b"x")
+        assert os.read(ready[0], 7) == b"swapped"
+        os.waitpid(pid, 0)  # its exit lets go of the lock
+        worker.join(60)
+    try:
+        assert not worker.is_alive()
+        assert sorted(os.listdir(victim)) == [], "written through the planted link"
+        assert (mirror / "moved" / "lolaMoon0001.json").is_file() and (mirror / "moved" / "moon.tif").is_file()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except MirrorError as exc:
+        return exc
 
 
 @pytest.fixture
@@ -306,8 +419,7 @@ def test_api_mirror_and_size_limit(servers, www, tmp_path):
 
 
 @pytest.mark.cluster
-def test_offline_batch_on_a_dask_cluster(servers, tmp_path, make_cube):
-    distributed = pytest.importorskip("distributed")
+def test_offline_batch_on_a_dask_cluster(servers, tmp_path, make_cube, dask_cluster):
     from shaperesolver import write_batch
 
     rs, stac = servers
@@ -316,11 +428,9 @@ def test_offline_batch_on_a_dask_cluster(servers, tmp_path, make_cube):
     rs.__exit__(None, None, None)
     stac.__exit__(None, None, None)
     cubes = [make_cube("lro_moon", f"moon{i}.cub") for i in range(6)]
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, protocol="tcp") as cluster, \
-            distributed.Client(cluster, set_as_default=False) as client:
-        records = write_batch(cubes[:3], client, catalog=mirror, cache="no", verify=True)
-        p = run(f"catalog={mirror}", f"from={cubes[3]}", f"scheduler={cluster.scheduler_address}")
+    cluster, client = dask_cluster
+    records = write_batch(cubes[:3], client, catalog=mirror, cache="no", verify=True)
+    p = run(f"catalog={mirror}", f"from={cubes[3]}", f"scheduler={cluster.scheduler_address}")
     assert p.returncode == 0, p.stderr
     local = str(mirror / "lolaMoon0001" / "moon.tif")
     assert [r["shape_model"] for r in records] == [local] * 3 and all(r["written"] for r in records)

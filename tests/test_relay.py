@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler
@@ -185,3 +186,40 @@ def test_an_answer_over_the_cap_is_no_answer_not_memory(monkeypatch, tmp_path):
     finally:
         flood.shutdown()
         flood.server_close()
+
+
+class _Drip(_Flood):
+    """Sends a GET's body one byte every 0.2 s: each read is inside the read timeout."""
+
+    def do_GET(self):
+        self.do_HEAD()
+        try:
+            for _ in range(self.size):
+                self.wfile.write(b"I")
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass
+
+
+def test_a_dripping_model_server_is_no_answer_within_the_deadline(tmp_path):
+    """Before, the relay read until a whole 64 KiB chunk came (hours at this rate) while GDAL gave up."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    drip = ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
+    drip.daemon_threads = True
+    threading.Thread(target=drip.serve_forever, daemon=True).start()
+    try:
+        href = f"http://127.0.0.1:{drip.server_address[1]}/titan.tif"
+        settings = HttpSettings(retries=0, connect_timeout=3, read_timeout=5, deadline=3)
+        with StacServer([item("titan0001", ["Titan"], "0001", href=href)]) as srv, \
+                Resolver(url=srv.url, cache="no", isisdata=_empty_area(tmp_path), http=settings) as r:
+            gdal.VSICurlClearCache()
+            t0 = time.monotonic()
+            with pytest.raises(NoAnswerError, match="no whole answer within 3 s"):
+                r.resolve(target="Titan")
+            assert time.monotonic() - t0 < 25
+    finally:
+        drip.shutdown()
+        drip.server_close()
