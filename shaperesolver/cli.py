@@ -210,9 +210,10 @@ def _main(argv: Sequence[str]) -> int:
     errlist = args.reserved.get("errlist")
     if errlist:
         try:
-            os.unlink(errlist)  # ISIS deletes it at start
-        except FileNotFoundError:
-            pass
+            safeio.clear_output(errlist, "-errlist")  # ISIS deletes it at start (a regular file only)
+        except UnsafeFileError as exc:
+            print(f"shaperesolver: {exc}", file=sys.stderr)
+            return 2
         except OSError as exc:
             print(f"shaperesolver: -errlist={errlist}: {exc.strerror}", file=sys.stderr)
             return 2

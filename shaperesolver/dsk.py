@@ -9,11 +9,13 @@ segments are read too: at least one, each with the cube's body as its center.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
 import subprocess
 import sys
+import tempfile
 
 from . import bodies, safeio
 from .errors import ModelError, UnsafeFileError
@@ -93,8 +95,14 @@ def check_dsk(path: str, shown: str, body: str | None, verify: bool = True) -> N
 SPICE_SECONDS = 15.0
 
 # run in a child interpreter: CSPICE cannot be interrupted, and a hostile file may hang or crash it
+# with ``python -I`` (no working directory, PYTHONPATH or user site on its path); the
+# directory that holds spiceypy is appended after the standard library, so nothing in it
+# can stand in for a standard module
 _CHILD = """
-import json, sys
+import sys
+if len(sys.argv) > 2:
+    sys.path.append(sys.argv[2])
+import json
 import spiceypy as sp
 out = {"centers": []}
 try:
@@ -115,11 +123,22 @@ print(json.dumps(out))
 """
 
 
+def _spiceypy_home() -> list[str]:
+    """The absolute directory spiceypy is imported from here (found, not imported), as a
+    one-element list; empty when the child's own site-packages must find it."""
+    spec = importlib.util.find_spec("spiceypy")
+    if spec is None or not spec.origin:
+        return []
+    return [os.path.dirname(os.path.dirname(os.path.abspath(spec.origin)))]
+
+
 def _centers(path: str, shown: str) -> list[int]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    where = _spiceypy_home()
     try:
-        proc = subprocess.run([sys.executable, "-c", _CHILD, path], capture_output=True, text=True, env=env,
-                              timeout=SPICE_SECONDS, stdin=subprocess.DEVNULL)
+        with tempfile.TemporaryDirectory(prefix="shaperesolver-dsk-") as cwd:  # a directory the user owns
+            proc = subprocess.run([sys.executable, "-I", "-c", _CHILD, os.path.abspath(path), *where],
+                                  capture_output=True, text=True, cwd=cwd, timeout=SPICE_SECONDS,
+                                  stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise ModelError(f"{shown}: CSPICE did not finish reading the DSK in {SPICE_SECONDS:.0f} s "
                          "(a damaged or crafted file)") from None

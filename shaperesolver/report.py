@@ -8,17 +8,16 @@ repeated warning came and the counts.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
-import stat
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, TextIO
 
+from . import safeio
 from .errors import shorten
 
 __all__ = ["Reporter", "Counts", "state_of"]
@@ -274,15 +273,6 @@ def _append_log(path: str, rec: dict[str, Any], state: str, fb: bool) -> None:
 
 
 def append_text(path: str, text: str) -> None:
-    """Append ``text`` to a regular file (made if missing): never through a link, into a FIFO or a device
-    another user planted there (raises OSError)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
-                 | os.O_CLOEXEC, 0o644)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        data = text.encode("utf-8")
-        while data:
-            data = data[os.write(fd, data):]
-    finally:
-        os.close(fd)
+    """Append ``text`` to a regular file (made if missing) or a character device such as
+    ``/dev/null``; never through a link, into a FIFO or a socket (raises OSError)."""
+    safeio.append_output(path, text.encode("utf-8"))

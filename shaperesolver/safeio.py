@@ -24,7 +24,8 @@ from typing import Any
 
 from .errors import UnsafeFileError
 
-__all__ = ["open_regular", "read_regular", "json_depth_ok", "loads_json", "MAX_JSON_DEPTH"]
+__all__ = ["open_regular", "read_regular", "json_depth_ok", "loads_json", "MAX_JSON_DEPTH", "clear_output",
+           "append_output"]
 
 MAX_JSON_DEPTH = 64
 #: A string, or an unterminated one up to the end: every ``"`` starts a match that cannot
@@ -82,6 +83,58 @@ def open_regular(path: str | os.PathLike[str], *, write: bool = False, follow: b
         os.close(fd)
         raise
     return fd, st
+
+
+def _output_kind(mode: int, path: str, what: str) -> bool:
+    """True for a character device (a sink such as ``/dev/null``), False for a regular
+    file; anything else is refused (UnsafeFileError naming it)."""
+    if stat.S_ISREG(mode):
+        return False
+    if stat.S_ISCHR(mode):
+        return True
+    raise UnsafeFileError(errno.EINVAL, f"{what} {path} is {_kind(mode)}, not a regular file; "
+                          "refusing to replace or write it", path)
+
+
+def clear_output(path: str | os.PathLike[str], what: str = "file") -> None:
+    """Start an output file afresh as ISIS does (``-errlist`` is deleted at start).
+
+    Only a regular file is deleted; a character device (``/dev/null``) is left as the
+    sink it is; a missing file is fine; a link, FIFO, socket, directory or block device
+    is refused (UnsafeFileError) and left where it is.
+    """
+    p = os.fspath(path)
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return
+    if _output_kind(st.st_mode, p, what):
+        return
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
+
+
+def append_output(path: str | os.PathLike[str], data: bytes, what: str = "file") -> None:
+    """Append ``data`` to a regular file (made if missing) or write it to a character
+    device; never through a link, into a FIFO, a socket or a block device (UnsafeFileError)."""
+    p = os.fspath(path)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+                     | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):  # a link at the last component; a socket or reader-less FIFO
+            mode = os.lstat(p).st_mode
+            raise UnsafeFileError(exc.errno, f"{what} {p} is {_kind(mode)}, not a regular file; "
+                                  "refusing to write it", p) from None
+        raise
+    try:
+        _output_kind(os.fstat(fd).st_mode, p, what)
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 def read_fd(fd: int, limit: int, offset: int = 0) -> bytes:
