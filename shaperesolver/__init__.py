@@ -10,20 +10,53 @@ Quick use from a processing chain::
         ds = r.open_model(res)                 # the DEM as a gdal.Dataset
 
 Importing the package reads no environment variable and touches no disk or network.
+The names below load their room on first use (PEP 562), so a run imports only what
+it uses.
 """
 
+from __future__ import annotations
+
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
 from . import errors as _errors
 from ._version import __version__
-from .batch import write_batch
-from .bodies import Body, canonical, lookup
 from .errors import *  # noqa: F403 - the whole exception tree is public
-from .label import CubeLabel, WriteOutcome, read_label, write_shape_model
-from .resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolution, ResolutionError, Resolver, resolve
-from .transport import HttpSettings
+
+if TYPE_CHECKING:
+    from .base.bodies import Body, canonical, lookup
+    from .cube.label import CubeLabel, WriteOutcome, read_label, write_shape_model
+    from .net.transport import HttpSettings
+    from .policy.resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolution, ResolutionError, Resolver, resolve
+    from .scale.batch import write_batch
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+#: public name -> the module that defines it (imported when the name is first used)
+_LAZY = {
+    "Body": "base.bodies", "canonical": "base.bodies", "lookup": "base.bodies",
+    "CubeLabel": "cube.label", "WriteOutcome": "cube.label", "read_label": "cube.label",
+    "write_shape_model": "cube.label",
+    "HttpSettings": "net.transport",
+    "DEFAULT_COLLECTION": "policy.resolver", "DEFAULT_URL": "policy.resolver", "Resolution": "policy.resolver",
+    "ResolutionError": "policy.resolver", "Resolver": "policy.resolver", "resolve": "policy.resolver",
+    "write_batch": "scale.batch",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{where}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "__version__",

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal, osr
 
-from shaperesolver import bodies
+from shaperesolver.base import bodies
 
 
 def radius_grid(body: str, width: int, height: int) -> np.ndarray:

@@ -20,7 +20,7 @@ import cubes
 import pytest
 
 from shaperesolver import Resolver, errors
-from shaperesolver.label import journal_path, read_label, write_shape_model
+from shaperesolver.cube.label import journal_path, read_label, write_shape_model
 
 NOBODY = 65534
 ROOT = os.geteuid() == 0
@@ -157,7 +157,7 @@ def test_cube_replaced_by_dangling_link_between_resolve_and_write(make_cube):
 
 WRITER = textwrap.dedent("""
     import os, signal, sys
-    from shaperesolver.label import write_shape_model
+    from shaperesolver.cube.label import write_shape_model
     def hook(step):
         if step == sys.argv[3]:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -204,7 +204,7 @@ def test_kill_after_journal_preallocation_is_recovered(make_cube, tmp_path):
     journal ... move that file away if no write was interrupted' -- one was)."""
     cube = make_cube("viking_mars")
     before = cube.read_bytes()
-    code = f"from shaperesolver.label import write_shape_model\nwrite_shape_model({str(cube)!r}, '/d/x.cub')"
+    code = f"from shaperesolver.cube.label import write_shape_model\nwrite_shape_model({str(cube)!r}, '/d/x.cub')"
     r = subprocess.run([STRACE, "-f", "-qq", "-o", str(tmp_path / "trace"), "-e", "trace=pwrite64,fallocate",
                         "-e", "inject=pwrite64:signal=KILL:when=1", sys.executable, "-c", code],
                        env=ENV, capture_output=True, timeout=60)
@@ -264,7 +264,7 @@ def test_hostile_label_under_scan_limit_is_answered_without_hanging(tmp_path, ki
     body = {"dash_continuations": "  A = " + "-\n" * ((m - 20) // 2) + "y\n",
             "nested_braces": "  A = " + "{" * ((m - 20) // 2) + "}" * ((m - 20) // 2) + "\n"}[kind]
     p = _hostile(tmp_path, kind + ".cub", body)
-    code = ("import sys, time\nfrom shaperesolver.label import read_label\nt = time.time()\n"
+    code = ("import sys, time\nfrom shaperesolver.cube.label import read_label\nt = time.time()\n"
             "try:\n    read_label(sys.argv[1])\nexcept Exception:\n    pass\nprint(time.time() - t)")
     r = subprocess.run([sys.executable, "-c", code, str(p)], env=ENV, capture_output=True, text=True, timeout=120)
     # a bound against hangs, generous for a loaded CI machine (the figure is the bench's job)

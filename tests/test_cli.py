@@ -176,7 +176,7 @@ def test_an_unexpected_error_is_one_line_not_a_traceback(tmp_path, env):
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(
-        "import shaperesolver.report as r\n"
+        "import shaperesolver.cli.report as r\n"
         "def finish(self):\n    raise RuntimeError('planted\\nbug')\n"
         "r.Reporter.finish = finish\n")
     cube = cubes.write_attached(tmp_path / "moon.cub", cubes.label_text("lro_moon"))

@@ -5,7 +5,7 @@ from osgeo import gdal
 from servers import RangeServer, StacServer, item, make_geotiff
 
 from shaperesolver import HttpSettings, Resolver, errors
-from shaperesolver.raster import VSICURL_OPTIONS, gdal_options, open_model
+from shaperesolver.models.raster import VSICURL_OPTIONS, gdal_options, open_model
 
 
 @pytest.fixture

@@ -24,7 +24,9 @@ import pytest
 from osgeo import gdal, osr
 from servers import RangeServer, StacServer, item
 
-from shaperesolver import HttpSettings, Resolver, errors, raster, safeio
+from shaperesolver import HttpSettings, Resolver, errors
+from shaperesolver.base import safeio
+from shaperesolver.models import raster
 
 FAST = HttpSettings(connect_timeout=2, read_timeout=5, retries=0, backoff=0.01)
 SCRIPT = Path(sys.executable).parent / "shaperesolver"
@@ -478,7 +480,7 @@ def test_vrt_with_a_lost_overview_fails_each_cube_not_the_batch(tmp_path):
 
 
 def test_json_depth_check_is_linear():
-    code = ("import time; from shaperesolver import safeio; t = time.monotonic(); "
+    code = ("import time; from shaperesolver.base import safeio; t = time.monotonic(); "
             "ok = [safeio.json_depth_ok(('\"' + u * (2_000_000 // len(u)))) for u in ('\\\\\"', '\"\\\\\"', '\"\\\\')]; "
             "print(ok, time.monotonic() - t)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

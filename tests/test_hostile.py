@@ -18,9 +18,9 @@ import pytest
 from servers import StacServer, item
 
 from shaperesolver import HttpSettings, Resolver
-from shaperesolver.cache import DiskCache
+from shaperesolver.catalog.cache import DiskCache
+from shaperesolver.catalog.stac import search_url
 from shaperesolver.errors import NoAnswerError
-from shaperesolver.stac import search_url
 
 FAST = HttpSettings(connect_timeout=2, read_timeout=2, retries=1, backoff=0.01, max_retry_after=5)
 MARS = [item("molaMarsPlanetaryRadius0005", ["Mars"], "0005"), item("molaMarsPlanetaryRadius0004", ["Mars"], "0004")]
@@ -326,7 +326,7 @@ def test_next_link_to_another_loopback_name_is_followed(resolver_factory):
 def test_address_policy_of_a_public_api():
     """USGS's next links point at another public host; private and metadata addresses are refused."""
     from shaperesolver.errors import CatalogError
-    from shaperesolver.transport import AddressPolicy
+    from shaperesolver.net.transport import AddressPolicy
     CONNECTS.clear()
     policy = AddressPolicy("https://8.8.8.8/apis/isis-stac/")  # a public address literal: never contacted
     assert policy.check("https://93.184.216.34/prod/search", "next link")

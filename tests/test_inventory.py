@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from servers import StacServer, item
 
-from shaperesolver import HttpSettings, inventory
+from shaperesolver import HttpSettings
+from shaperesolver.policy import inventory
 
 FAST = HttpSettings(retries=0)
 EXE = str(Path(sys.executable).parent / "shaperesolver")

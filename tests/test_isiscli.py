@@ -77,7 +77,7 @@ def test_prefixes_case_and_ambiguity(make_cube, env):
 
 
 def test_help_lists_every_parameter_with_value_or_default(env, tmp_path):
-    from shaperesolver.isisargs import PARAMS
+    from shaperesolver.cli.isisargs import PARAMS
 
     for spelling in ("-help", "-HELP", "-he"):
         p = run("from=x.cub", spelling, env=env)

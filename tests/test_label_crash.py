@@ -8,13 +8,13 @@ import textwrap
 
 import pytest
 
-from shaperesolver.label import journal_path, read_label, write_shape_model
+from shaperesolver.cube.label import journal_path, read_label, write_shape_model
 
 URL = "/vsicurl/https://asc-isisdata.s3.us-west-2.amazonaws.com/isis-stac/isis-dtm-collection/molaMarsPlanetaryRadius0005.tiff"
 
 WRITER = textwrap.dedent("""
     import os, signal, sys
-    from shaperesolver.label import write_shape_model
+    from shaperesolver.cube.label import write_shape_model
     path, value, stop, torn = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "torn"
 
     def hook(step):

@@ -7,8 +7,8 @@ import pvl
 import pytest
 
 from shaperesolver import errors
-from shaperesolver.label import read_label
-from shaperesolver.pvlscan import scan
+from shaperesolver.cube.label import read_label
+from shaperesolver.cube.pvlscan import scan
 
 ALL = ["viking_mars", "ctx_mars", "lro_moon", "galileo_io_detached", "cassini_titan"]
 

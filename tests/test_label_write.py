@@ -11,7 +11,7 @@ import pvl
 import pytest
 
 from shaperesolver import errors
-from shaperesolver.label import journal_path, read_label, write_shape_model
+from shaperesolver.cube.label import journal_path, read_label, write_shape_model
 
 URL = "/vsicurl/https://asc-isisdata.s3.us-west-2.amazonaws.com/isis-stac/isis-dtm-collection/molaMarsPlanetaryRadius0005.tiff"
 USGS_LINES = [
@@ -244,7 +244,7 @@ def test_concurrent_writers_do_not_interleave(make_cube, tmp_path):
     path = make_cube("viking_mars")
     script = textwrap.dedent(f"""
         import sys
-        from shaperesolver.label import write_shape_model
+        from shaperesolver.cube.label import write_shape_model
         for i in range(40):
             write_shape_model({str(path)!r}, sys.argv[1] + str(i % 7))
     """)

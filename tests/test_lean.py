@@ -20,7 +20,7 @@ import pvl
 import pytest
 from servers import StacServer, item
 
-from shaperesolver.pvlformat import _KNOWN_GOOD, check_round_trip, format_statement
+from shaperesolver.cube.pvlformat import _KNOWN_GOOD, check_round_trip, format_statement
 
 EXE = shutil.which("shaperesolver", path=os.path.dirname(sys.executable)) or shutil.which("shaperesolver")
 #: what a run that sends nothing, opens no model and reads no label with pvl must not load
@@ -46,21 +46,23 @@ def lean_env(tmp_path):
     return env
 
 
-def loaded(env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
-    """Run the console script; (the process, the top-level modules loaded at its exit)."""
+def loaded(env: dict[str, str], *args: str, full: bool = False) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the console script; (the process, the top-level modules loaded at its exit; with
+    ``full``, every module's full name)."""
     assert EXE, "the shaperesolver command is not installed"
     out = Path(env["LEAN_MODULES_OUT"])
     out.unlink(missing_ok=True)
     p = subprocess.run([EXE, *args], env=env, capture_output=True, text=True, timeout=120)
-    mods = {m.split(".")[0] for m in out.read_text().split()}
-    assert "shaperesolver" in mods  # the hook saw the run
-    return p, mods
+    names = set(out.read_text().split())
+    assert "shaperesolver" in names  # the hook saw the run
+    return p, names if full else {m.split(".")[0] for m in names}
 
 
 def moon_titan(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     return [cubes.write_attached(directory / f"{name}.cub", cubes.label_text(name), data_bytes=256)
             for name in ("lro_moon", "cassini_titan")]
+
 
 
 def test_an_ellipsoid_dry_run_loads_no_network_gdal_or_pvl(tmp_path, lean_env):
@@ -101,7 +103,7 @@ def test_a_web_run_answered_from_the_cache_loads_no_network_stack(tmp_path, lean
 
 
 def test_importing_the_package_loads_none_of_them(lean_env):
-    code = "import shaperesolver, shaperesolver.cli, shaperesolver.batch, shaperesolver.resolver"
+    code = "import shaperesolver, shaperesolver.cli, shaperesolver.scale.batch, shaperesolver.policy.resolver"
     p = subprocess.run([sys.executable, "-c", code], env=lean_env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     mods = {m.split(".")[0] for m in Path(lean_env["LEAN_MODULES_OUT"]).read_text().split()}

@@ -96,7 +96,7 @@ def test_a_regular_errlist_is_still_deleted_at_start(make_cube, env, tmp_path): 
 
 def test_dsk_reader_child_ignores_modules_planted_in_the_working_directory(tmp_path):
     pytest.importorskip("spiceypy")
-    from shaperesolver import dsk
+    from shaperesolver.models import dsk
 
     planted = tmp_path / "shared"
     planted.mkdir()

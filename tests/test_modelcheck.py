@@ -15,8 +15,10 @@ import pytest
 from osgeo import gdal, osr
 from servers import RangeServer, StacServer, item
 
-from shaperesolver import HttpSettings, Resolver, bodies, errors, modelcheck
-from shaperesolver.modelcheck import CrsFacts, Sample
+from shaperesolver import HttpSettings, Resolver, errors
+from shaperesolver.base import bodies
+from shaperesolver.models import modelcheck
+from shaperesolver.models.modelcheck import CrsFacts, Sample
 
 W, H = 1024, 512  # overviews 512x256 and 256x128 with 256x256 tiles
 FAST = HttpSettings(retries=0)
@@ -164,7 +166,7 @@ def test_phobos_values_under_a_mars_crs_look_like_phobos():
 @pytest.mark.parametrize("name", ["sparse.tif", "sparse_nearest.tif", "sparse_no_overviews.tif"])
 def test_nodata_except_a_few_valid_pixels(files, name):
     assert check(files, name) is None  # 30 valid pixels of 524,288; NoData ignored
-    from shaperesolver.raster import open_model, sample_values
+    from shaperesolver.models.raster import open_model, sample_values
     url = "/vsicurl/" + files.url(name)
     gdal.VSICurlClearCache()
     ds = open_model(url)

@@ -24,8 +24,11 @@ import pytest
 from peak import PEAK_KIB
 from servers import StacServer, item
 
-from shaperesolver import CubeLockedError, Resolver, UsageError, batch, read_label, txn, write_batch, write_shape_model
-from shaperesolver.label import journal_path
+from shaperesolver import CubeLockedError, Resolver, UsageError, read_label, write_batch, write_shape_model
+from shaperesolver.cube import txn
+from shaperesolver.cube.label import journal_path
+from shaperesolver.policy import job
+from shaperesolver.scale import batch
 
 EXE = shutil.which("shaperesolver", path=os.path.dirname(sys.executable)) or shutil.which("shaperesolver")
 ITEMS = [item("moonDem0002", ["Moon"], "0002"), item("titanDem0001", ["Titan"], "0001")]
@@ -450,15 +453,15 @@ def test_a_long_error_chain_keeps_what_to_do(tmp_path, env):
 
 def test_one_line_shortens_the_middle_of_earlier_stages():
     stages = ["web search failed: " + "x" * 400, "SYSTEM skipped: " + "y" * 200, "no ISIS data area: set ISISDATA"]
-    line = batch.one_line("; ".join(stages), "/data/c.cub")
+    line = job.one_line("; ".join(stages), "/data/c.cub")
     assert len(line) <= 300 and line.startswith("/data/c.cub: web search failed: ")
     assert line.endswith("; no ISIS data area: set ISISDATA") and line.count("; ") == 2 and "..." in line
-    assert batch.one_line("short", "/data/c.cub") == "/data/c.cub: short"
+    assert job.one_line("short", "/data/c.cub") == "/data/c.cub: short"
 
 
 KILLED_WRITER = textwrap.dedent("""
     import os, signal, sys
-    from shaperesolver.label import write_shape_model
+    from shaperesolver.cube.label import write_shape_model
     def hook(step):
         if step == "temp-durable":
             os.kill(os.getpid(), signal.SIGKILL)

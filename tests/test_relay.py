@@ -1,4 +1,4 @@
-"""GDAL reaches web models only through the relay on 127.0.0.1 (shaperesolver.relay).
+"""GDAL reaches web models only through the relay on 127.0.0.1 (shaperesolver.net.relay).
 
 libcurl inside GDAL follows redirects given to its GET; the relay makes each of GDAL's
 requests itself under the API's address rules.  Public hosts are stood in for by a
@@ -32,7 +32,8 @@ from test_gdal_lockdown import (
 )
 from test_outcomes import make
 
-from shaperesolver import HttpSettings, NoAnswerError, Resolver, read_label, relay, write_batch
+from shaperesolver import HttpSettings, NoAnswerError, Resolver, read_label, write_batch
+from shaperesolver.net import relay
 
 FAST = HttpSettings(retries=0, connect_timeout=3, read_timeout=5, deadline=20)
 

@@ -22,8 +22,8 @@ import pytest
 from servers import StacServer, item
 
 from shaperesolver import Resolver, read_label, write_batch, write_shape_model
-from shaperesolver.batch import BatchOptions, run_batch
-from shaperesolver.label import journal_path
+from shaperesolver.cube.label import journal_path
+from shaperesolver.scale.batch import BatchOptions, run_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 BODIES = {"MARS": "Mars", "MOON": "Moon", "Ceres": "Ceres", "IO": "Io"}

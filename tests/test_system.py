@@ -3,8 +3,8 @@
 import pytest
 
 from shaperesolver import Resolver, errors
-from shaperesolver.kerneldb import find_system_model, highest_version
-from shaperesolver.resolver import ResolutionError
+from shaperesolver.models.kerneldb import find_system_model, highest_version
+from shaperesolver.policy.resolver import ResolutionError
 
 MARS = {("INSTRUMENT", "TARGETNAME"): "MARS"}
 

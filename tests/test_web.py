@@ -7,9 +7,9 @@ import pytest
 from servers import StacServer, item
 
 from shaperesolver import HttpSettings, Resolver, errors
-from shaperesolver.choice import choose_asset
-from shaperesolver.resolver import ResolutionError
-from shaperesolver.stac import search_url
+from shaperesolver.catalog.choice import choose_asset
+from shaperesolver.catalog.stac import search_url
+from shaperesolver.policy.resolver import ResolutionError
 
 FAST = HttpSettings(connect_timeout=2, read_timeout=2, retries=2, backoff=0.01, max_retry_after=5)
 
@@ -54,7 +54,7 @@ def test_numeric_versions_beat_lexicographic_order(resolver_factory):
 
 
 def test_version_from_item_id_when_missing():
-    from shaperesolver.choice import choose_item
+    from shaperesolver.catalog.choice import choose_item
     items = [item("dem0003", ["Io"]), item("dem0012", ["Io"]), item("dem0007", ["Io"], "x")]
     assert choose_item(items, ["Io"], None, "here", False).item_id == "dem0012"
 
@@ -69,7 +69,7 @@ def test_one_search_per_body_per_run(make_cube, resolver_factory):
 
 
 def test_pagination_follows_next_on_another_host_and_stops_by_matched(resolver_factory, monkeypatch):
-    import shaperesolver.stac as stac
+    import shaperesolver.catalog.stac as stac
     monkeypatch.setattr(stac, "PAGE_SIZE", 2)
     many = [item(f"dem{v:04d}", ["Ceres"], f"{v:04d}", f"2026-01-{v:02d}T00:00:00Z") for v in range(1, 6)]
     with StacServer(many, next_host="localhost") as srv:
@@ -300,7 +300,7 @@ def test_corrupt_cache_file_is_ignored_and_replaced(resolver_factory, tmp_path):
 
 
 def test_cache_dir_from_environment_at_call_time(monkeypatch, tmp_path):
-    from shaperesolver.cache import default_cache_dir
+    from shaperesolver.catalog.cache import default_cache_dir
     monkeypatch.setenv("SHAPERESOLVER_CACHE_DIR", str(tmp_path / "elsewhere"))
     assert default_cache_dir() == tmp_path / "elsewhere"
     monkeypatch.delenv("SHAPERESOLVER_CACHE_DIR")

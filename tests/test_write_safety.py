@@ -24,8 +24,9 @@ import pytest
 from peak import PEAK_KIB
 from servers import StacServer, item
 
-from shaperesolver import Resolver, errors, txn
-from shaperesolver.label import journal_path, read_label, write_shape_model
+from shaperesolver import Resolver, errors
+from shaperesolver.cube import txn
+from shaperesolver.cube.label import journal_path, read_label, write_shape_model
 
 URL = "/vsicurl/https://asc-isisdata.s3.us-west-2.amazonaws.com/isis-stac/isis-dtm-collection/molaMarsPlanetaryRadius0005.tiff"
 NOBODY = 65534
@@ -181,7 +182,7 @@ def test_journal_planted_by_another_user_is_never_applied(shared_dir, opener):
 
 WRITER = textwrap.dedent("""
     import os, signal, sys
-    from shaperesolver.label import write_shape_model
+    from shaperesolver.cube.label import write_shape_model
     path, value, stop = sys.argv[1], sys.argv[2], sys.argv[3]
     def hook(step):
         if step == stop:
@@ -308,7 +309,7 @@ def test_sparse_label_area_on_a_full_disk_is_refused_before_any_byte_changes(tmp
 READER = textwrap.dedent("""
     import sys
     from shaperesolver import errors
-    from shaperesolver.label import read_label
+    from shaperesolver.cube.label import read_label
     try:
         read_label(sys.argv[1])
         print("ok")

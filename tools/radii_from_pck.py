@@ -1,10 +1,10 @@
-"""Fill ``radii_km`` in shaperesolver/bodies.json from a NAIF text PCK (pck00011.tpc).
+"""Fill ``radii_km`` in shaperesolver/base/bodies.json from a NAIF text PCK (pck00011.tpc).
 
 Usage: python tools/radii_from_pck.py PATH/TO/pck00011.tpc
 
 Only assignments inside ``\\begindata`` blocks count (values NAIF leaves in comments,
 such as Hartley 2's, are not data).  Bodies without ``BODYnnn_RADII`` get ``null``.
-Run it again with a newer PCK and update shaperesolver/bodies-radii-source.md.
+Run it again with a newer PCK and update shaperesolver/base/bodies-radii-source.md.
 """
 
 from __future__ import annotations

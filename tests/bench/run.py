@@ -38,7 +38,7 @@ from peak import PEAK_KIB  # noqa: E402
 from servers import StacServer, item  # noqa: E402
 
 from shaperesolver import HttpSettings, Resolver, read_label, write_shape_model  # noqa: E402
-from shaperesolver.pvlscan import scan  # noqa: E402
+from shaperesolver.cube.pvlscan import scan  # noqa: E402
 
 TARGETS = ["MARS", "Mars", "MOON", "Ceres", "IO"]
 BODIES = {"MARS": "Mars", "Mars": "Mars", "MOON": "Moon", "Ceres": "Ceres", "IO": "Io"}
@@ -311,7 +311,7 @@ def bench_modelcheck(tmp: Path) -> None:
     from osgeo import gdal
     from servers import RangeServer
 
-    from shaperesolver.raster import open_model
+    from shaperesolver.models.raster import open_model
 
     print("\n== 5. checking a remote COG against the body (4096x2048 float32, 512x512 tiles, overviews) ==")
     www = tmp / "www"
@@ -441,25 +441,55 @@ def bench_mirror(tmp: Path) -> None:
 BENCHES["mirror"] = bench_mirror
 
 
+def _plain_venv(tmp: Path) -> Path:
+    """A plain venv (no system site-packages) from /usr/bin/python3 with the wheel of this
+    checkout installed, as a user installs it; GDAL is not needed for the runs timed here."""
+    venv = tmp / "plain-venv"
+    wheels = tmp / "wheels"
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(wheels), str(root)],
+                   check=True, capture_output=True)
+    base = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    subprocess.run([base, "-m", "venv", str(venv)], check=True, capture_output=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--no-deps", *map(str, wheels.glob("*.whl"))], check=True, capture_output=True)
+    subprocess.run([*pip, "requests>=2.28", "pvl>=1.3", "platformdirs>=3", "tqdm>=4.60"], check=True, capture_output=True)
+    return venv
+
+
+def _own_import_ms(python: str, args: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """-X importtime: the summed self time of the package's own modules (ms), and how many."""
+    p = subprocess.run([python, "-X", "importtime", "-c", "import sys; from shaperesolver.cli import main; "
+                        "sys.argv[0] = 'shaperesolver'; sys.exit(main(sys.argv[1:]))", *args],
+                       env=env, capture_output=True, text=True, check=True)
+    own = [int(line.split("|")[0].split(":")[1]) for line in p.stderr.splitlines()
+           if line.startswith("import time:") and line.split("|")[-1].strip().startswith("shaperesolver")]
+    return sum(own) / 1000, len(own)
+
+
 def bench_startup(tmp: Path) -> None:
-    """Issue 18: one cube per process, as a shell loop calls it; paired with ``python -c pass``."""
-    import shutil
+    """Issues 18 and 24: one cube per process, as a shell loop calls it; paired with ``python -c pass``,
+    both run by the interpreter of a plain venv (no system site-packages) with the wheel installed."""
     import statistics
 
-    exe = shutil.which("shaperesolver", path=os.path.dirname(sys.executable))
-    print("\n== 9. start-up: one cube per process (median of 31 paired runs, same interpreter) ==")
-    if exe is None:
-        print("the shaperesolver command is not installed next to this Python: no figure")
+    print("\n== 9. start-up: one cube per process (median of 31 paired runs; a plain venv with the wheel) ==")
+    try:
+        venv = _plain_venv(tmp)
+    except subprocess.CalledProcessError as exc:
+        print(f"cannot build the plain venv ({exc.cmd[:3]}...): no figure\n{(exc.stderr or b'')[-400:]!r}")
         return
+    python, exe = str(venv / "bin" / "python"), str(venv / "bin" / "shaperesolver")
     moon = cubes.write_attached(tmp / "startup_moon.cub", cubes.label_text("lro_moon"), data_bytes=256)
     env = _env(tmp, "cache-startup")
+    env.pop("PYTHONPATH", None)
     with StacServer([item("moonDem0002", ["Moon"], "0002")]) as srv:
         subprocess.run([exe, f"from={moon}", f"url={srv.url}", "verify=no", "dryrun=yes"], env=env, check=True,
                        capture_output=True)
         url = srv.url
     runs = {
-        "python -c pass": [sys.executable, "-c", "pass"],
+        "python -c pass": [python, "-c", "pass"],
         "shape=ellipsoid dryrun=yes": [exe, f"from={moon}", "shape=ellipsoid", "dryrun=yes"],
+        "shape=ringplane dryrun=yes": [exe, f"from={moon}", "shape=ringplane", "dryrun=yes"],
         "shape=web, from the cache": [exe, f"from={moon}", f"url={url}", "verify=no", "dryrun=yes"],
     }
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -472,6 +502,10 @@ def bench_startup(tmp: Path) -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"{name:28s} {med * 1000:7.1f} ms  {med / base:5.2f}x python -c pass")
+    for name, cmd in runs.items():
+        if cmd[0] == exe:
+            ms, n = _own_import_ms(python, cmd[1:], env)
+            print(f"-X importtime, shaperesolver's own modules ({name}): {ms:6.1f} ms in {n} modules")
 
 
 BENCHES["startup"] = bench_startup

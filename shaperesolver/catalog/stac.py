@@ -1,0 +1,274 @@
+"""STAC search: items for a body from a STAC API or a static catalog (no HTTP details).
+
+What it knows about real servers (``shared/reference/stac-and-gdal.md`` in the project):
+
+* stac-server (USGS) matches ``query`` ``in`` exactly and case-sensitively, reads
+  ``sortby`` only, and puts a ``next`` link on every non-empty page: stop with
+  ``numberMatched`` / ``context.matched``.
+* stac-fastapi-pgstac rejects ``query`` ``in`` with a 400 but supports a CQL2-JSON
+  ``filter`` (``a_overlaps``); which form works is remembered per endpoint.
+* Nobody's order is trusted: :mod:`.choice` picks the highest version.
+
+Requests go through :mod:`.transport`; which item to use is :mod:`.choice`'s business.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlparse
+
+from ..base import safeio
+from ..errors import CatalogError, UnsafeFileError, shorten
+from ..net.transport import AddressPolicy, Budget, Http, check_api_url, error_text
+
+__all__ = ["StacClient", "StaticCatalog", "search_url", "QUERY", "FILTER"]
+
+log = logging.getLogger(__name__)
+
+QUERY = "query"
+FILTER = "filter"
+PAGE_SIZE = 1000
+MAX_PAGES = 50
+
+
+def search_url(url: str) -> str:
+    """``<url>/search`` with exactly one slash between the two."""
+    return url.rstrip("/") + "/search"
+
+
+def _features(data: Any, url: str) -> list[Mapping[str, Any]]:
+    if not isinstance(data, Mapping) or not isinstance(data.get("features"), list):
+        raise CatalogError(f"{url}: not a STAC FeatureCollection (no 'features' list)")
+    return [f for f in data["features"] if isinstance(f, Mapping)]
+
+
+def _matched(data: Mapping[str, Any]) -> int | None:
+    for value in (data.get("numberMatched"), (data.get("context") or {}).get("matched")):
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _next_link(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for link in data.get("links") or ():
+        if isinstance(link, Mapping) and link.get("rel") == "next" and isinstance(link.get("href"), str):
+            return link
+    return None
+
+
+class StacClient:
+    """Searches one STAC API endpoint.  Thread-safe."""
+
+    def __init__(self, url: str, http: Http, modes: MutableMapping[str, str] | None = None,
+                 remember_mode: Callable[[str, str], None] | None = None) -> None:
+        self.url = check_api_url(url)
+        self.search = search_url(url)
+        self.http = http
+        self._modes = modes if modes is not None else {}
+        self._remember = remember_mode
+        self.allow_http = urlparse(url).scheme == "http"
+        self.policy = AddressPolicy(self.url)
+
+    def body(self, mode: str, collection: str, names: Iterable[str] | None) -> dict[str, Any]:
+        """The search body for one body's names in ``mode`` (``query`` or ``filter``); all items for None."""
+        names = None if names is None else list(names)
+        body: dict[str, Any] = {"collections": [collection]}
+        if names is None:
+            pass
+        elif mode == QUERY:
+            body["query"] = {"ssys:targets": {"in": names}}
+        else:
+            body["filter-lang"] = "cql2-json"
+            body["filter"] = {"op": "a_overlaps", "args": [{"property": "ssys:targets"}, names]}
+        body["sortby"] = [{"field": "properties.version", "direction": "desc"}]
+        body["limit"] = PAGE_SIZE
+        return body
+
+    def items(self, collection: str, names: Iterable[str] | None) -> list[Mapping[str, Any]]:
+        """Every item of ``collection`` whose ``ssys:targets`` holds one of ``names`` (None: every item).
+
+        One :class:`Budget` (deadline, total bytes, items) covers every page and retry.
+        ``next`` links are followed only with GET or POST, to URLs the client's
+        :class:`AddressPolicy` allows.
+        """
+        names = None if names is None else list(names)
+        budget = Budget(self.http.settings, f"search at {self.search}")
+        mode = self._modes.get(self.search, QUERY)
+        status, data = self.http.json("POST", self.search, self.body(mode, collection, names), budget, self.policy)
+        if status == 400 and mode == QUERY:
+            log.info("%s rejected the query extension (%s); retrying with a CQL2 filter", self.search, error_text(data))
+            mode = FILTER
+            status, data = self.http.json("POST", self.search, self.body(mode, collection, names), budget, self.policy)
+            if status != 400:
+                self._modes[self.search] = FILTER
+                if self._remember:
+                    self._remember(self.search, FILTER)
+        if status == 400:
+            raise CatalogError(f"{self.search}: HTTP 400: {error_text(data)}", 400)
+        items = _features(data, self.search)
+        budget.add_items(len(items))
+        matched = _matched(data)
+        previous_body = self.body(mode, collection, names)
+        pages = 1
+        while True:
+            link = _next_link(data)
+            if link is None or not data.get("features"):
+                break
+            if matched is not None and len(items) >= matched:
+                break
+            if pages >= MAX_PAGES:
+                log.warning("%s: stopped after %d pages", self.search, pages)
+                break
+            method = str(link.get("method", "GET")).upper()
+            if method not in ("GET", "POST"):
+                raise CatalogError(f"{self.search}: refusing a next link with method {shorten(method, 20)!r} "
+                                   "(STAC next links are GET or POST)")
+            href = self.policy.check(urljoin(self.search, link["href"]), "next link")
+            body = link.get("body")
+            if method == "POST":
+                if link.get("merge") and isinstance(body, Mapping):
+                    body = {**previous_body, **body}
+                previous_body = dict(body) if isinstance(body, Mapping) else previous_body
+            status, data = self.http.json(method, href, body if method == "POST" else None, budget, self.policy)
+            if status == 400:
+                raise CatalogError(f"{href}: HTTP 400: {error_text(data)}", 400)
+            page = _features(data, href)
+            budget.add_items(len(page))
+            items.extend(page)
+            pages += 1
+        return items
+
+
+class StaticCatalog:
+    """A static STAC ItemCollection, Collection or Catalog (local path or URL).
+
+    ``item`` and ``child`` links are followed; every item is loaded once.  A remote
+    catalog's links must stay http(s) URLs the :class:`AddressPolicy` allows (a
+    ``file:`` link or an absolute path is never read from disk); a local catalog's
+    links must stay local files, each a regular file of at most ``max_bytes``.  One
+    :class:`Budget` covers the whole walk.  A local catalog may be given as its
+    directory (``catalog.json`` in it); its relative asset hrefs are files relative to
+    the item's document and must stay in the catalog's directory (:func:`check_href`).
+    """
+
+    def __init__(self, location: str, http: Http) -> None:
+        self.location = location
+        self.http = http
+        self.remote = bool(re.match(r"https?://", location))
+        self.allow_http = location.startswith("http://")
+        self.policy = AddressPolicy(location) if self.remote else None
+        self._items: list[Mapping[str, Any]] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def local_root(self) -> str | None:
+        """The directory local asset files must stay in (None for a remote catalog)."""
+        if self.remote:
+            return None
+        path = self.location[7:] if self.location.startswith("file://") else self.location
+        return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+
+    def _load(self, where: str, budget: Budget) -> Any:
+        if self.remote:
+            status, data = self.http.json("GET", where, None, budget, self.policy)
+            if status >= 400:
+                raise CatalogError(f"{where}: HTTP {status}: {error_text(data)}", status)
+            return data
+        path = Path(where[7:] if where.startswith("file://") else where)
+        budget.check_time()
+        try:
+            raw, _ = safeio.read_regular(path, self.http.settings.max_bytes, what="static catalog file")
+        except UnsafeFileError as exc:
+            if exc.errno == 2:
+                raise CatalogError(f"{path}: static catalog not found") from None
+            raise CatalogError(f"cannot read static catalog: {exc}") from None
+        budget.add_bytes(len(raw))
+        try:
+            return safeio.loads_json(raw, str(path))
+        except ValueError as exc:
+            raise CatalogError(f"cannot read static catalog: {shorten(str(exc))}") from None
+
+    def items(self) -> list[Mapping[str, Any]]:
+        """Every item reachable from the catalog."""
+        with self._lock:
+            if self._items is None:
+                self._items = self._walk()
+            return self._items
+
+    def _walk(self) -> list[Mapping[str, Any]]:
+        budget = Budget(self.http.settings, f"static catalog {self.location}")
+        seen: set[str] = set()
+        items: list[Mapping[str, Any]] = []
+        start = self.location
+        if not self.remote and self.local_root == (start[7:] if start.startswith("file://") else start):
+            start = os.path.join(start, "catalog.json")
+        todo = [start]
+        while todo:
+            where = todo.pop(0)
+            if where in seen:
+                continue
+            seen.add(where)
+            if len(seen) > 10000:
+                raise CatalogError(f"{self.location}: more than 10000 documents in the static catalog")
+            doc = self._load(where, budget)
+            if not isinstance(doc, Mapping):
+                raise CatalogError(f"{where}: not a STAC document")
+            kind = doc.get("type")
+            found: list[Mapping[str, Any]] = []
+            if kind == "FeatureCollection":
+                found = _features(doc, where)
+            elif kind == "Feature":
+                found = [doc]
+            budget.add_items(len(found))
+            items.extend(_absolute_assets(it, where, self.remote) for it in found)
+            for link in doc.get("links") or ():
+                if isinstance(link, Mapping) and link.get("rel") in ("item", "child", "items") and isinstance(link.get("href"), str):
+                    todo.append(self._link(where, link["href"]))
+        return items
+
+    def _link(self, base: str, href: str) -> str:
+        if self.remote:
+            target = urljoin(base, href)  # "/x" stays on the server; "file:..." stays file:
+            assert self.policy is not None
+            try:
+                return self.policy.check(target, "catalog link")
+            except CatalogError as exc:
+                raise CatalogError(f"{base}: {exc} (a remote catalog's links must stay remote)") from None
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", href) and not href.startswith("file://"):
+            raise CatalogError(f"{base}: refusing catalog link {shorten(href, 100)!r}: a local catalog's links must be local files")
+        return _resolve(base, href)
+
+
+def _absolute_assets(item: Mapping[str, Any], where: str, remote: bool) -> Mapping[str, Any]:
+    """``item`` with relative asset hrefs made absolute against ``where``, the document it
+    came from: a URL on the same server for a remote catalog (a mirror served over HTTP),
+    a path for a local one (whose ``file://`` hrefs become paths too).  Other hrefs are
+    left for :func:`check_href` to judge."""
+    assets = item.get("assets")
+    if not isinstance(assets, Mapping):
+        return item
+    fixed: dict[str, Any] = {}
+    for key, asset in assets.items():
+        href = asset.get("href") if isinstance(asset, Mapping) else None
+        relative = isinstance(href, str) and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", href)
+        if remote and relative:
+            asset = {**asset, "href": urljoin(where, href)}
+        elif not remote and isinstance(href, str) and (relative or href.startswith("file://")):
+            body = href[7:] if href.startswith("file://") else re.sub(r"^(?:\./)+", "", href)
+            asset = {**asset, "href": body if body.startswith("/") else os.path.join(os.path.abspath(os.path.dirname(where)), body)}
+        fixed[key] = asset
+    return {**item, "assets": fixed}
+
+
+def _resolve(base: str, href: str) -> str:
+    if href.startswith("file://"):
+        return href[7:]
+    if href.startswith("/"):
+        return href
+    return str((Path(base).parent / href).resolve())

@@ -1,0 +1,205 @@
+"""Finding a body's web model: the cache, the API or static catalog, and processes
+sharing the search (one searches, the others read its answer).
+
+:class:`WebLookup` is the part of :class:`~shaperesolver.policy.resolver.Resolver` that asks;
+what the answer means (match, no match, no answer, fallback) is the resolver's policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any
+
+from ..base import claims
+from ..errors import CatalogError, NoAnswerError, NoMatchError, VersionNotFoundError, shorten
+from .cache import DiskCache
+from .choice import Choice, check_href, choose_item
+from .stac import FILTER, QUERY, StacClient, StaticCatalog
+
+__all__ = ["WebLookup", "ModeStore"]
+
+log = logging.getLogger(__name__)
+
+
+class WebLookup:
+    """The web lookup of a resolver (a mixin: the resolver holds the state)."""
+
+    url: str
+    catalog: str | None
+    collection: str
+    cache: DiskCache
+    claim_wait: float
+    _client: StacClient
+    _static: StaticCatalog | None
+
+    def _where(self) -> str:
+        return f"catalog {self.catalog}" if self._static else f"{self.collection} at {self.url}"
+
+    def _lookup(self, names: tuple[str, ...], body: str, pin: str | None) -> Choice:
+        if self._static is not None:
+            try:
+                items = self._static.items()
+                choice = choose_item(items, names, pin, self._where(), self._static.allow_http, self._static.policy,
+                                     self._static.local_root)
+            except VersionNotFoundError:
+                raise
+            except CatalogError as exc:
+                raise self._no_answer(exc) from None
+            if choice is None:
+                raise NoMatchError(f"no web shape model for {'/'.join(names)} in {self._where()}")
+            return choice
+        key = self.cache.key(self._client.search, self.collection, body, pin)
+        hit = self._cached_choice(key, allow_stale=False)
+        if hit is not None:
+            return hit[0]
+        if self.cache.mode == "no" or self.claim_wait <= 0:
+            return self._search(names, body, pin, key)
+        # processes sharing the cache directory: one searches, the others use its entry
+        started = time.time()
+
+        def poll() -> Choice | None:
+            got = self._cached_choice(key, allow_stale=True)
+            if got is None or got[1] > self.cache.ttl:
+                return None
+            if self.cache.mode == "refresh" and time.time() - got[1] <= started:
+                return None  # refresh: only an entry written since we began counts
+            return got[0]
+
+        with claims.claim(self.cache.directory, key, poll, self.claim_wait, what=f"{body} models") as c:
+            if c.result is not None:
+                return c.result
+            if isinstance(c.noted, dict) and c.noted.get("kind") in ("error", "none", "version"):
+                reason = str(c.noted.get("reason"))
+                log.info("another process's search for %s gave: %s", body, reason)
+                if c.noted["kind"] == "version":
+                    raise VersionNotFoundError(reason)
+                if c.noted["kind"] == "none":
+                    raise NoMatchError(reason)
+                return self._search_failed(key, CatalogError(reason))
+            return self._search(names, body, pin, key, c.note)
+
+    def _search(self, names: tuple[str, ...], body: str, pin: str | None, key: str,
+                note: Callable[[Any], None] = lambda value: None) -> Choice:
+        """Search the API; ``note`` tells processes waiting on our claim what came of it."""
+        try:
+            items = self._client.items(self.collection, names)
+            choice = choose_item(items, names, pin, self._where(), self._client.allow_http, self._client.policy)
+        except VersionNotFoundError as exc:
+            note({"kind": "version", "reason": str(exc)})
+            raise
+        except CatalogError as exc:
+            note({"kind": "error", "reason": str(exc)})
+            return self._search_failed(key, exc)
+        if choice is None:
+            reason = f"no web shape model for {'/'.join(names)} in {self._where()}"
+            note({"kind": "none", "reason": reason})
+            raise NoMatchError(reason)
+        self.cache.put(key, {"item_id": choice.item_id, "version": choice.version, "href": choice.href,
+                             "asset_key": choice.asset_key})
+        return choice
+
+    def _search_failed(self, key: str, exc: CatalogError) -> Choice:
+        stale = self._cached_choice(key, allow_stale=True)
+        if stale is not None:
+            log.warning("STAC API unreachable (%s); using a cached result %s old", exc, _age(stale[1]))
+            return stale[0]
+        raise self._no_answer(exc) from None
+
+    def _no_answer(self, exc: CatalogError) -> NoAnswerError:
+        """Why the search gave no answer, naming where it asked."""
+        text = str(exc)
+        if self._static is not None:
+            assert self.catalog is not None
+            where = [self.catalog, os.path.dirname(self.catalog.rstrip("/"))]
+        else:
+            where = [self._client.search, self.url.rstrip("/")]
+        named = any(w and w in text for w in where)
+        return NoAnswerError(f"web search failed: {text}" if named else f"web search failed: {where[0]}: {text}")
+
+    def _cached_choice(self, key: str, allow_stale: bool) -> tuple[Choice, float] | None:
+        """A cached Choice, validated exactly like a fresh answer (types, href rules)."""
+        hit = self.cache.get(key, allow_stale=allow_stale)
+        if hit is None:
+            return None
+        value, age = hit
+        try:
+            if not isinstance(value, dict) or set(value) != {"item_id", "version", "href", "asset_key"}:
+                raise CatalogError("not a search result")
+            item_id, version, href, asset_key = (value[k] for k in ("item_id", "version", "href", "asset_key"))
+            if not (isinstance(item_id, str) and isinstance(href, str) and isinstance(asset_key, str)
+                    and (version is None or isinstance(version, str))):
+                raise CatalogError("fields of the wrong type")
+            check_href(href, item_id, self._client.allow_http, self._client.policy)
+        except CatalogError as exc:
+            log.warning("ignoring cache entry %s: %s", key, shorten(str(exc)))
+            return None
+        return Choice(item_id, version, href, asset_key), age
+
+
+class ModeStore(MutableMapping[str, str]):
+    """Which search form (``query`` or ``filter``) works per endpoint, in memory and on disk.
+
+    The file is read only when a search needs it (never for ellipsoid, SYSTEM, user or
+    static-catalog runs), and only well-formed ``{endpoint: "query"|"filter"}`` entries
+    are kept.
+    """
+
+    KEY = "search-modes"
+
+    def __init__(self, cache: DiskCache) -> None:
+        self.cache = cache
+        self.lock = threading.Lock()
+        self._modes: dict[str, str] | None = None
+
+    @property
+    def modes(self) -> dict[str, str]:
+        with self.lock:
+            if self._modes is None:
+                hit = self.cache.get(self.KEY, allow_stale=True) if self.cache.mode != "no" else None
+                modes: dict[str, str] = {}
+                if hit is not None:
+                    if isinstance(hit[0], dict):
+                        modes = {k: v for k, v in hit[0].items() if isinstance(k, str) and v in (QUERY, FILTER)}
+                    if not isinstance(hit[0], dict) or len(modes) != len(hit[0]):
+                        log.warning("ignoring malformed entries in the cache's %s file", self.KEY)
+                self._modes = modes
+            return self._modes
+
+    def __getitem__(self, endpoint: str) -> str:
+        return self.modes[endpoint]
+
+    def __delitem__(self, endpoint: str) -> None:
+        modes = self.modes
+        with self.lock:
+            del modes[endpoint]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict(self.modes))
+
+    def __len__(self) -> int:
+        return len(self.modes)
+
+    def __setitem__(self, endpoint: str, mode: str) -> None:
+        modes = self.modes
+        with self.lock:
+            modes[endpoint] = mode
+
+    def remember(self, endpoint: str, mode: str) -> None:
+        modes = self.modes
+        with self.lock:
+            modes[endpoint] = mode
+            self.cache.put(self.KEY, dict(modes))
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

@@ -1,0 +1,277 @@
+"""The ``shaperesolver`` command: ISIS-style parameters over the Python API.
+
+One direction: :func:`.plan.plan` turns the words into a checked plan (the grammar is
+:mod:`.isisargs`), this module executes it over the API (:func:`.scale.batch.run_batch`)
+and :mod:`.report` says what happened.
+Exit codes: 0 every cube got a ShapeModel, 1 at least one cube failed, 2 usage error.
+With ``--json`` stdout carries one JSON object per cube (JSON Lines) and everything
+meant for people goes to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from .._version import __version__
+from ..base import safeio
+from ..errors import ShapeResolverError, UnsafeFileError, UsageError
+from ..policy.job import BatchOptions, CubeResult, write_chunk
+from ..policy.resolver import DEFAULT_COLLECTION, Resolver
+from .plan import RESOLVER_KEYS, Plan, Run, plan
+from .report import Reporter, append_text
+
+__all__ = ["main"]
+
+
+
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit code (the console script exits with it).
+
+    A closed stdout (``| head -1``) ends the run quietly with 141 (as SIGPIPE would), and
+    Ctrl-C with 130 and one line; in both every cube holds its old or its new label.
+    """
+    try:
+        code = _main(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # nobody reads our output: stop, and keep Python's exit-time flush from complaining
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass  # not a real stream (main() called in-process)
+        return 141
+    except KeyboardInterrupt:
+        print("shaperesolver: interrupted; every cube holds its old or its new label", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, the traceback with -vv
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        print(f"shaperesolver: unexpected error ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
+              "every cube holds its old or its new label; please report it (-vv shows where)", file=sys.stderr)
+        return 1
+
+
+def _main(argv: Sequence[str]) -> int:
+    try:
+        todo = plan(list(argv))
+    except UsageError as exc:
+        print(f"shaperesolver: {exc}", file=sys.stderr)
+        return 2
+    if todo.help_text is not None:
+        sys.stdout.write(todo.help_text)
+        return 0
+    if todo.show_version:
+        print(_versions())
+        return 0
+    if todo.mode is not None:
+        code = _run_mode(todo)
+        if code is not None:
+            return code
+    if todo.errlist:
+        try:
+            safeio.clear_output(todo.errlist, "-errlist")  # ISIS deletes it at start (a regular file only)
+        except UnsafeFileError as exc:
+            print(f"shaperesolver: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"shaperesolver: -errlist={todo.errlist}: {exc.strerror}", file=sys.stderr)
+            return 2
+    report = Reporter(todo.total, as_json=todo.json, verbose=todo.verbose, quiet=todo.quiet, log_file=todo.log_file)
+    with report.running():
+        code = _execute(todo.runs, report, todo.abort, todo.errlist)
+        report.finish()
+    return max(code, 1) if report.log_failed else code
+
+
+def _run_mode(todo: Plan) -> int | None:
+    """Run ``list=yes`` or ``mirror=DIR``; the exit code, or None when the plan's resolve
+    runs follow (``mirror=`` with ``from=``/``fromlist=`` resolves against the mirror)."""
+    from . import modes  # (the downloader: only for these modes)
+
+    assert todo.mode is not None
+    params = todo.mode
+    opts: dict[str, Any] = dict(params, json=todo.json, quiet=todo.quiet)
+    try:
+        with Reporter(0, as_json=todo.json, verbose=todo.verbose, quiet=todo.quiet).running():
+            return modes.run(opts, lambda: todo.mode_cubes, lambda: _make_resolver(params))
+    except UsageError as exc:
+        print(f"shaperesolver: {exc}", file=sys.stderr)
+        return 2
+
+
+def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None) -> int:
+    """Run every row (consecutive rows with the same settings as one batch); the exit code."""
+    code = 0
+    failed_rows: list[int] = []
+    resolvers: dict[tuple[Any, ...], Resolver] = {}
+    stopped_at: int | None = None
+    with ExitStack() as stack:
+        executors: dict[str | None, Any] = {}
+        i = 0
+        while i < len(runs) and stopped_at is None:
+            settings = {k: v for k, v in runs[i].params.items() if k not in ("from", "fromlist")}
+            j = i + 1
+            while j < len(runs) and {k: v for k, v in runs[j].params.items() if k not in ("from", "fromlist")} == settings:
+                j += 1
+            group = runs[i:j]
+            try:
+                key = tuple(settings.get(k) for k in RESOLVER_KEYS)
+                if key not in resolvers:
+                    resolvers[key] = stack.enter_context(_resolver(settings))
+                sched = settings.get("scheduler")
+                if sched not in executors:
+                    executors[sched] = stack.enter_context(_executor(settings))
+                failed, stopped_at = _group(group, i, resolvers[key], executors[sched], settings, report, abort)
+            except UsageError as exc:
+                report.error(str(exc) if group[0].row is None else f"row {group[0].row.line.strip()!r}: {exc}")
+                code = max(code, 2)
+                failed = [i]
+                stopped_at = i if abort else None
+                failed += [] if abort else list(range(i + 1, j))
+            except _SchedulerError as exc:
+                report.error(str(exc))
+                return 1
+            except ShapeResolverError as exc:  # the group's model or settings: none of its cubes was touched
+                report.error(" ".join(str(exc).split()))
+                report.counts["failed"] += sum(len(run.cubes) for run in group)
+                failed = list(range(i, j))
+                stopped_at = i if abort else None
+            if failed:
+                code = max(code, 1)
+            failed_rows += failed
+            i = j
+    if stopped_at is not None:
+        failed_rows = sorted(set(failed_rows) | set(range(stopped_at, len(runs))))
+        report.error(f"stopped at a failed row (-onerror=abort); {len(runs) - stopped_at} row(s) not done"
+                     + (f", listed in {errlist}" if errlist else ""))
+    if errlist and failed_rows:
+        _write_errlist(errlist, runs, failed_rows, report)
+    return code
+
+
+def _group(group: list[Run], first: int, resolver: Resolver, executor: Any, settings: dict[str, str],
+           report: Reporter, abort: bool) -> tuple[list[int], int | None]:
+    """Run consecutive rows with the same settings; (failed row indexes, row aborted at)."""
+    opts = BatchOptions(shape=settings.get("shape", "web"), model=settings.get("model"),
+                        target=settings.get("target"), version=settings.get("version"),
+                        dryrun=settings.get("dryrun", "no") == "yes")
+    owner = [first + n for n, run in enumerate(group) for _ in run.cubes]
+    cubes = [c for run in group for c in run.cubes]
+    failed: list[int] = []
+    shown: set[int] = set()
+    results = _results(resolver, cubes, opts, int(settings.get("jobs", "1")), executor)
+    try:
+        for n, result in enumerate(results):
+            row = owner[n]
+            run = group[row - first]
+            if run.shown is not None and row not in shown and not report.quiet:
+                shown.add(row)
+                report.write(run.shown + "\n", report.err)
+            report.cube(result.record, result.kernels_text, opts.shape, opts.dryrun, result.error)
+            if result.error is not None and row not in failed:
+                failed.append(row)
+                if abort:
+                    return failed, row
+    finally:
+        results.close()
+    return failed, None
+
+
+def _results(resolver: Resolver, cubes: list[Any], opts: BatchOptions, jobs: int,
+             executor: Any) -> Generator[CubeResult, None, None]:
+    """The cubes' results in order: one cube is one job here (no batch machinery loads);
+    more go through :func:`~shaperesolver.scale.batch.run_batch`."""
+    if len(cubes) == 1 and isinstance(cubes[0], str) and executor is None:
+        yield from write_chunk(resolver, opts, [(0, cubes[0])])
+        return
+    from ..scale.batch import run_batch  # (threads, executors, Dask: only for a list)
+
+    results = run_batch(resolver, cubes, opts, jobs=jobs, executor=executor)
+    try:
+        yield from results
+    finally:
+        results.close()
+
+
+def _write_errlist(path: str, runs: list[Run], rows: list[int], report: Reporter) -> None:
+    """The failed batch rows as they were written (fromlist: the failed cubes), to run again."""
+    lines = []
+    for i in rows:
+        run = runs[i]
+        if run.row is not None:
+            lines.append(run.row.line.strip())
+    if not lines:  # fromlist=: the cubes that failed
+        lines = report.failed_cubes
+    try:
+        append_text(path, "".join(f"{line}\n" for line in lines))
+    except OSError as exc:
+        report.error(f"-errlist={path}: {exc.strerror}")
+
+
+def _make_resolver(settings: dict[str, str]) -> Resolver:
+    try:
+        return Resolver(url=settings.get("url"), catalog=settings.get("catalog"),
+                        collection=settings.get("collection", DEFAULT_COLLECTION), cache=settings.get("cache", "yes"),
+                        isisdata=settings.get("isisdata"), verify=settings.get("verify", "yes") == "yes",
+                        fallback=settings.get("fallback", "nomatch"))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+@contextmanager
+def _resolver(settings: dict[str, str]) -> Iterator[Resolver]:
+    with _make_resolver(settings) as r:
+        yield r
+
+
+def _versions() -> str:
+    import platform
+
+    from ..models import raster
+
+    parts = [f"shaperesolver {__version__}", f"Python {platform.python_version()}", f"GDAL {raster.gdal_version()}"]
+    for mod in ("pvl", "requests", "platformdirs"):
+        try:
+            parts.append(f"{mod} {__import__(mod).__version__}")
+        except Exception:  # noqa: BLE001 - report, never fail, in a version banner
+            parts.append(f"{mod} not installed")
+    return "\n".join(parts)
+
+
+class _SchedulerError(Exception):
+    """The Dask scheduler cannot be reached."""
+
+
+@contextmanager
+def _executor(opts: dict[str, str]) -> Iterator[Any]:
+    """None (threads here) or a ``distributed.Client`` for ``scheduler=``."""
+    address = opts.get("scheduler")
+    if address is None:
+        yield None
+        return
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError("scheduler= needs Dask: pip install 'shaperesolver[dask]'") from None
+    try:
+        connect: Any = Client  # (distributed has no type hints for it)
+        client = connect(address, timeout=15, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise _SchedulerError(f"cannot reach the Dask scheduler at {address}: {' '.join(str(exc).split())}") from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""The command line, planned before anything runs: parse → plan → execute → report.
+
+:func:`plan` turns the words of a command line into a :class:`Plan`: every parameter
+checked and expanded, every ``-batchlist`` row substituted and checked, the ``list=`` or
+``mirror=`` step and the resolve runs that follow it, the reserved options (``-errlist``,
+``-log``, ``-onerror``) settled.  A usage error is raised here and nowhere later: what
+executes a plan never calls back into the grammar (:mod:`.isisargs`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..base import safeio
+from ..errors import DataAreaError, ShapeResolverError, UnsafeFileError, UsageError
+from ..models import kerneldb
+from . import isisargs
+from .usage import HELP
+
+__all__ = ["Plan", "Run", "plan", "ListLineError", "MODE_KEYS"]
+
+#: parameters of the list and mirror modes (not of a resolve run)
+MODE_KEYS = ("list", "mirror", "prune", "maxsize")
+#: what each run's resolver is made from (runs that agree share one)
+RESOLVER_KEYS = ("url", "catalog", "collection", "cache", "isisdata", "verify", "fallback")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one command line asks for, checked."""
+
+    #: text to print and exit 0 (``--help``, ``-help[=PARAM]``); nothing else runs
+    help_text: str | None = None
+    #: print the versions and exit 0
+    show_version: bool = False
+    #: the ``list=yes`` / ``mirror=DIR`` step's parameters (checked, expanded), or None
+    mode: dict[str, str] | None = None
+    #: the cubes the mode step names (from=/fromlist=), for its bodies
+    mode_cubes: list[Any] = field(default_factory=list)
+    #: the resolve runs (after the mode step, when it is ``mirror=`` with cubes)
+    runs: list[Run] = field(default_factory=list)
+    json: bool = False
+    verbose: int = 0
+    quiet: bool = False
+    errlist: str | None = None
+    log_file: str | None = None
+    #: -onerror=abort with -batchlist: stop at the first failed row
+    abort: bool = False
+
+    @property
+    def total(self) -> int:
+        """How many cubes the runs hold."""
+        return sum(len(r.cubes) for r in self.runs)
+
+
+def plan(argv: list[str] | tuple[str, ...]) -> Plan:
+    """The checked plan of a command line; raises :class:`UsageError` for any problem."""
+    args = isisargs.parse(argv)
+    if args.help:
+        wanted = args.reserved.get("help")
+        return Plan(help_text=isisargs.help_text(args.params, wanted) if "help" in args.reserved else HELP)
+    if args.show_version:
+        return Plan(show_version=True)
+    common: dict[str, Any] = dict(json=args.json, verbose=args.verbose, quiet=args.quiet)
+    mode, mode_cubes, checked = None, [], None
+    if "batchlist" in args.reserved:
+        if any(k in args.params for k in MODE_KEYS):  # they would be silently ignored
+            raise UsageError("list=, mirror=, prune= and maxsize= do not go with -batchlist; run them once "
+                             "with target=, from= or fromlist=")
+    else:
+        params = checked = _expanded(isisargs.checked(args.params))
+        if params.get("list") == "yes" or "mirror" in params:
+            mode, mode_cubes = params, (cube_list(params) if ("from" in params or "fromlist" in params) else [])
+            if params.get("list") == "yes" or not mode_cubes:
+                return Plan(mode=mode, mode_cubes=mode_cubes, **common)
+            # mirror= with cubes: then resolve them against the mirror's own catalog
+            from ..mirror import CATALOG
+
+            args.params = {k: v for k, v in args.params.items() if k not in (*MODE_KEYS, "collection")}
+            args.params["catalog"] = os.path.join(params["mirror"], CATALOG)
+            checked = None
+    log_file = (args.reserved["log"] or "print.prt") if "log" in args.reserved else None  # ISIS's default
+    return Plan(mode=mode, mode_cubes=mode_cubes, runs=_runs(args, checked), errlist=args.reserved.get("errlist"),
+                log_file=log_file,
+                abort=args.reserved.get("onerror", "abort") == "abort" and "batchlist" in args.reserved, **common)
+
+
+@dataclass
+class Run:
+    """One run of the application: a batch row's (or the command line's) parameters and cubes."""
+
+    params: dict[str, str]
+    cubes: list[str | tuple[str, ListLineError]]
+    row: isisargs.Row | None = None
+    #: the row's own command line, echoed before its cubes (a -batchlist row only)
+    shown: str | None = None
+
+
+_RESOLVER_KEYS = ("url", "catalog", "collection", "cache", "isisdata", "verify", "fallback")
+
+
+def _expanded(params: dict[str, str]) -> dict[str, str]:
+    """File names as ISIS expands them (model= is expanded by the resolver, which keeps its form)."""
+    out = dict(params)
+    try:
+        if "isisdata" in out:
+            out["isisdata"] = _env_only(out["isisdata"])
+        for name in ("from", "fromlist", "catalog", "mirror"):
+            if name in out:
+                out[name] = kerneldb.expand_isis(out[name], out.get("isisdata"))
+    except DataAreaError as exc:
+        raise UsageError(str(exc)) from None
+    return out
+
+
+def _env_only(value: str) -> str:
+    value = os.path.expanduser(value)
+    expanded = os.path.expandvars(value)
+    if "$" in expanded:
+        raise UsageError(f"isisdata={value}: names an unset environment variable")
+    return expanded
+
+
+def _runs(args: isisargs.Args, params: dict[str, str] | None = None) -> list[Run]:
+    """Every run, parameters checked, before any cube is touched (``params``: the command
+    line's own, already checked and expanded)."""
+    batch = args.reserved.get("batchlist")
+    if batch is None:
+        params = params if params is not None else _expanded(isisargs.checked(args.params))
+        cubes = cube_list(params)
+        if not cubes and "fromlist" not in params:  # an empty list is 0 cubes
+            raise UsageError("give from=CUBE or fromlist=LIST (target= overrides their TargetName)"
+                             if "target" in params else "give from=CUBE or fromlist=LIST (see --help)")
+        return [Run(params, cubes)]
+    runs = []
+    for row in isisargs.read_batchlist(os.path.expanduser(batch)):
+        try:
+            params = {k: isisargs.substitute(v, row.cols) for k, v in args.params.items()}
+            params = _expanded(isisargs.checked(params))
+        except UsageError as exc:
+            raise UsageError(f"{batch}: row {row.line.strip()!r}: {exc}") from None
+        cubes = cube_list(params)
+        if not cubes and "fromlist" not in params:
+            raise UsageError(f"{batch}: row {row.line.strip()!r}: give from=CUBE or fromlist=LIST")
+        runs.append(Run(params, cubes, row, isisargs.command_line(params)))
+    return runs
+
+
+MAX_LIST_BYTES = 64 * 2**20  # a fromlist= file: about a million paths
+
+
+class ListLineError(ShapeResolverError, ValueError):
+    """One line of a ``fromlist=`` file cannot name a cube (not UTF-8, a NUL byte)."""
+
+
+def cube_list(opts: dict[str, Any]) -> list[str | tuple[str, ListLineError]]:
+    """The cubes to process; a bad ``fromlist`` line is a (shown name, error) pair."""
+    cubes: list[str | tuple[str, ListLineError]] = []
+    if "from" in opts:
+        cubes.append(opts["from"])
+    if "fromlist" in opts:
+        path = opts["fromlist"]
+        try:
+            data, _ = safeio.read_regular(path, MAX_LIST_BYTES, what="fromlist")
+        except UnsafeFileError as exc:
+            raise UsageError(str(exc)) from None
+        for n, raw in enumerate(data.split(b"\n"), 1):
+            raw = raw.strip()
+            if not raw or raw.startswith(b"#"):
+                continue
+            shown = raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+            if b"\0" in raw:
+                cubes.append((shown, ListLineError(f"{path} line {n}: contains a NUL byte; not a file name")))
+                continue
+            try:
+                cubes.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                cubes.append((shown, ListLineError(f"{path} line {n}: not valid UTF-8; not a file name")))
+    return cubes
+
+

@@ -1,0 +1,278 @@
+"""What the command prints: per-cube lines, one copy of each warning, progress, the summary, -log.
+
+One cube: the Kernels group as ISIS prints it.  A list: one line per cube (the whole
+block with ``-v``), a ``tqdm`` bar on a terminal (log lines go above it) or, when stderr
+is not a terminal, a progress line every 10 s or 10 %, and at the end how often each
+repeated warning came and the counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any, TextIO
+
+from ..base import safeio
+from ..errors import shorten
+
+__all__ = ["Reporter", "Counts", "state_of"]
+
+LOGGER = "shaperesolver"
+PROGRESS_SECONDS = 10.0
+PROGRESS_MIN_CUBES = 100
+
+
+def state_of(rec: dict[str, Any], dryrun: bool) -> str:
+    """``failed``, ``written``, ``would write`` or ``unchanged``."""
+    if rec.get("error"):
+        return "failed"
+    if rec.get("written"):
+        return "written"
+    would = rec.get("would_write")
+    if would is None:
+        would = dryrun and rec.get("previous") != rec.get("shape_model")
+    return "would write" if would else "unchanged"
+
+
+def fell_back(rec: dict[str, Any], shape: str) -> bool:
+    """The cube got another kind of model than it asked for (SYSTEM under shape=system is not)."""
+    return not rec.get("error") and rec.get("source") is not None and rec["source"] != shape
+
+
+class Counts(dict[str, int]):
+    """written, would write (shown when there are some), unchanged, fell back, failed."""
+
+    KEYS = ("written", "would write", "unchanged", "fell back", "failed")
+
+    def __init__(self) -> None:
+        super().__init__({k: 0 for k in self.KEYS})
+
+    dry = False  #: a dry run was counted: "would write" replaces "written"
+
+    def line(self, total: int) -> str:
+        skip = "written" if self.dry and not self["written"] else "would write"
+        shown = [k for k in self.KEYS if k != skip or self[k]]
+        return f"{total} cube{'s' if total != 1 else ''}: " + ", ".join(f"{self[k]} {k}" for k in shown)
+
+
+class _Repeats(logging.Filter):
+    """Lets the first copy of each warning through; counts the rest (by text without the cube)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        msg = record.getMessage()
+        first = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        key = msg[len(first) + 2:] if isinstance(first, str) and msg.startswith(f"{first}: ") else msg
+        self.seen[key] = self.seen.get(key, 0) + 1
+        return self.seen[key] == 1
+
+
+class Reporter:
+    """Everything the command prints, for one run of ``total`` cubes."""
+
+    def __init__(self, total: int, *, as_json: bool, verbose: int, quiet: bool, log_file: str | None = None,
+                 stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+        self.total = total
+        self.as_json, self.verbose, self.quiet = as_json, verbose, quiet
+        self.out = stdout or sys.stdout
+        self.err = stderr or sys.stderr
+        self.human = self.err if as_json else self.out
+        self.listing = total != 1  # (0: an empty fromlist still gets its summary)
+        self.counts = Counts()
+        self.failed_cubes: list[str] = []
+        self.done = 0
+        self.log_file = log_file
+        self.log_failed = False
+        self._bar: Any = None
+        self._repeats = _Repeats()
+        self._t0 = self._last = time.monotonic()
+        self._last_tenth = 0
+
+    # ---------------------------------------------------------------- setup
+
+    @contextmanager
+    def running(self) -> Iterator[Reporter]:
+        """Configure logging and the progress display for the run."""
+        logger = logging.getLogger(LOGGER)
+        handler = logging.StreamHandler(self.err)
+        handler.setFormatter(logging.Formatter("shaperesolver: %(message)s"))
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.ERROR if self.quiet else logging.WARNING - 10 * min(self.verbose, 2))
+        logger.propagate = False
+        show = self.listing and not self.quiet and self.total >= PROGRESS_MIN_CUBES
+        with ExitStack() as stack:
+            if show and _isatty(self.err):
+                from tqdm import tqdm
+                from tqdm.contrib.logging import logging_redirect_tqdm
+
+                self._bar = stack.enter_context(tqdm(total=self.total, file=self.err, unit="cube", leave=True,
+                                                     ncols=_columns(self.err)))
+                stack.enter_context(logging_redirect_tqdm(loggers=[logger]))
+            elif not show:
+                self._last_tenth = 11  # no progress lines
+            for h in logger.handlers:
+                if self.listing:
+                    h.addFilter(self._repeats)
+            try:
+                yield self
+            finally:
+                self._bar = None
+        logger.handlers[:] = [handler]
+
+    # ---------------------------------------------------------------- per cube
+
+    def write(self, text: str, stream: TextIO | None = None) -> None:
+        """Print ``text`` (lines) without running into the progress bar."""
+        stream = stream or self.human
+        if self._bar is not None and (stream is self.err or _isatty(stream)):
+            self._bar.write(text.rstrip("\n"), file=stream)
+        else:
+            stream.write(text)
+            stream.flush()
+
+    def error(self, text: str) -> None:
+        """A one-line error on stderr."""
+        self.write(f"shaperesolver: {printable(text)}\n", self.err)
+
+    def cube(self, rec: dict[str, Any], kernels_text: str | None, shape: str, dryrun: bool,
+             error: str | None = None) -> None:
+        """Count, print and log one cube's outcome."""
+        state = state_of(rec, dryrun)
+        self.counts[state] += 1
+        self.counts.dry = self.counts.dry or dryrun
+        if state == "failed":
+            self.failed_cubes.append(str(rec.get("cube")))
+        fb = fell_back(rec, shape)
+        if fb:
+            self.counts["fell back"] += 1
+        if error is not None:
+            self.error(error)
+        if self.as_json:
+            import json
+
+            self.out.write(json.dumps(rec) + "\n")
+            self.out.flush()
+        elif error is None and not self.quiet:
+            if self.listing and not self.verbose:
+                self.write(_line(rec, state, fb))
+            else:
+                self.write(_block(rec, kernels_text, state, dryrun))
+        if self.log_file:
+            try:
+                _append_log(self.log_file, rec, state, fb)
+            except OSError as exc:  # one line, the cubes go on; the run ends with exit 1
+                self.error(f"-log={self.log_file}: {exc.strerror or exc}; no more results are logged")
+                self.log_file, self.log_failed = None, True
+        self.done += 1
+        self._progress()
+
+    def _progress(self) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            return
+        if self._last_tenth > 10:
+            return
+        now = time.monotonic()
+        tenth = (10 * self.done) // self.total
+        if tenth > self._last_tenth or now - self._last >= PROGRESS_SECONDS:
+            self._last_tenth, self._last = tenth, now
+            self.err.write(f"shaperesolver: progress {self.done}/{self.total} cubes "
+                           f"({100 * self.done // self.total}%), {now - self._t0:.0f} s\n")
+            self.err.flush()
+
+    # ---------------------------------------------------------------- the end
+
+    def finish(self) -> None:
+        """The repeated-warning counts and the summary (for lists)."""
+        for key, n in self._repeats.seen.items():
+            if n > 1:
+                self.write(f"shaperesolver: the warning above came for {n} cubes in all: {shorten(key, 160)}\n", self.err)
+        if self.listing and not self.quiet:
+            self.write(f"shaperesolver: {self.counts.line(self.total)}\n", self.err)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _columns(stream: TextIO) -> int:
+    """The terminal's width; 80 when it says 0 (a pty nobody sized)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):
+        return 80
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: object) -> str:
+    """``text`` on one line with control characters (a server's escape sequences, newlines) shown as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+
+def _line(rec: dict[str, Any], state: str, fb: bool) -> str:
+    how = f"{rec['source']}, fell back" if fb else rec["source"]
+    line = f"{rec['cube']}: {rec.get('body') or rec.get('target')} -> {rec['shape_model']} ({how}) [{state}]"
+    return printable(line) + "\n"
+
+
+def _block(rec: dict[str, Any], kernels_text: str | None, state: str, dryrun: bool) -> str:
+    body = f" ({rec['body']})" if rec.get("body") and rec["body"] != rec["target"] else ""
+    lines = [f"{rec['cube']}: TargetName = {rec['target']}{body}"]
+    shown = f"dry run, {state}" if dryrun else state
+    lines.append(f"  ShapeModel: {rec['previous'] or '(none)'}  ->  {rec['shape_model']}  [{shown}]")
+    src = rec["source"]
+    if src == "web":
+        lines.append(f"  from the web: item {rec['item_id']}, version {rec['version']}")
+    elif src == "system":
+        lines.append(f"  from SYSTEM: {rec['db']}")
+    else:
+        lines.append(f"  from: {src}")
+    if rec.get("fallback_reason"):
+        lines.append(f"  fell back: {rec['fallback_reason']}")
+    if rec.get("removed_elevation_model"):
+        lines.append(f"  removed ElevationModel = {rec['removed_elevation_model']} (it would override ShapeModel)")
+    text = "\n".join(map(printable, lines)) + "\n"
+    return text + (kernels_text or "")
+
+
+_LOG_KEYS = (("From", "cube"), ("TargetName", "target"), ("Body", "body"), ("ShapeModel", "shape_model"),
+             ("Source", "source"), ("ItemId", "item_id"), ("Version", "version"), ("Previous", "previous"),
+             ("FallbackReason", "fallback_reason"), ("Error", "error"))
+
+
+def _pvl_string(value: Any) -> str:
+    if value is None:
+        return "Null"
+    text = re.sub(r"[^\x20-\x7e]", "?", " ".join(str(value).split())).replace('"', "'")
+    return f'"{text}"'
+
+
+def _append_log(path: str, rec: dict[str, Any], state: str, fb: bool) -> None:
+    """Append the cube's result to ``path`` as a PVL group (ISIS's -log)."""
+    pairs = [(k, rec.get(f)) for k, f in _LOG_KEYS if rec.get(f) is not None or f in ("cube", "shape_model")]
+    pairs += [("Status", state), ("FellBack", "Yes" if fb else "No")]
+    width = max(len(k) for k, _ in pairs)
+    text = "Group = Results\n" + "".join(f"  {k.ljust(width)} = {_pvl_string(v)}\n" for k, v in pairs) + "End_Group\n"
+    append_text(path, text)
+
+
+def append_text(path: str, text: str) -> None:
+    """Append ``text`` to a regular file (made if missing) or a character device such as
+    ``/dev/null``; never through a link, into a FIFO or a socket (raises OSError)."""
+    safeio.append_output(path, text.encode("utf-8"))

@@ -1,0 +1,439 @@
+"""Read ISIS cube labels and splice a ShapeModel into them.
+
+Reading touches only the label area at the start of the file, opened without blocking
+and only if it is a regular file; the text is read by :mod:`.pvlscan` in time and memory
+linear in its size.  Whether a label is attached or detached follows its own layout
+(``^Core`` means detached), and before any write the label area is proven to lie inside
+the file and before every data byte the label points at (Core, History, Tables...).
+
+Writing replaces, inserts or creates exactly one statement in ``IsisCube > Kernels``
+(and removes a non-null ``ElevationModel``) and leaves every other byte alone; how the
+bytes reach the disk safely is :mod:`.txn`'s job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+from ..base import bodies
+from ..base.safeio import open_regular, read_fd
+from ..errors import (
+    CubeChangedError,
+    LabelFullError,
+    LabelSyntaxError,
+    LabelWriteError,
+    MissingTargetError,
+    NotACubeError,
+    ReadOnlyCubeError,
+    UnsafeFileError,
+)
+from . import txn
+from .pvlformat import check_round_trip, check_value, format_statement
+from .pvlscan import Scan, ScanError, ScanTruncated, scan, skip_blank
+from .txn import journal_path
+
+__all__ = ["CubeLabel", "WriteOutcome", "read_label", "write_shape_model", "journal_path", "MAX_LABEL_SCAN"]
+
+log = logging.getLogger(__name__)
+
+#: how far into a file we look for the label's ``End`` statement
+MAX_LABEL_SCAN = 8 * 1024 * 1024
+_CHUNK = 64 * 1024
+_KERNELS = ("IsisCube", "Kernels")
+_CORE = ("IsisCube", "Core")
+_START = re.compile(r"(?:BEGIN_)?OBJECT[ \t]*=[ \t]*\"?ISISCUBE\b", re.I)
+_END_LINE = re.compile(r"^[ \t]*END[ \t]*\r?$", re.I | re.M)
+
+
+def _null(value: str | None) -> bool:
+    return value is None or value.strip().upper() in ("", "NULL")
+
+
+@dataclass(frozen=True)
+class CubeLabel:
+    """The label of one cube, as read from disk.
+
+    ``text`` is the label text up to and including the ``End`` line (Latin-1 decoded, so
+    offsets are byte offsets).  ``attached`` follows the label's layout (``^Core`` means
+    detached).  ``label_bytes`` is ``Label > Bytes`` when the label says it (detached
+    labels often do too), ``data_start`` the 0-based offset of the first data byte the
+    label points at in this file.  ``layout_problem`` says why the label may not be
+    edited in place (None when it may).
+    """
+
+    path: str
+    text: str
+    attached: bool
+    label_bytes: int | None
+    target: str
+    shape_model: str | None
+    elevation_model: str | None
+    kernels: dict[str, str | tuple[str, ...]] | None
+    file_size: int
+    scan: Scan
+    data_start: int | None = None
+    layout_problem: str | None = None
+
+    @property
+    def kernels_text(self) -> str | None:
+        """The ``Group = Kernels`` block exactly as written in the label."""
+        ag = self.scan.aggregate(_KERNELS)
+        return None if ag is None else self.text[ag.start : ag.end]
+
+    def isiscube_keywords(self) -> dict[tuple[str, str], str]:
+        """``{(GROUP, KEYWORD): first value}`` for every group directly in IsisCube
+        (names upper-cased), as ISIS's KernelDb matching sees them."""
+        out: dict[tuple[str, str], str] = {}
+        for st in self.scan.statements:
+            if len(st.path) == 2 and st.path[0].upper() == "ISISCUBE":
+                value = st.value if isinstance(st.value, str) else (st.value[0] if st.value else "")
+                out.setdefault((st.path[1].upper(), st.name.upper()), value)
+        return out
+
+    def pvl(self) -> Any:
+        """The whole label parsed by ``pvl`` (a ``PVLModule``)."""
+        import pvl
+
+        return pvl.loads(self.text)
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What :func:`write_shape_model` did (or, in a dry run, would do)."""
+
+    path: str
+    value: str
+    previous: str | None
+    written: bool
+    removed_elevation_model: str | None
+    kernels_text: str
+    label: CubeLabel
+    #: True when a real run would change the file's bytes (equals ``written`` in a real run)
+    would_write: bool = False
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _read_text(fd: int, path: str, size: int) -> str:
+    """The label text up to the first NUL, the ``End`` line or the scan limit."""
+    if size == 0:
+        raise NotACubeError(path, "empty file, not an ISIS cube")
+    want = _CHUNK
+    checked = False
+    while True:
+        data = read_fd(fd, min(want, MAX_LABEL_SCAN))
+        nul = data.find(b"\0")
+        text = (data if nul < 0 else data[:nul]).decode("latin-1")
+        if not checked:
+            if not _START.match(text, skip_blank(text[:4096], 0)):
+                raise NotACubeError(path, "not an ISIS cube label (it does not start with 'Object = IsisCube')")
+            checked = True
+        if nul >= 0 or len(data) >= size or want >= MAX_LABEL_SCAN or _END_LINE.search(text):
+            return text
+        want *= 4
+
+
+def _parse(path: str, text: str, size: int) -> CubeLabel:
+    try:
+        sc = scan(text)
+    except ScanTruncated as exc:
+        if len(text) >= MAX_LABEL_SCAN:
+            raise LabelSyntaxError(path, f"no End statement within the first {MAX_LABEL_SCAN // 2**20} MiB") from None
+        raise LabelSyntaxError(path, f"truncated label: {exc}") from None
+    except ScanError as exc:
+        raise LabelSyntaxError(path, f"malformed label: {exc}") from None
+    return _from_scan(path, text[: sc.end], sc, size)
+
+
+def _int(sc: Scan, st: Any) -> int | None:
+    try:
+        return int(str(st.value).strip())
+    except ValueError:
+        return None
+
+
+def _layout(sc: Scan, text: str, size: int) -> tuple[bool, int | None, int | None, str | None]:
+    """(attached, Label Bytes, first data byte, problem) from the label's own layout."""
+    lb = sc.find(("Label",), "Bytes")
+    label_bytes = _int(sc, lb) if lb is not None else None
+    if lb is not None and label_bytes is None:
+        return True, None, None, f"Label > Bytes is not a number: {lb.raw[:40]!r}"
+    core = sc.aggregate(_CORE)
+    if core is None:
+        return True, label_bytes, None, "no IsisCube > Core object, so the cube's layout is unknown"
+    if sc.find(_CORE, "^Core") is not None:
+        return False, label_bytes, None, None if size <= MAX_LABEL_SCAN else f"a {size}-byte detached label is too large"
+    # attached: every StartByte of an object without a ^pointer of its own is in this file
+    # a pointer to another file for the object's own data (^Core, ^History, and ^DnFile
+    # of an external cube): that object's StartByte is not in this file
+    pointered = {st.path for st in sc.statements if st.path and st.name.startswith("^")
+                 and st.name[1:].upper() in (st.path[-1].upper(), "DNFILE")}
+    starts = []
+    for st in sc.statements:
+        if st.name.upper() == "STARTBYTE" and st.path not in pointered:
+            value = _int(sc, st)
+            if value is None or value < 1:
+                return True, label_bytes, None, f"{'/'.join(st.path)} > StartByte is not a positive number"
+            starts.append(value - 1)
+    first = min(starts) if starts else None
+    if label_bytes is None:
+        return True, None, first, "attached cube without Label > Bytes: the size of its label area is unknown"
+    if label_bytes <= len(text):
+        return True, label_bytes, first, f"Label > Bytes ({label_bytes}) is smaller than the label text ({len(text)} bytes)"
+    if label_bytes > size:
+        return True, label_bytes, first, f"Label > Bytes ({label_bytes}) is beyond the end of the file ({size} bytes)"
+    if first is not None and label_bytes > first:
+        return True, label_bytes, first, (f"Label > Bytes ({label_bytes}) overlaps the data, which starts at byte "
+                                          f"{first + 1}")
+    return True, label_bytes, first, None
+
+
+def _from_scan(path: str, text: str, sc: Scan, size: int) -> CubeLabel:
+    target_st = sc.find(("IsisCube", "Instrument"), "TargetName")
+    if sc.aggregate(("IsisCube", "Instrument")) is None:
+        raise MissingTargetError(path, "no IsisCube > Instrument group in the label")
+    target = target_st.value if target_st else None
+    if not isinstance(target, str) or _null(target):
+        raise MissingTargetError(path, "no TargetName in IsisCube > Instrument")
+    kern_ag = sc.aggregate(_KERNELS)
+    kernels = None
+    if kern_ag is not None:
+        kernels = {st.name: st.value for st in sc.statements if st.start >= kern_ag.start and st.end <= kern_ag.end
+                   and len(st.path) == 2}
+    shape = sc.find(_KERNELS, "ShapeModel")
+    elev = sc.find(_KERNELS, "ElevationModel")
+    attached, label_bytes, first, problem = _layout(sc, text, size)
+    return CubeLabel(
+        path=path, text=text, attached=attached, label_bytes=label_bytes,
+        target=target, shape_model=_str(shape.value) if shape else None,
+        elevation_model=_str(elev.value) if elev else None, kernels=kernels, file_size=size, scan=sc,
+        data_start=first, layout_problem=problem,
+    )
+
+
+def _str(value: str | tuple[str, ...]) -> str:
+    return value if isinstance(value, str) else "(" + ", ".join(value) + ")"
+
+
+def _open_cube(path: str) -> tuple[int, os.stat_result]:
+    try:
+        return open_regular(path, what="cube")
+    except UnsafeFileError as exc:
+        raise NotACubeError(path, txn._problem(exc)) from None
+
+
+def read_label(path: str | os.PathLike[str], *, lock_wait: float = txn.DEFAULT_LOCK_WAIT) -> CubeLabel:
+    """Read the label of an attached cube or a detached ``.lbl`` (label area only).
+
+    If an earlier write of this cube was interrupted, it is first finished or rolled
+    back (see :mod:`.txn`), waiting at most ``lock_wait`` seconds for the cube's lock.
+    """
+    p = os.fspath(path)
+    try:
+        pending = os.path.lexists(journal_path(p))
+    except OSError:
+        pending = False  # no such file (or no access): opening it below says which
+    if pending:
+        try:
+            with txn.locked(p, wait=lock_wait) as (fd, st):
+                txn.recover(fd, p, st)
+                return _parse(p, _read_text(fd, p, st.st_size), st.st_size)
+        except ReadOnlyCubeError:
+            with txn.locked(p, write=False, wait=lock_wait) as (fd, st):
+                txn.recover(fd, p, st, writable=False)
+                return _parse(p, _read_text(fd, p, st.st_size), st.st_size)
+    fd, st = _open_cube(p)
+    try:
+        return _parse(p, _read_text(fd, p, st.st_size), st.st_size)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- editing
+
+
+def _kernels_layout(lab: CubeLabel, sc: Scan, group_start: int, group_end: int) -> tuple[int, int]:
+    """(indent, padded name width) of the statements already in the Kernels group."""
+    indent, width = -1, 0
+    for st in sc.statements:
+        if group_start <= st.start < group_end and len(st.path) == 2:
+            if indent < 0:
+                indent = st.name_start - st.start
+            width = max(width, st.eq - st.name_start - 1)
+    if indent < 0:
+        ag = sc.aggregate(_KERNELS)
+        assert ag is not None
+        head = lab.text[ag.start : ag.end]
+        indent = len(head) - len(head.lstrip(" ")) + 2
+    return indent, width
+
+
+def _splice(lab: CubeLabel, value: str) -> tuple[str, str | None]:
+    """Return (new label text, removed ElevationModel value or None)."""
+    sc = lab.scan
+    text, nl = lab.text, sc.newline
+    edits: list[tuple[int, int, str]] = []  # (start, end, replacement), non-overlapping
+    removed = None
+    group = sc.aggregate(_KERNELS)
+    if group is None:
+        cube = sc.aggregate(("IsisCube",))
+        assert cube is not None  # _START guarantees it
+        end_line = text[cube.end_line : cube.end]
+        indent = len(end_line) - len(end_line.lstrip(" "))  # of IsisCube's End_Object
+        pad = " " * (indent + 2)
+        block = f"{nl}{pad}Group = Kernels{nl}{format_statement('ShapeModel', value, indent + 4, 0, nl)}{pad}End_Group{nl}"
+        edits.append((cube.end_line, cube.end_line, block))
+    else:
+        indent, width = _kernels_layout(lab, sc, group.start, group.end)
+        stmt = format_statement("ShapeModel", value, indent, width, nl)
+        shape = sc.find(_KERNELS, "ShapeModel")
+        if shape is not None:
+            edits.append((shape.start, shape.end, stmt))
+        else:
+            addendum = sc.find(_KERNELS, "InstrumentAddendum")
+            at = addendum.end if addendum is not None else group.end_line
+            edits.append((at, at, stmt))
+        elev = sc.find(_KERNELS, "ElevationModel")
+        if elev is not None and not _null(_str(elev.value)):
+            removed = _str(elev.value)
+            edits.append((elev.start, elev.end, ""))
+    out = []
+    last = 0
+    for start, end, rep in sorted(edits):
+        out.append(text[last:start])
+        out.append(rep)
+        last = end
+    out.append(text[last:])
+    return "".join(out), removed
+
+
+def _verify(lab: CubeLabel, new_text: str, value: str, removed: str | None) -> Scan:
+    """Check that the spliced label reads back as intended; return its scan."""
+    try:
+        new = scan(new_text)
+    except ScanError as exc:
+        raise LabelWriteError(lab.path, f"internal check failed, nothing written: new label unreadable ({exc})") from None
+
+    def others(sc: Scan) -> list[tuple[tuple[str, ...], str, str]]:
+        skip = {"SHAPEMODEL"} | ({"ELEVATIONMODEL"} if removed is not None else set())
+        return [(s.path, s.name, s.raw) for s in sc.statements
+                if not (s.name.upper() in skip and tuple(p.upper() for p in s.path) == ("ISISCUBE", "KERNELS"))]
+
+    got = new.find(_KERNELS, "ShapeModel")
+    if got is None or got.value != value or others(new) != others(lab.scan):
+        raise LabelWriteError(lab.path, "internal check failed, nothing written: the edited label does not read back as intended")
+    return new
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _check_writable(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise NotACubeError(path, f"cannot open: {exc.strerror or exc}; not modified") from None
+    if not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        raise ReadOnlyCubeError(path, "file is read-only (no write permission bits); not modified")
+    if not os.access(path, os.W_OK):
+        raise ReadOnlyCubeError(path, "no permission to write this file; not modified")
+    d = os.path.dirname(os.path.realpath(path))
+    try:
+        dst = os.stat(d)
+    except OSError as exc:
+        raise NotACubeError(path, f"cannot open its directory: {exc.strerror or exc}; not modified") from None
+    if not dst.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(d, os.W_OK):
+        raise ReadOnlyCubeError(path, f"directory {d} is not writable (needed for the write journal); not modified")
+
+
+def _plan(lab: CubeLabel, value: str) -> tuple[str, str | None, Scan]:
+    """Splice, check the result and the layout; (new text, removed ElevationModel, scan)."""
+    new_text, removed = _splice(lab, value)
+    new_scan = _verify(lab, new_text, value, removed)
+    if new_text != lab.text:
+        if lab.layout_problem:
+            raise LabelWriteError(lab.path, f"{lab.layout_problem}; not modified")
+        if lab.attached:
+            assert lab.label_bytes is not None
+            if len(new_text) >= lab.label_bytes:
+                raise LabelFullError(lab.path, f"label space is full: the new label needs {len(new_text)} bytes but "
+                                               f"Label Bytes is {lab.label_bytes}; not modified")
+    return new_text, removed, new_scan
+
+
+def _write(fd: int, st: os.stat_result, lab: CubeLabel, new_text: str, hook: txn.Hook) -> None:
+    old = lab.text.encode("latin-1")
+    new = new_text.encode("latin-1")
+    if lab.attached:
+        width = max(len(old), len(new))
+        old_region = read_fd(fd, width)
+        if len(old_region) != width or not old_region.startswith(old):
+            raise LabelWriteError(lab.path, "the label changed while it was read; not modified")
+        txn.write_region(fd, lab.path, st, old_region, new + b"\0" * (width - len(new)), hook)
+    else:
+        data = read_fd(fd, MAX_LABEL_SCAN + 1)
+        if len(data) != st.st_size or not data.startswith(old):
+            raise LabelWriteError(lab.path, "the label changed while it was read; not modified")
+        txn.replace_file(fd, lab.path, st, new + data[len(old):], hook)
+
+
+def write_shape_model(
+    path: str | os.PathLike[str], value: str, *, dryrun: bool = False, expect_target: str | None = None,
+    lock_wait: float = txn.DEFAULT_LOCK_WAIT, _hook: txn.Hook | None = None,
+) -> WriteOutcome:
+    """Set ``IsisCube > Kernels > ShapeModel`` of a cube or detached label to ``value``.
+
+    ``value`` is the decoded string (``"Null"`` for the ellipsoid).  Only the label text
+    changes; a cube that already holds ``value`` is not rewritten (``written`` is
+    False).  With ``dryrun`` nothing is written but every check still runs.  With
+    ``expect_target`` the write happens only if the cube (re-read under the lock) still
+    names that body; otherwise :class:`CubeChangedError`.  A cube another process keeps
+    locked for ``lock_wait`` seconds is not written (:class:`CubeLockedError`).
+    """
+    p = os.fspath(path)
+    value = value or "Null"
+    check_value(value)
+    check_round_trip(value)
+    hook = _hook or (lambda step: None)
+    if dryrun:
+        lab = read_label(p, lock_wait=lock_wait)
+        _expect(lab, expect_target)
+        new_text, removed, new_scan = _plan(lab, value)
+        return _outcome(lab, p, value, new_text, new_scan, removed, written=False, would=new_text != lab.text)
+    if not os.path.lexists(p):
+        raise NotACubeError(p, "no such file")
+    if os.path.isdir(p):
+        raise NotACubeError(p, "is a directory, not a cube")
+    _check_writable(p)
+    with txn.locked(p, wait=lock_wait) as (fd, st):
+        txn.recover(fd, p, st)
+        lab = _parse(p, _read_text(fd, p, st.st_size), st.st_size)
+        _expect(lab, expect_target)
+        new_text, removed, new_scan = _plan(lab, value)
+        if new_text == lab.text:
+            if not lab.attached:
+                txn.clear_temp(p, st)  # a killed write's leftover, even when there is nothing to write
+            return _outcome(lab, p, value, new_text, new_scan, removed, written=False, would=False)
+        _write(fd, st, lab, new_text, hook)
+    return _outcome(lab, p, value, new_text, new_scan, removed, written=True, would=True)
+
+
+def _expect(lab: CubeLabel, target: str | None) -> None:
+    if target is not None and bodies.canonical(lab.target) != bodies.canonical(target):
+        raise CubeChangedError(lab.path, f"the cube changed since it was resolved: its target is now {lab.target}, "
+                                         f"not {target}; not modified")
+
+
+def _outcome(lab: CubeLabel, path: str, value: str, new_text: str, new_scan: Scan, removed: str | None,
+             written: bool, would: bool) -> WriteOutcome:
+    new = _from_scan(path, new_text, new_scan, lab.file_size)
+    return WriteOutcome(
+        path=path, value=value, previous=lab.shape_model, written=written,
+        removed_elevation_model=removed, kernels_text=new.kernels_text or "", label=new, would_write=would,
+    )

@@ -1,0 +1,437 @@
+"""The on-disk transaction: everything that makes a label write safe, in one place.
+
+A cube ends with exactly its old bytes or exactly its new label, whatever happens.
+
+* **Lock.** Writers (and readers that find a journal) hold an exclusive ``flock`` on the
+  cube file itself; the lock is re-taken if the path was replaced while waiting.
+* **Attached cubes: journal, then write in place.**  Only the changed region at the
+  start of the file is rewritten (the old and the new label text, padded with NULs).
+  Before any byte of the cube changes:
+
+  1. space for the region is secured with ``posix_fallocate`` (a sparse label area on
+     a full disk fails here, not half-way through the label);
+  2. a journal beside the cube records the cube's identity (device, inode), the old
+     and the new region, and a checksum of itself; it is preallocated, written with
+     every write checked for its full length, and fsynced with its directory.
+
+  Then the region is written (checked) and fsynced, and the journal removed.  Any
+  error rolls the cube back at once from memory.
+* **Recovery** (next open, even a read or a dry run) applies a journal only when it is
+  provably this cube's: a regular file (opened without following links or blocking),
+  owned by the cube's owner or by us, of bounded size, complete (checksum), naming this
+  cube's device and inode, and the cube's current region made only of bytes of the old
+  and the new region.  Then: current == new -> the write finished (journal dropped);
+  current == old -> it never started (dropped); a mix -> the old region is put back.
+  Anything else is left alone and reported (:class:`JournalError`).
+* **Detached labels** are replaced atomically: a temporary file beside the real file
+  (links are written through), preallocated, with the label's owner, group and mode,
+  fsynced, then renamed over it.  A hard-linked label is refused (renaming would split
+  the link).  A temporary file left by a killed write is removed by the next writer
+  (under the lock, even when it has nothing to write).
+* **Bounded waits.**  The lock is polled (``LOCK_NB``, with back-off) for at most
+  ``wait`` seconds: a cube another process holds locked fails with
+  :class:`CubeLockedError` instead of hanging the batch.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import stat
+import struct
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..base.safeio import open_regular, read_fd
+from ..errors import CubeLockedError, JournalError, LabelWriteError, NotACubeError, ReadOnlyCubeError, UnsafeFileError
+
+__all__ = ["journal_path", "temp_path", "locked", "recover", "write_region", "replace_file", "clear_temp", "Hook",
+           "DEFAULT_LOCK_WAIT"]
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[str], None]
+
+_MAGIC = b"SHAPERESOLVER-JOURNAL-2\n"
+_HEAD = struct.Struct(">QQQ")  # st_dev, st_ino, region length
+_SUM = hashlib.sha256().digest_size
+#: largest region a journal may hold (the reader never scans more than 8 MiB of label)
+MAX_REGION = 16 * 2**20
+#: how long a writer waits for another process's lock on a cube (s)
+DEFAULT_LOCK_WAIT = 30.0
+_LOCK_POLL = (0.01, 0.5)  # first and longest pause between tries
+
+
+def _beside(real: str, st: os.stat_result, suffix: str) -> Path:
+    # named after the file's identity, not its name: every hard link and every later
+    # name of the file finds the same journal, and the name is short whatever the cube's is
+    return Path(os.path.dirname(real)) / f".shaperesolver-{st.st_dev:x}-{st.st_ino:x}.{suffix}"
+
+
+def journal_path(path: str | os.PathLike[str]) -> Path:
+    """Where the write journal of the cube at ``path`` lives: beside the real file, named
+    after its device and inode (``.shaperesolver-DEV-INODE.journal``)."""
+    real = os.path.realpath(path)
+    return _beside(real, os.stat(real), "journal")
+
+
+def temp_path(path: str | os.PathLike[str]) -> Path:
+    """The temporary file a detached-label write of ``path`` uses (beside the real file)."""
+    real = os.path.realpath(path)
+    return _beside(real, os.stat(real), "tmp")
+
+
+def _noop(step: str) -> None:
+    return None
+
+
+# ------------------------------------------------------------------ low level
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` or raise OSError (short writes are retried)."""
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        n = os.pwrite(fd, view[done:], offset + done)
+        if n <= 0:
+            raise OSError(errno.EIO, "write made no progress")
+        done += n
+
+
+def _reserve(fd: int, length: int) -> None:
+    """Allocate blocks for [0, length) so later writes there cannot fail for space."""
+    if length <= 0:
+        return
+    try:
+        os.posix_fallocate(fd, 0, length)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return  # this file system cannot preallocate; writes are still checked
+        raise
+
+
+def _create(path: str, new: Path, what: str) -> int:
+    """Create ``new`` for writing: exclusively, never through a link, private to us."""
+    try:
+        return os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise LabelWriteError(path, f"cannot create {what} {new.name}: {_why(exc)}; not modified") from None
+
+
+def _fsync_dir(directory: str | os.PathLike[str]) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_after_commit(directory: str | os.PathLike[str], path: str) -> None:
+    """fsync a directory after the write took effect: a failure is worth a warning only."""
+    try:
+        _fsync_dir(directory)
+    except OSError as exc:
+        log.warning("%s: written; could not sync its directory (%s)", path, _why(exc))
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device"
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded"
+    return exc.strerror or str(exc)
+
+
+# ------------------------------------------------------------------ the lock
+
+
+def _flock(fd: int, path: str, wait: float) -> None:
+    """Take an exclusive flock on ``fd``, trying for at most ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    pause = _LOCK_POLL[0]
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise CubeLockedError(path, f"locked by another process for {wait:g} s; not modified")
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, _LOCK_POLL[1])
+
+
+@contextmanager
+def locked(path: str, write: bool = True, wait: float = DEFAULT_LOCK_WAIT) -> Iterator[tuple[int, os.stat_result]]:
+    """Open the regular file ``path`` (following links) and hold an exclusive flock.
+
+    Yields (fd, fstat).  If the path was replaced while we waited for the lock, the new
+    file is locked instead.  Raises :class:`CubeLockedError` when another process holds
+    the lock for ``wait`` seconds.
+    """
+    while True:
+        try:
+            fd, st = open_regular(path, write=write, what="cube")
+        except UnsafeFileError as exc:
+            if write and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+                raise ReadOnlyCubeError(path, f"cannot open for writing: {os.strerror(exc.errno)}; not modified") from None
+            raise NotACubeError(path, _problem(exc)) from None
+        try:
+            _flock(fd, path, wait)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)  # replaced while we waited: lock the new file
+    try:
+        yield fd, os.fstat(fd)
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _problem(exc: UnsafeFileError) -> str:
+    text = str(exc)
+    prefix = f"cube {exc.filename}"
+    return text[len(prefix):].lstrip(": ").strip() if text.startswith(prefix) else text
+
+
+# ------------------------------------------------------------------ journal
+
+
+def _encode(st: os.stat_result, old: bytes, new: bytes) -> bytes:
+    body = _MAGIC + _HEAD.pack(st.st_dev, st.st_ino, len(old)) + old + new
+    return body + hashlib.sha256(body).digest()
+
+
+def _decode(blob: bytes) -> tuple[int, int, bytes, bytes] | None:
+    """(dev, ino, old, new) of a complete journal, or None when it is torn."""
+    head = len(_MAGIC) + _HEAD.size
+    if len(blob) < head + _SUM or not blob.startswith(_MAGIC):
+        return None
+    body, digest = blob[:-_SUM], blob[-_SUM:]
+    if hashlib.sha256(body).digest() != digest:
+        return None
+    dev, ino, length = _HEAD.unpack_from(blob, len(_MAGIC))
+    if len(body) != head + 2 * length:
+        return None
+    return dev, ino, body[head : head + length], body[head + length :]
+
+
+def _mixed(cur: bytes, old: bytes, new: bytes) -> bool:
+    """True when every byte of ``cur`` is the old or the new byte at its offset."""
+    if len(cur) != len(old):
+        return False
+    step = 4096
+    for i in range(0, len(cur), step):
+        c = cur[i : i + step]
+        if c == old[i : i + step] or c == new[i : i + step]:
+            continue
+        if not all(x in (a, b) for x, a, b in zip(c, old[i : i + step], new[i : i + step])):
+            return False
+    return True
+
+
+def recover(fd: int, path: str, st: os.stat_result, writable: bool = True) -> None:
+    """Finish or roll back an interrupted write of ``path`` (the caller holds the lock).
+
+    Raises :class:`JournalError` when a file at the journal path is not provably this
+    cube's journal; the cube and that file are then left exactly as they are.
+    """
+    jp = _beside(os.path.realpath(path), st, "journal")
+    try:
+        os.lstat(jp)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise LabelWriteError(path, f"cannot look for the journal {jp.name}: {_why(exc)}") from None
+
+    def refuse(why: str) -> JournalError:
+        return JournalError(path, f"{jp.name} {why}; cube not changed. Move that file away if no shaperesolver write "
+                                  "of this cube was interrupted")
+
+    try:
+        jfd, jst = open_regular(jp, follow=False, what="journal")
+    except UnsafeFileError as exc:
+        if exc.errno == errno.ENOENT:
+            return
+        raise refuse("is not a regular file" if exc.errno in (errno.ELOOP, errno.EINVAL, errno.ENXIO)
+                     else f"cannot be read ({os.strerror(exc.errno) if exc.errno else exc})") from None
+    try:
+        if jst.st_uid not in (st.st_uid, os.geteuid()):
+            raise refuse(f"belongs to uid {jst.st_uid}, not to the cube's owner")
+        limit = len(_MAGIC) + _HEAD.size + 2 * MAX_REGION + _SUM
+        if jst.st_size > limit:
+            raise refuse(f"is {jst.st_size} bytes, too large to be a journal")
+        blob = read_fd(jfd, limit + 1)
+    finally:
+        os.close(jfd)
+    parsed = _decode(blob)
+    if parsed is None:
+        head = blob[: len(_MAGIC)]
+        if _MAGIC.startswith(head) or head.startswith(_MAGIC) or not head.strip(b"\0"):
+            # never completed, so the cube was never touched: drop it
+            log.info("%s: removing an incomplete write journal %s (the cube was not modified)", path, jp)
+            _drop(jp, writable, path)
+            return
+        raise refuse("is not a shaperesolver journal")
+    dev, ino, old, new = parsed
+    if (dev, ino) != (st.st_dev, st.st_ino):
+        raise refuse("was written for another file (device/inode differ)")
+    cur = read_fd(fd, len(old))
+    if cur == new:
+        log.info("%s: an earlier write had finished; removing its journal %s", path, jp)
+    elif cur == old:
+        log.info("%s: an earlier write never started; removing its journal %s", path, jp)
+    elif _mixed(cur, old, new):
+        if not writable:
+            raise LabelWriteError(path, f"an earlier write was interrupted ({jp.name}); open it with write access to restore the label")
+        log.warning("%s: an earlier write was interrupted; restoring the label saved in %s", path, jp)
+        try:
+            _pwrite_all(fd, old, 0)
+            os.fsync(fd)
+        except OSError as exc:
+            raise LabelWriteError(path, f"restoring the label from {jp.name} failed ({_why(exc)}); the journal is kept") from None
+    else:
+        raise refuse("does not match this cube's label area")
+    _drop(jp, writable, path)
+
+
+def _drop(jp: Path, writable: bool, path: str) -> None:
+    if not writable:
+        return
+    try:
+        jp.unlink()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise LabelWriteError(path, f"cannot remove the journal {jp.name}: {_why(exc)}") from None
+    _sync_after_commit(jp.parent, path)
+
+
+def write_region(fd: int, path: str, st: os.stat_result, old: bytes, new: bytes, hook: Hook = _noop) -> None:
+    """Replace bytes [0, len(new)) of the locked cube, which hold ``old``, with ``new``."""
+    assert len(old) == len(new) <= MAX_REGION
+    jp = _beside(os.path.realpath(path), st, "journal")
+    try:
+        _reserve(fd, len(new))
+    except OSError as exc:
+        raise LabelWriteError(path, f"cannot secure space for the label ({_why(exc)}); not modified") from None
+    blob = _encode(st, old, new)
+    jfd = _create(path, jp, "the write journal")
+    try:
+        try:
+            hook("journal-open")
+            _reserve(jfd, len(blob))
+            _pwrite_all(jfd, blob[: len(blob) // 2], 0)
+            hook("journal-header")
+            _pwrite_all(jfd, blob[len(blob) // 2 :], len(blob) // 2)
+            os.fsync(jfd)
+        finally:
+            os.close(jfd)
+        _fsync_dir(jp.parent)
+    except BaseException as exc:  # KeyboardInterrupt too: the cube is untouched, drop the journal
+        jp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise LabelWriteError(path, f"cannot write the journal {jp.name} ({_why(exc)}); not modified") from None
+        raise
+    try:
+        hook("journal-durable")
+        _pwrite_all(fd, new, 0)
+        hook("label-written")
+        os.fsync(fd)
+    except BaseException as exc:  # KeyboardInterrupt too: roll back before it goes on
+        why = _why(exc) if isinstance(exc, OSError) else type(exc).__name__
+        try:
+            _pwrite_all(fd, old, 0)
+            os.fsync(fd)
+        except OSError:
+            raise LabelWriteError(path, f"writing the label failed ({why}) and so did the rollback; "
+                                        f"the next run restores it from {jp.name}") from None
+        jp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise LabelWriteError(path, f"writing the label failed ({why}); old label restored") from None
+        raise
+    # the new label is durable: from here on nothing may fail the write (a journal left
+    # behind matches the new label, so the next run just removes it)
+    try:
+        hook("label-durable")
+        jp.unlink()
+    except OSError as exc:
+        log.warning("%s: written; could not remove the journal %s (%s): the next run removes it", path, jp.name, _why(exc))
+        return
+    except BaseException:  # KeyboardInterrupt: finish the commit, then let it go on
+        jp.unlink(missing_ok=True)
+        raise
+    _sync_after_commit(jp.parent, path)
+    hook("journal-removed")
+
+
+# ------------------------------------------------------------------ detached labels
+
+
+def _clear_temp(tmp: Path, st: os.stat_result) -> None:
+    """Remove a temporary file left by a killed write (we hold the label's lock).
+
+    Only what provably is one: named after this label's device and inode, a regular
+    file (not a link) with one name, owned by us or by the label's owner.
+    """
+    try:
+        tst = os.lstat(tmp)
+    except OSError:
+        return
+    if stat.S_ISREG(tst.st_mode) and tst.st_nlink == 1 and tst.st_uid in (st.st_uid, os.geteuid()):
+        log.info("removing %s, left by an interrupted write", tmp)
+        try:
+            tmp.unlink()
+        except OSError as exc:
+            log.warning("cannot remove %s, left by an interrupted write: %s", tmp, _why(exc))
+    # anything else stays; O_EXCL then fails with a clear error
+
+
+def clear_temp(path: str, st: os.stat_result) -> None:
+    """Remove the temporary file a killed write of the locked label ``path`` left behind."""
+    _clear_temp(_beside(os.path.realpath(path), st, "tmp"), st)
+
+
+def replace_file(fd: int, path: str, st: os.stat_result, data: bytes, hook: Hook = _noop) -> None:
+    """Atomically replace the locked regular file ``path`` (links written through)."""
+    real = os.path.realpath(path)
+    if st.st_nlink > 1:
+        raise LabelWriteError(path, f"has {st.st_nlink} hard links; replacing it would split them; not modified")
+    tmp = _beside(real, st, "tmp")
+    _clear_temp(tmp, st)
+    tfd = _create(path, tmp, "the temporary file")
+    try:
+        try:
+            _reserve(tfd, len(data))
+            _pwrite_all(tfd, data, 0)
+            if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                os.fchown(tfd, st.st_uid, st.st_gid)
+            os.fchmod(tfd, stat.S_IMODE(st.st_mode))
+            os.fsync(tfd)
+        finally:
+            os.close(tfd)
+        hook("temp-durable")
+        if not os.path.samestat(os.stat(real), st):
+            raise OSError(errno.ESTALE, "the label was replaced during the write")
+        os.replace(tmp, real)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            why = "cannot keep its owner and group" if exc.errno == errno.EPERM else _why(exc)
+            raise LabelWriteError(path, f"replacing the label failed ({why}); not modified") from None
+        raise
+    _sync_after_commit(os.path.dirname(real), path)
+    hook("renamed")

@@ -1,0 +1,8 @@
+"""Opening and checking shape models, and the local ISIS data area.
+
+Owns: ``raster`` (GDAL's side: open a GeoTIFF or cube, read its facts), ``modelcheck``
+(pure rules: is this DEM radii of that body), ``dsk`` (NAIF DSK files, read by CSPICE in
+an isolated child) and ``kerneldb`` (ISIS's DEM kernel databases: SHAPE=SYSTEM).
+
+May import: ``shaperesolver.errors``, ``shaperesolver.base``, ``shaperesolver.net``.
+"""

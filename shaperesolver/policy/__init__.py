@@ -1,0 +1,9 @@
+"""The resolve policy: web, then SYSTEM, then the ellipsoid.
+
+Owns: ``resolver`` (:class:`Resolver`, the policy and the public entry points),
+``options`` (defaults and the checks of every setting) and ``inventory`` (``list=``: the
+catalog's items per body, marked with what a resolve chooses).
+
+May import: every room below it: ``errors``, ``base``, ``cube``, ``net``, ``catalog``
+and ``models``.
+"""
