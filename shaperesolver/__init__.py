@@ -27,7 +27,7 @@ from .errors import *  # noqa: F403 - the whole exception tree is public
 if TYPE_CHECKING:
     from .base.bodies import Body, canonical, lookup
     from .cube.label import CubeLabel, WriteOutcome, read_label, write_shape_model
-    from .net.transport import HttpSettings
+    from .net.settings import HttpSettings
     from .policy.resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolution, ResolutionError, Resolver, resolve
     from .scale.batch import write_batch
 
@@ -38,7 +38,7 @@ _LAZY = {
     "Body": "base.bodies", "canonical": "base.bodies", "lookup": "base.bodies",
     "CubeLabel": "cube.label", "WriteOutcome": "cube.label", "read_label": "cube.label",
     "write_shape_model": "cube.label",
-    "HttpSettings": "net.transport",
+    "HttpSettings": "net.settings",
     "DEFAULT_COLLECTION": "policy.resolver", "DEFAULT_URL": "policy.resolver", "Resolution": "policy.resolver",
     "ResolutionError": "policy.resolver", "Resolver": "policy.resolver", "resolve": "policy.resolver",
     "write_batch": "scale.batch",

@@ -58,6 +58,58 @@ def loaded(env: dict[str, str], *args: str, full: bool = False) -> tuple[subproc
     return p, names if full else {m.split(".")[0] for m in names}
 
 
+#: what a single-cube run that needs no network, catalog or DSK must not load (issue 24)
+MACHINERY = ("shaperesolver.scale", "shaperesolver.scale.batch", "shaperesolver.net.transport",
+             "shaperesolver.net.relay", "shaperesolver.catalog.stac", "shaperesolver.models.dsk",
+             "shaperesolver.mirror", "concurrent.futures", "subprocess", "importlib.resources")
+
+
+def _interpreter_baseline(env: dict[str, str]) -> set[str]:
+    """What this interpreter loads for ``python -c pass`` (site hooks of a development venv)."""
+    subprocess.run([sys.executable, "-c", "pass"], env=env, check=True, timeout=60)
+    return set(Path(env["LEAN_MODULES_OUT"]).read_text().split())
+
+
+@pytest.mark.parametrize("shape", ["ellipsoid", "ringplane"])
+def test_a_single_cube_run_loads_no_batch_network_catalog_or_dsk_machinery(tmp_path, lean_env, shape):
+    moon, titan = moon_titan(tmp_path / "cubes")
+    base = _interpreter_baseline(lean_env)
+    for dry in ("yes", "no"):
+        p, names = loaded(lean_env, f"from={moon}", f"shape={shape}", f"dryrun={dry}", full=True)
+        assert p.returncode == 0, p.stderr
+        extra = (names - base).intersection(MACHINERY)
+        assert not extra, sorted(extra)
+    # a list of two still works (and is what loads the batch machinery)
+    lst = tmp_path / "two.txt"
+    lst.write_text(f"{moon}\n{titan}\n")
+    p, names = loaded(lean_env, f"fromlist={lst}", f"shape={shape}", "dryrun=yes", full=True)
+    assert p.returncode == 0, p.stderr
+    assert "shaperesolver.scale.batch" in names  # the check above can fail
+
+
+def test_a_single_cube_system_or_cached_web_run_loads_no_batch_network_catalog_or_dsk_machinery(tmp_path, lean_env):
+    moon, titan = moon_titan(tmp_path / "cubes")
+    base = _interpreter_baseline(lean_env)
+    area = Path(__file__).resolve().parents[1] / "data" / "isisdata"
+    p, names = loaded(lean_env, f"from={moon}", "shape=system", f"isisdata={area}", full=True)
+    assert p.returncode == 0 and "$base/dems/" in p.stdout, p.stdout + p.stderr
+    extra = (names - base).intersection(MACHINERY)
+    assert not extra, ("system", sorted(extra))
+    with StacServer([item("moonDem0002", ["Moon"], "0002")]) as srv:
+        url = srv.url
+        p, names = loaded(lean_env, f"from={titan}", f"url={url}", "verify=no", "dryrun=yes", f"isisdata={area}",
+                          full=True)
+        assert p.returncode == 0, p.stderr
+        assert "shaperesolver.net.transport" in names  # this one searched (Titan has no web model here)
+        p, names = loaded(lean_env, f"from={moon}", f"url={url}", "verify=no", "dryrun=yes", full=True)
+        assert p.returncode == 0 and "moonDem0002" in p.stdout, p.stderr
+    # the server is gone: answered by the cache alone
+    p, names = loaded(lean_env, f"from={moon}", f"url={url}", "verify=no", "dryrun=yes", full=True)
+    assert p.returncode == 0 and "moonDem0002" in p.stdout, p.stderr
+    extra = (names - base).intersection(MACHINERY)
+    assert not extra, ("cached web", sorted(extra))
+
+
 def moon_titan(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     return [cubes.write_attached(directory / f"{name}.cub", cubes.label_text(name), data_bytes=256)

@@ -393,7 +393,7 @@ def test_user_model_check_is_once_per_body(tmp_path, dems, resolver_factory):
     r = resolver_factory(verify=True, cache="no")
     recs = write_batch(cs, resolver=r, shape="user", model=str(dems / "moon.tif"), dryrun=True)
     assert [r_["source"] for r_ in recs] == ["user", "user", None, "user"]
-    assert sorted(k[1] for k in r._opened.values) == ["Moon", "Phobos"]
+    assert sorted(k[1] for k in r.models.checked.values) == ["Moon", "Phobos"]
 
 
 # ------------------------------------------------------------------ item 9: settings and small traps

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -152,12 +152,13 @@ def choose_asset(item: Mapping[str, Any], allow_http: bool = False, policy: Addr
     return key, check_href(href, item_id, allow_http, policy, local_root)
 
 
-def check_href(href: str, item_id: object, allow_http: bool, policy: AddressPolicy | None = None,
-               local_root: str | None = None) -> str:
+def check_href(href: str, item_id: object, allow_http: bool,
+               policy: AddressPolicy | Callable[[], AddressPolicy] | None = None, local_root: str | None = None) -> str:
     """Refuse an asset href that is not a clean absolute https (or chosen http) URL.
 
-    With ``policy`` (the API's or remote catalog's address rules) an IP-literal host must
-    be of a kind the policy allows; a host name is looked up only when the model is
+    With ``policy`` (the API's or remote catalog's address rules, or a function that
+    gives them: called only for an IP-literal host) an IP-literal host must be of a kind
+    the policy allows; a host name is looked up only when the model is
     opened (:meth:`Http.final_url`), never just to choose it.  With ``local_root`` (the
     directory of a local static catalog) an absolute path is accepted too, if it has no
     ``..`` component and, links resolved, stays inside ``local_root``
@@ -174,12 +175,23 @@ def check_href(href: str, item_id: object, allow_http: bool, policy: AddressPoli
             f"item {item_id}: refusing asset href {href!r} (must be an absolute https URL"
             + (" or http, as the catalog is http)" if allow_http else ")")
         )
-    if policy is not None:
+    if policy is not None and _ip_literal(parts.hostname or ""):
+        rules = policy if hasattr(policy, "check") else policy()
         try:
-            policy.check(href, "asset href", lookup=False)
+            rules.check(href, "asset href", lookup=False)
         except CatalogError as exc:
             raise CatalogError(f"item {item_id}: {exc}") from None
     return href
+
+
+def _ip_literal(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _check_local(path: str, item_id: object, root: str) -> str:

@@ -26,20 +26,14 @@ from urllib.parse import urljoin, urlparse
 from ..base import safeio
 from ..errors import CatalogError, UnsafeFileError, shorten
 from ..net.transport import AddressPolicy, Budget, Http, check_api_url, error_text
+from .endpoints import FILTER, QUERY, search_url
 
 __all__ = ["StacClient", "StaticCatalog", "search_url", "QUERY", "FILTER"]
 
 log = logging.getLogger(__name__)
 
-QUERY = "query"
-FILTER = "filter"
 PAGE_SIZE = 1000
 MAX_PAGES = 50
-
-
-def search_url(url: str) -> str:
-    """``<url>/search`` with exactly one slash between the two."""
-    return url.rstrip("/") + "/search"
 
 
 def _features(data: Any, url: str) -> list[Mapping[str, Any]]:

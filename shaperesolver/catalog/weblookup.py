@@ -11,16 +11,22 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
-from ..base import claims
+from ..base import bodies, claims
 from ..errors import CatalogError, NoAnswerError, NoMatchError, VersionNotFoundError, shorten
 from .cache import DiskCache
 from .choice import Choice, check_href, choose_item
-from .stac import FILTER, QUERY, StacClient, StaticCatalog
+from .endpoints import FILTER, QUERY, search_url
+
+if TYPE_CHECKING:
+    from ..net.transport import AddressPolicy
+    from .stac import StacClient, StaticCatalog
 
 __all__ = ["WebLookup", "ModeStore"]
+
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +39,48 @@ class WebLookup:
     collection: str
     cache: DiskCache
     claim_wait: float
-    _client: StacClient
     _static: StaticCatalog | None
+
+    @property
+    def _client(self) -> StacClient:
+        """The STAC API client (the resolver makes it on first use)."""
+        raise NotImplementedError
+
+    def catalog_items(self, target: str | None = None) -> list[Any]:
+        """The raw STAC items for ``target``'s names (None: the whole collection), not cached.
+
+        Raises :class:`CatalogError` when the catalog cannot be read.
+        """
+        names = None if target is None else bodies.query_names(target)
+        if self._static is not None:
+            return list(self._static.items())
+        return self._client.items(self.collection, names)
+
+    def choose(self, items: Iterable[Any], target: str, version: str | None = None) -> Choice | None:
+        """The item a resolve would choose among ``items`` for ``target`` (None if none fits)."""
+        return choose_item(items, bodies.query_names(target), version, self._where(), self.allow_http, self._policy(),
+                           self.local_root)
+
+    def _policy(self) -> AddressPolicy | None:
+        """The address rules of the API or catalog the items came from."""
+        return self._static.policy if self._static is not None else self._client.policy
+
+    @property
+    def allow_http(self) -> bool:
+        """Whether asset hrefs may be http URLs (the catalog or API is http)."""
+        return self._static.allow_http if self._static is not None else self._client.allow_http
+
+    @property
+    def local_root(self) -> str | None:
+        """The directory a local catalog's asset files must stay in (None otherwise)."""
+        return self._static.local_root if self._static is not None else None
+
+    @property
+    def source_url(self) -> str | None:
+        """The URL the items came from (API or remote catalog); None for a local catalog."""
+        if self._static is None:
+            return self.url
+        return self._static.location if self._static.remote else None
 
     def _where(self) -> str:
         return f"catalog {self.catalog}" if self._static else f"{self.collection} at {self.url}"
@@ -52,7 +98,7 @@ class WebLookup:
             if choice is None:
                 raise NoMatchError(f"no web shape model for {'/'.join(names)} in {self._where()}")
             return choice
-        key = self.cache.key(self._client.search, self.collection, body, pin)
+        key = self.cache.key(search_url(self.url), self.collection, body, pin)
         hit = self._cached_choice(key, allow_stale=False)
         if hit is not None:
             return hit[0]
@@ -133,7 +179,7 @@ class WebLookup:
             if not (isinstance(item_id, str) and isinstance(href, str) and isinstance(asset_key, str)
                     and (version is None or isinstance(version, str))):
                 raise CatalogError("fields of the wrong type")
-            check_href(href, item_id, self._client.allow_http, self._client.policy)
+            check_href(href, item_id, urlparse(self.url).scheme == "http", lambda: self._client.policy)
         except CatalogError as exc:
             log.warning("ignoring cache entry %s: %s", key, shorten(str(exc)))
             return None

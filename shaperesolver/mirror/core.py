@@ -398,7 +398,7 @@ class Mirror:
             why = raster.read_last_block(ds)
             if why:
                 raise ModelError(f"GDAL cannot read the last block: {shorten(why, 120)}")
-            result = self.resolver._model_check(ds, shown, body)
+            result = self.resolver.models.model_check(ds, shown, body)
         except ModelError as exc:
             raise MirrorError(f"{href}: downloaded, but not a usable model: {exc}") from None
         if not result["ok"]:

@@ -14,63 +14,26 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import ParseResult, urljoin, urlparse
 
 from .._version import __version__
 from ..base import safeio
-from ..errors import CatalogError, UsageError, shorten
+from ..errors import CatalogError, shorten
 
 if TYPE_CHECKING:
     import requests
 
+from .settings import CONTROL as _CONTROL
+from .settings import HttpSettings, check_api_url
+
 __all__ = ["HttpSettings", "Http", "Budget", "AddressPolicy", "check_api_url", "error_text", "stream_errors"]
 
 log = logging.getLogger(__name__)
-
-_CONTROL = re.compile(r"[\x00-\x20\x7f\"'<>\\]")
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    """Timeouts, retries and limits for every request a resolver makes.
-
-    ``connect_timeout`` / ``read_timeout`` bound each socket operation; ``deadline``
-    bounds a whole search or static-catalog walk (every page, retry, redirect and
-    back-off included).  ``max_bytes`` caps one response, ``max_total_bytes`` and
-    ``max_items`` everything one search or walk reads.  Exceeding any of them is a
-    :class:`CatalogError` (the resolver then falls back as for any web failure).
-    """
-
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-    retries: int = 3
-    backoff: float = 0.5
-    max_retry_after: float = 60.0
-    max_bytes: int = 20 * 2**20
-    deadline: float = 120.0
-    max_total_bytes: int = 64 * 2**20
-    max_items: int = 100_000
-    max_redirects: int = 5
-
-
-
-
-def check_api_url(url: str) -> str:
-    """Validate a ``url=`` parameter (a usage error when it is not an http(s) URL)."""
-    parts = urlparse(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or _CONTROL.search(url):
-        raise UsageError(f"url={url!r} is not an http(s) URL of a STAC API")
-    return url
-
-
-
 
 
 

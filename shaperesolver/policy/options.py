@@ -44,7 +44,7 @@ def one_of(name: str, value: object, choices: tuple[str, ...]) -> str:
 def check_types(**settings: Any) -> None:
     """Refuse settings of the wrong type with a :class:`UsageError` naming them."""
     paths = ("catalog", "cache_dir", "isisdata")
-    from ..net.transport import HttpSettings
+    from ..net.settings import HttpSettings
 
     for name, value in settings.items():
         if value is None:

@@ -18,20 +18,18 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from ..base import bodies, claims, safeio
+from ..base import bodies, claims
+from ..base.memo import Memo
 from ..catalog.cache import CACHE_MODES, DiskCache
-from ..catalog.choice import Choice, choose_item
-from ..catalog.stac import StacClient, StaticCatalog
+from ..catalog.choice import Choice
 from ..catalog.weblookup import ModeStore, WebLookup
 from ..cube import txn
 from ..cube.label import CubeLabel, WriteOutcome, read_label, write_shape_model
 from ..errors import (
-    CatalogError,
     DataAreaError,
     KernelDbError,
     ModelError,
@@ -39,12 +37,16 @@ from ..errors import (
     NoAnswerError,
     NoMatchError,
     ShapeResolverError,
-    UnsafeFileError,
     UsageError,
     VersionNotFoundError,
 )
-from ..models import dsk, kerneldb
-from ..net.transport import AnyAddress, Http, HttpSettings, check_api_url
+from ..models import kerneldb
+from ..models.opener import ModelOpener
+from ..net.settings import HttpSettings, check_api_url
+
+if TYPE_CHECKING:
+    from ..catalog.stac import StacClient
+    from ..net.transport import Http
 from .options import (
     DEFAULT_COLLECTION,
     DEFAULT_URL,
@@ -122,37 +124,6 @@ class Resolution:
         }
 
 
-@dataclass
-class _Memo:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    values: dict[Any, Any] = field(default_factory=dict)
-    key_locks: dict[Any, threading.Lock] = field(default_factory=dict)
-
-    def get(self, key: Any, make: Callable[[], Any]) -> Any:
-        """``make()`` once per key (errors are remembered too), even across threads."""
-        with self.lock:
-            if key in self.values:
-                return self._unwrap(self.values[key])
-            klock = self.key_locks.setdefault(key, threading.Lock())
-        with klock:
-            with self.lock:
-                if key in self.values:
-                    return self._unwrap(self.values[key])
-            try:
-                value: Any = ("ok", make())
-            except ShapeResolverError as exc:
-                value = ("err", exc)
-            with self.lock:
-                self.values[key] = value
-            return self._unwrap(value)
-
-    @staticmethod
-    def _unwrap(value: tuple[str, Any]) -> Any:
-        if value[0] == "err":
-            raise value[1]
-        return value[1]
-
-
 class Resolver(WebLookup):
     """Resolves shape models; holds the HTTP session, cache and settings.
 
@@ -221,12 +192,20 @@ class Resolver(WebLookup):
         self.gdal_options = dict(gdal_options or {})
         kw: dict[str, Any] = {} if cache_ttl is None else {"ttl": cache_ttl}
         self.cache = DiskCache(cache_dir, mode=cache, **kw)
-        self.http = Http(http or HttpSettings())
+        self._http_settings = http
+        self._http: Http | None = None
+        self._stac: StacClient | None = None
+        self._lazy = threading.Lock()
         self._modes = ModeStore(self.cache)
-        self._client = StacClient(self.url, self.http, self._modes, self._modes.remember)
-        self._static = StaticCatalog(self.catalog, self.http) if self.catalog else None
-        self._web = _Memo()
-        self._opened = _Memo()
+        self._static = None
+        if self.catalog:
+            from ..catalog.stac import StaticCatalog
+
+            self._static = StaticCatalog(self.catalog, self.http)
+        self._web = Memo()
+        #: opening and checking models (GDAL, the relay, CSPICE load only when one is opened)
+        self.models = ModelOpener(isisdata=self.isisdata, verify=self.verify, gdal_options=self.gdal_options,
+                                  cache=self.cache, http=lambda: self.http, policy=self._policy)
         self._unknown: set[str] = set()  # bodies already warned about
         #: False in a copy shipped to batch workers: a body missing from the table is an error
         self.searches_allowed = True
@@ -234,11 +213,10 @@ class Resolver(WebLookup):
     def __getstate__(self) -> dict[str, Any]:
         config = dict(url=self.url, catalog=self.catalog, collection=self.collection, cache=self.cache.mode,
                       cache_dir=os.fspath(self.cache.directory), cache_ttl=self.cache.ttl, isisdata=self.isisdata,
-                      verify=self.verify, fallback=self.fallback, http=self.http.settings, gdal_options=self.gdal_options,
+                      verify=self.verify, fallback=self.fallback, http=self._http_settings, gdal_options=self.gdal_options,
                       claim_wait=self.claim_wait, lock_wait=self.lock_wait)
-        with self._web.lock, self._opened.lock:
-            return {"config": config, "web": dict(self._web.values), "opened": dict(self._opened.values),
-                    "searches_allowed": self.searches_allowed}
+        return {"config": config, "web": self._web.snapshot(), "opened": self.models.checked.snapshot(),
+                "searches_allowed": self.searches_allowed}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         config = state["config"]
@@ -246,7 +224,7 @@ class Resolver(WebLookup):
             config = {**config, "cache": "no"}  # a worker's copy: it never searches
         self.__init__(**config)  # type: ignore[misc]
         self._web.values.update(state["web"])
-        self._opened.values.update(state["opened"])
+        self.models.checked.values.update(state["opened"])
         self.searches_allowed = state["searches_allowed"]
 
     def web_table(self) -> dict[tuple[str, str | None], Choice | ShapeResolverError]:
@@ -257,13 +235,37 @@ class Resolver(WebLookup):
     # ------------------------------------------------------------ public API
 
     @property
+    def http(self) -> Http:
+        """The HTTP side (made on first use: a run that sends nothing never loads it)."""
+        if self._http is None:
+            from ..net.transport import Http, HttpSettings
+
+            with self._lazy:
+                if self._http is None:
+                    self._http = Http(self._http_settings or HttpSettings())
+        return self._http
+
+    @property
+    def _client(self) -> StacClient:
+        """The STAC API client (made on first use)."""
+        if self._stac is None:
+            from ..catalog.stac import StacClient
+
+            http = self.http
+            with self._lazy:
+                if self._stac is None:
+                    self._stac = StacClient(self.url, http, self._modes, self._modes.remember)
+        return self._stac
+
+    @property
     def requests_sent(self) -> int:
         """HTTP requests this resolver has sent to STAC servers (GDAL's not counted)."""
-        return self.http.requests_sent
+        return self._http.requests_sent if self._http is not None else 0
 
     def close(self) -> None:
         """Close the calling thread's HTTP session."""
-        self.http.close()
+        if self._http is not None:
+            self._http.close()
 
     def __enter__(self) -> Resolver:
         return self
@@ -316,30 +318,39 @@ class Resolver(WebLookup):
                         "does", cube_path or name, name)
         if shape == "user":
             assert model is not None
-            return Resolution(shape_model=self._user_model(model, body), source="user", **base)
+            return Resolution(shape_model=self.models.user_model(model, body), source="user", **base)
         if body.upper() == SKY:
             return Resolution(shape_model=NULL, source="ellipsoid", **base,
                               fallback_reasons=("TargetName SKY: no shape model is used for sky images",))
         reasons: list[str] = []
         if shape == "web":
-            try:
-                choice = self.web_model(name, version)
-            except NoMatchError as exc:
-                if self.fallback == "never":
-                    raise NoMatchError(f"{exc}; not falling back (fallback=never)") from None
-                reasons.append(str(exc))
-            except (NoAnswerError, VersionNotFoundError) as exc:
-                if self.fallback != "always":
-                    if isinstance(exc, NoAnswerError):
-                        raise NoAnswerError(f"{exc}; not falling back (fallback=always would)") from None
-                    raise
-                reasons.append(str(exc))
-            else:
+            choice = self._web_step(name, version, reasons)
+            if choice is not None:
                 return Resolution(shape_model=self._portable(choice), source="web", item_id=choice.item_id,
                                   version=choice.version, **base)
-        keywords = _keywords(label, name)
+        return self._system_step(label, name, reasons, base)
+
+    def _web_step(self, name: str, version: str | None, reasons: list[str]) -> Choice | None:
+        """The web model, or None (with why in ``reasons``) when the policy falls back."""
         try:
-            sysmodel = kerneldb.find_system_model(keywords, self.isisdata)
+            return self.web_model(name, version)
+        except NoMatchError as exc:
+            if self.fallback == "never":
+                raise NoMatchError(f"{exc}; not falling back (fallback=never)") from None
+            reasons.append(str(exc))
+        except (NoAnswerError, VersionNotFoundError) as exc:
+            if self.fallback != "always":
+                if isinstance(exc, NoAnswerError):
+                    raise NoAnswerError(f"{exc}; not falling back (fallback=always would)") from None
+                raise
+            reasons.append(str(exc))
+        return None
+
+    def _system_step(self, label: CubeLabel | None, name: str, reasons: list[str], base: dict[str, Any]) -> Resolution:
+        """SYSTEM (the data area's kernel database), else the ellipsoid."""
+        cube_path = base["cube"]
+        try:
+            sysmodel = kerneldb.find_system_model(_keywords(label, name), self.isisdata)
         except (DataAreaError, KernelDbError) as exc:
             raise ResolutionError([*reasons, str(exc)]) from None
         reasons.extend(sysmodel.reasons)
@@ -364,7 +375,7 @@ class Resolver(WebLookup):
         if path == NULL:
             raise ModelError("the ellipsoid (Null) has no model to open")
         web = isinstance(what, Resolution) and what.source == "web"
-        return self._open(self._expand(path), web, self.verify if verify is None else verify)
+        return self.models.open(path, web, verify)
 
     def web_model(self, target: str, version: str | None = None) -> Choice:
         """The web model for ``target``.
@@ -384,39 +395,6 @@ class Resolver(WebLookup):
         from . import inventory
 
         return inventory.items(self, target)
-
-    def catalog_items(self, target: str | None = None) -> list[Any]:
-        """The raw STAC items for ``target``'s names (None: the whole collection), not cached.
-
-        Raises :class:`CatalogError` when the catalog cannot be read.
-        """
-        names = None if target is None else bodies.query_names(target)
-        if self._static is not None:
-            return list(self._static.items())
-        return self._client.items(self.collection, names)
-
-    def choose(self, items: Iterable[Any], target: str, version: str | None = None) -> Choice | None:
-        """The item a resolve would choose among ``items`` for ``target`` (None if none fits)."""
-        policy = self._static.policy if self._static is not None else self._client.policy
-        return choose_item(items, bodies.query_names(target), version, self._where(), self.allow_http, policy,
-                           self.local_root)
-
-    @property
-    def allow_http(self) -> bool:
-        """Whether asset hrefs may be http URLs (the catalog or API is http)."""
-        return self._static.allow_http if self._static is not None else self._client.allow_http
-
-    @property
-    def local_root(self) -> str | None:
-        """The directory a local catalog's asset files must stay in (None otherwise)."""
-        return self._static.local_root if self._static is not None else None
-
-    @property
-    def source_url(self) -> str | None:
-        """The URL the items came from (API or remote catalog); None for a local catalog."""
-        if self._static is None:
-            return self.url
-        return self._static.location if self._static.remote else None
 
     # ------------------------------------------------------------ internals
 
@@ -456,153 +434,17 @@ class Resolver(WebLookup):
         choice = self._lookup(names, body, pin)
         if self.verify:
             try:
-                self._opened.get((choice.vsi_path, body),
-                                 lambda: self._check_open(choice.vsi_path, body, (choice.item_id, choice.version), web=True))
+                self.models.verified(choice.vsi_path, body, (choice.item_id, choice.version), web=True)
             except ModelUnreachableError as exc:
                 raise NoAnswerError(f"web model {choice.item_id} could not be checked: {exc}") from None
             except ModelError as exc:
                 raise NoMatchError(f"web model {choice.item_id} failed verification: {exc}") from None
         return choice
 
-    def _open(self, path: str, web: bool, verify: bool = True) -> Any:
-        """Open a model: a web one as GeoTIFF only, through the relay that applies the
-        API's address rules to every request GDAL makes (and every redirect it is sent);
-        a local (user or SYSTEM) one as an ISIS cube or GeoTIFF."""
-        from ..models import raster  # (GDAL's side: loaded when a model is opened)
-
-        if not (web and path.startswith("/vsicurl/")):
-            return raster.open_model(path, verify, self.gdal_options, raster.WEB_DRIVERS if web else raster.LOCAL_DRIVERS)
-        from ..net.relay import RELAY
-
-        url = path[len("/vsicurl/"):]
-        policy = self._static.policy if self._static is not None else self._client.policy
-        try:
-            local = RELAY.add(url, self.http, policy or AnyAddress(url))
-        except CatalogError as exc:
-            raise ModelUnreachableError(str(exc)) from None
-        try:
-            return raster.open_model(local, verify, self._gdal_options(web), raster.WEB_DRIVERS, name=path)
-        except ModelError as exc:
-            why = RELAY.failure(local)  # the relay refused a hop or the server failed: no answer
-            if why:
-                raise ModelUnreachableError(f"GDAL cannot open {path}: {why}") from None
-            raise type(exc)(str(exc).replace(local[len("/vsicurl/"):], url)) from None
-
-    def _gdal_options(self, web: bool) -> dict[str, str]:
-        """GDAL config for reading a model: a web one is read from the local relay, never a proxy."""
-        if not web:
-            return self.gdal_options
-        from ..net.relay import GDAL_NO_PROXY
-
-        return {**self.gdal_options, **GDAL_NO_PROXY}
-
-    def _check_open(self, path: str, body: str | None = None, content: tuple[Any, ...] = (), web: bool = False) -> bool:
-        """Open ``path``, check it fits ``body``; the outcome is cached with the model.
-
-        The cache key is the path, the body and what identifies the content (the catalog
-        item and version; size and mtime for local files, which cost nothing).  A warm
-        entry costs no request; a stale one is reused when GDAL's stat (free after the
-        open) still shows the same size and Last-Modified.
-        """
-        from ..models import modelcheck, raster  # (GDAL's side: loaded when a model is opened)
-
-        local = not path.startswith("/vsi")
-        ident = raster.identity(path) if local else None
-        key = self.cache.key("modelcheck", modelcheck.VERSION, path, body, list(content), ident)
-        hit = self.cache.get(key)
-        result = hit[0] if hit is not None and isinstance(hit[0], dict) and "ok" in hit[0] else None
-        if result is None:
-            ds = self._open(path, web)
-            ident = ident or raster.identity(ds.GetDescription() or path, self._gdal_options(web))
-            old = None if self.cache.mode == "refresh" else self.cache.get(key, allow_stale=True)
-            if (old is not None and isinstance(old[0], dict) and "ok" in old[0] and old[0].get("identity") == ident
-                    and (local or ident.get("mtime"))):
-                result = old[0]
-            else:
-                result = {"ok": True, "reason": None} if body is None else self._model_check(ds, path, body, web)
-            self.cache.put(key, {**result, "identity": ident})
-        if not result["ok"]:
-            raise ModelError(result["reason"])
-        return True
-
-    def _model_check(self, ds: Any, path: str, name: str, web: bool = False) -> dict[str, Any]:
-        from ..models import modelcheck, raster  # (GDAL's side: loaded when a model is opened)
-
-        body = bodies.lookup(name)
-        if body is None:
-            log.info("%s: %s is not in the body table; the model is not checked against it", path, name)
-            return {"ok": True, "reason": None}
-        facts = raster.crs_facts(ds)
-        if facts.unconfirmed:
-            log.warning("%s: its coordinate system is %s, which cannot confirm the body; only its pixel values "
-                        "are checked against %s", path, facts.unconfirmed, body.name)
-        why = modelcheck.check_crs(facts, body)
-        if why:
-            return {"ok": False, "reason": f"{path} failed the CRS check for {body.name}: {why}"}
-        if body.radii_km is None:
-            log.info("%s: pck00011.tpc has no radii for %s; pixel values not checked", path, body.name)
-            return {"ok": True, "reason": None}
-        try:
-            opts = self._gdal_options(web)
-            samples = [raster.sample_values(ds, path, opts)]
-            if not samples[0].level.startswith("full resolution"):  # an overview can hide what the pixels hold
-                samples.append(raster.full_resolution_sample(ds, path, opts))
-        finally:
-            ds.FlushCache()
-        for i, sample in enumerate(samples):
-            if i and not sample.values:
-                log.info("%s: no valid pixels in %s; checked %s only", path, sample.level, samples[0].level)
-                continue
-            why = modelcheck.check_values(sample, body)
-            if why:
-                return {"ok": False, "reason": f"{path} failed the values check for {body.name}: {why}"}
-            log.debug("%s: %d valid values of %s fit %s", path, len(sample.values), sample.level, body.name)
-        return {"ok": True, "reason": None}
-
-    def _expand(self, path: str) -> str:
-        return kerneldb.expand_isis(path, self.isisdata)
-
-    def _user_model(self, model: str, body: str | None = None) -> str:
-        """The ShapeModel value for ``model``, checked against ``body`` once (with verify)."""
-        real, value, naif = self.user_model_path(model)
-        if naif:  # ISIS tries a DSK before a cube
-            self._opened.get((real, body, "dsk"), lambda: dsk.check_dsk(real, model, body, self.verify))
-        elif self.verify:
-            self._opened.get((real, body), lambda: self._check_open(real, body))
-        return value
-
     def user_model_path(self, model: str) -> tuple[str, str, bool]:
         """(the file to open, the ShapeModel value, whether it is a NAIF file) of ``model=``;
-        :class:`UsageError` if unusable.
-
-        Opens nothing with GDAL: the model check needs the cube's body.
-        """
-        if model.startswith("/vsi"):
-            return model, model, False
-        try:
-            real = self._expand(model)
-        except DataAreaError as exc:
-            raise UsageError(f"model={model}: {exc}") from None
-        if not os.path.exists(real):
-            raise UsageError(f"model={model}: no such file" if real == model else f"model={model}: {real} does not exist")
-        # the label keeps what ISIS itself expands ($base/..., $ISISDATA/...); ~ and $HOME are spelled out
-        value = model if _isis_form(model, self.isisdata) else str(Path(real).resolve())
-        try:  # a FIFO or device would hang or exhaust GDAL
-            fd, _ = safeio.open_regular(real, what="model")
-            head = os.pread(fd, 8, 0)
-            os.close(fd)
-        except (UnsafeFileError, OSError) as exc:
-            raise UsageError(f"model={model}: {exc}") from None
-        return real, value, dsk.naif_kind(head) is not None
-
-
-def _isis_form(model: str, isisdata: str | os.PathLike[str] | None) -> bool:
-    """True when every ``$var`` in ``model`` is one ISIS expands from its data area."""
-    names = [a or b for a, b in kerneldb.ISIS_VAR.findall(model)]
-    if not names or model.startswith("~"):
-        return False
-    root = os.fspath(isisdata) if isisdata is not None else os.environ.get("ISISDATA")
-    return all(n.upper() == "ISISDATA" or (root is not None and os.path.isdir(os.path.join(root, n))) for n in names)
+        :class:`UsageError` if unusable (see :meth:`.ModelOpener.user_model_path`)."""
+        return self.models.user_model_path(model)
 
 
 def _rings(label: CubeLabel | None, target: str) -> bool:

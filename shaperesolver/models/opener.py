@@ -1,0 +1,223 @@
+"""Open a shape model for a body and verify it, once, with its cache.
+
+The one interface the policy uses to touch a model (:class:`ModelOpener`): a web model
+is opened as a GeoTIFF through the loopback relay (:mod:`shaperesolver.net.relay`,
+so GDAL never reaches an address the API's rules refuse); a local one (user or
+SYSTEM) as an ISIS cube or GeoTIFF; a NAIF DSK through CSPICE.  The check (does the
+model hold radii of the cube's body: :mod:`.modelcheck`) runs once per model and
+body in a process and is kept in the on-disk cache with what identifies the content,
+so a warm entry costs no request.  User model paths (``model=``) are expanded here, as
+ISIS expands them.  GDAL, the relay and CSPICE load only when a model is opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..base import bodies, safeio
+from ..base.memo import Memo
+from ..errors import (
+    CatalogError,
+    DataAreaError,
+    ModelError,
+    ModelUnreachableError,
+    UnsafeFileError,
+    UsageError,
+)
+from . import kerneldb
+
+if TYPE_CHECKING:
+    from ..net.transport import AddressPolicy, Http
+
+__all__ = ["ModelOpener", "isis_form"]
+
+log = logging.getLogger(__name__)
+
+
+class Cache(Protocol):
+    """What the opener needs of the on-disk cache (:class:`~shaperesolver.catalog.cache.DiskCache`)."""
+
+    mode: str
+
+    def key(self, *parts: object) -> str: ...
+    def get(self, key: str, allow_stale: bool = False) -> tuple[Any, float] | None: ...
+    def put(self, key: str, value: Any) -> None: ...
+
+
+class ModelOpener:
+    """Opens and checks models for one resolver's settings.
+
+    ``policy`` gives the address rules a web model's requests must keep (those of the
+    API or catalog the model came from); ``http`` gives the timeouts and deadline.
+    """
+
+    def __init__(self, *, isisdata: str | None, verify: bool, gdal_options: dict[str, str], cache: Cache,
+                 http: Callable[[], Http], policy: Callable[[], AddressPolicy | None]) -> None:
+        self.isisdata = isisdata
+        self.verify = verify
+        self.gdal_options = gdal_options
+        self.cache = cache
+        self._http = http
+        self._policy = policy
+        #: (path, body[, "dsk"]) -> checked once per process (errors remembered)
+        self.checked = Memo()
+
+    # ------------------------------------------------------------ the interface
+
+    def verified(self, path: str, body: str | None, content: tuple[Any, ...] = (), web: bool = False) -> None:
+        """Check once that ``path`` opens and fits ``body`` (ModelError if not;
+        ModelUnreachableError when it could not be read)."""
+        self.checked.get((path, body), lambda: self._check_open(path, body, content, web))
+
+    def open(self, path: str, web: bool, verify: bool | None = None) -> Any:
+        """Open a model (after expanding ISIS's ``$base/...`` forms) as a ``gdal.Dataset``."""
+        return self._open(self.expand(path), web, self.verify if verify is None else verify)
+
+    def user_model(self, model: str, body: str | None = None) -> str:
+        """The ShapeModel value for ``model=``, checked against ``body`` once (with verify)."""
+        real, value, naif = self.user_model_path(model)
+        if naif:  # ISIS tries a DSK before a cube
+            from . import dsk
+
+            self.checked.get((real, body, "dsk"), lambda: dsk.check_dsk(real, model, body, self.verify))
+        elif self.verify:
+            self.verified(real, body)
+        return value
+
+    def user_model_path(self, model: str) -> tuple[str, str, bool]:
+        """(the file to open, the ShapeModel value, whether it is a NAIF file) of ``model=``;
+        :class:`UsageError` if unusable.  Opens nothing with GDAL."""
+        from . import dsk  # (NAIF files: only for a user model)
+
+        if model.startswith("/vsi"):
+            return model, model, False
+        try:
+            real = self.expand(model)
+        except DataAreaError as exc:
+            raise UsageError(f"model={model}: {exc}") from None
+        if not os.path.exists(real):
+            raise UsageError(f"model={model}: no such file" if real == model else f"model={model}: {real} does not exist")
+        # the label keeps what ISIS itself expands ($base/..., $ISISDATA/...); ~ and $HOME are spelled out
+        value = model if isis_form(model, self.isisdata) else str(Path(real).resolve())
+        try:  # a FIFO or device would hang or exhaust GDAL
+            fd, _ = safeio.open_regular(real, what="model")
+            head = os.pread(fd, 8, 0)
+            os.close(fd)
+        except (UnsafeFileError, OSError) as exc:
+            raise UsageError(f"model={model}: {exc}") from None
+        return real, value, dsk.naif_kind(head) is not None
+
+    def expand(self, path: str) -> str:
+        """``path`` as ISIS expands it (``$base/...``, ``$ISISDATA/...``, ``~``)."""
+        return kerneldb.expand_isis(path, self.isisdata)
+
+    # ------------------------------------------------------------ GDAL's side
+
+    def _open(self, path: str, web: bool, verify: bool = True) -> Any:
+        """A web model as GeoTIFF only, through the relay that applies the API's address
+        rules to every request GDAL makes (and every redirect it is sent); a local one
+        as an ISIS cube or GeoTIFF."""
+        from . import raster  # (GDAL's side: loaded when a model is opened)
+
+        if not (web and path.startswith("/vsicurl/")):
+            return raster.open_model(path, verify, self.gdal_options, raster.WEB_DRIVERS if web else raster.LOCAL_DRIVERS)
+        from ..net.relay import RELAY
+        from ..net.transport import AnyAddress
+
+        url = path[len("/vsicurl/"):]
+        try:
+            local = RELAY.add(url, self._http(), self._policy() or AnyAddress(url))
+        except CatalogError as exc:
+            raise ModelUnreachableError(str(exc)) from None
+        try:
+            return raster.open_model(local, verify, self._gdal_config(web), raster.WEB_DRIVERS, name=path)
+        except ModelError as exc:
+            why = RELAY.failure(local)  # the relay refused a hop or the server failed: no answer
+            if why:
+                raise ModelUnreachableError(f"GDAL cannot open {path}: {why}") from None
+            raise type(exc)(str(exc).replace(local[len("/vsicurl/"):], url)) from None
+
+    def _gdal_config(self, web: bool) -> dict[str, str]:
+        """GDAL config for reading a model: a web one is read from the local relay, never a proxy."""
+        if not web:
+            return self.gdal_options
+        from ..net.relay import GDAL_NO_PROXY
+
+        return {**self.gdal_options, **GDAL_NO_PROXY}
+
+    def _check_open(self, path: str, body: str | None = None, content: tuple[Any, ...] = (), web: bool = False) -> bool:
+        """Open ``path``, check it fits ``body``; the outcome is cached with the model.
+
+        The cache key is the path, the body and what identifies the content (the catalog
+        item and version; size and mtime for local files, which cost nothing).  A warm
+        entry costs no request; a stale one is reused when GDAL's stat (free after the
+        open) still shows the same size and Last-Modified.
+        """
+        from . import modelcheck, raster  # (GDAL's side: loaded when a model is opened)
+
+        local = not path.startswith("/vsi")
+        ident = raster.identity(path) if local else None
+        key = self.cache.key("modelcheck", modelcheck.VERSION, path, body, list(content), ident)
+        hit = self.cache.get(key)
+        result = hit[0] if hit is not None and isinstance(hit[0], dict) and "ok" in hit[0] else None
+        if result is None:
+            ds = self._open(path, web)
+            ident = ident or raster.identity(ds.GetDescription() or path, self._gdal_config(web))
+            old = None if self.cache.mode == "refresh" else self.cache.get(key, allow_stale=True)
+            if (old is not None and isinstance(old[0], dict) and "ok" in old[0] and old[0].get("identity") == ident
+                    and (local or ident.get("mtime"))):
+                result = old[0]
+            else:
+                result = {"ok": True, "reason": None} if body is None else self.model_check(ds, path, body, web)
+            self.cache.put(key, {**result, "identity": ident})
+        if not result["ok"]:
+            raise ModelError(result["reason"])
+        return True
+
+    def model_check(self, ds: Any, path: str, name: str, web: bool = False) -> dict[str, Any]:
+        """Does the open dataset ``ds`` hold radii of ``name``: ``{'ok': bool, 'reason': str | None}``."""
+        from . import modelcheck, raster  # (GDAL's side: loaded when a model is opened)
+
+        body = bodies.lookup(name)
+        if body is None:
+            log.info("%s: %s is not in the body table; the model is not checked against it", path, name)
+            return {"ok": True, "reason": None}
+        facts = raster.crs_facts(ds)
+        if facts.unconfirmed:
+            log.warning("%s: its coordinate system is %s, which cannot confirm the body; only its pixel values "
+                        "are checked against %s", path, facts.unconfirmed, body.name)
+        why = modelcheck.check_crs(facts, body)
+        if why:
+            return {"ok": False, "reason": f"{path} failed the CRS check for {body.name}: {why}"}
+        if body.radii_km is None:
+            log.info("%s: pck00011.tpc has no radii for %s; pixel values not checked", path, body.name)
+            return {"ok": True, "reason": None}
+        try:
+            opts = self._gdal_config(web)
+            samples = [raster.sample_values(ds, path, opts)]
+            if not samples[0].level.startswith("full resolution"):  # an overview can hide what the pixels hold
+                samples.append(raster.full_resolution_sample(ds, path, opts))
+        finally:
+            ds.FlushCache()
+        for i, sample in enumerate(samples):
+            if i and not sample.values:
+                log.info("%s: no valid pixels in %s; checked %s only", path, sample.level, samples[0].level)
+                continue
+            why = modelcheck.check_values(sample, body)
+            if why:
+                return {"ok": False, "reason": f"{path} failed the values check for {body.name}: {why}"}
+            log.debug("%s: %d valid values of %s fit %s", path, len(sample.values), sample.level, body.name)
+        return {"ok": True, "reason": None}
+
+
+def isis_form(model: str, isisdata: str | os.PathLike[str] | None) -> bool:
+    """True when every ``$var`` in ``model`` is one ISIS expands from its data area."""
+    names = [a or b for a, b in kerneldb.ISIS_VAR.findall(model)]
+    if not names or model.startswith("~"):
+        return False
+    root = os.fspath(isisdata) if isisdata is not None else os.environ.get("ISISDATA")
+    return all(n.upper() == "ISISDATA" or (root is not None and os.path.isdir(os.path.join(root, n))) for n in names)
