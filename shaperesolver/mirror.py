@@ -375,7 +375,7 @@ class Mirror:
                                 continue
                     elif resp.status_code == 416:
                         raise MirrorError(f"{href}: HTTP 416 to a request for the whole file")
-                    start, full = self._extent(resp, href, have)
+                    _, full = self._extent(resp, href, have)
                     total = full
                     if total > self.max_size:
                         raise MirrorError(f"{href}: {total} bytes, more than the {self.max_size}-byte limit (raise maxsize=)")
