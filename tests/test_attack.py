@@ -346,14 +346,14 @@ def test_mirror_does_not_write_through_an_item_dir_a_neighbour_linked(moon_www, 
     def plant():
         mirror.mkdir()
         mirror.chmod(0o777)
-        os.symlink(victim, mirror / "lolaMoon0001")
+        os.symlink(victim, mirror / "Moon")  # the body directory the item directory goes in
 
     _as_nobody(plant)
     with RangeServer(moon_www) as rs, StacServer([item("lolaMoon0001", ["Moon"], "0001", href=rs.url("moon.tif"))]) as st:
         p = _exe(f"url={st.url}", "target=Moon", f"mirror={mirror}")
     assert sorted(os.listdir(victim)) == ["notes.txt"]
     assert p.returncode == 1 and "Traceback" not in p.stderr
-    assert "lolaMoon0001" in p.stderr and "link" in p.stderr
+    assert str(mirror / "Moon") in p.stderr and "link" in p.stderr
 
 
 def test_server_text_cannot_drive_the_terminal(make_cube):
@@ -448,7 +448,7 @@ def test_mirror_here_from_a_catalog_url_or_a_sibling_dir_is_not_its_own_catalog(
         _static_catalog(www, "Moon", rs.url("moon.tif"))
         p = _exe(f"catalog={rs.url('catalog.json')}", "target=Moon", "mirror=.", cwd=here)
     assert p.returncode == 0, p.stderr
-    assert (here / "moonDem0001" / "moon.tif").read_bytes() == (www / "moon.tif").read_bytes()
+    assert (here / "Moon" / "isis-global-dtms" / "moonDem0001" / "moon.tif").read_bytes() == (www / "moon.tif").read_bytes()
     p = _exe(f"catalog={tmp_path / 'www2' / 'catalog.json'}", "target=Moon", f"mirror={tmp_path / 'www'}")
     assert "own catalog" not in p.stderr and p.returncode == 1
     p = _exe(f"catalog={here}", "target=Moon", f"mirror={here}/")
@@ -540,7 +540,7 @@ def test_fromlist_mirror_with_a_body_the_catalog_lacks_still_resolves_every_cube
     with RangeServer(moon_www) as rs, StacServer([item("lolaMoon0001", ["Moon"], "0001", href=rs.url("moon.tif"))]) as st:
         p = _exe(f"url={st.url}", f"fromlist={lst}", f"mirror={mirror}", f"isisdata={area}", "jobs=4")
     assert p.returncode == 0, p.stderr
-    assert [read_label(c).shape_model for c in moons] == [str(mirror / "lolaMoon0001" / "moon.tif")] * 3
+    assert [read_label(c).shape_model for c in moons] == [str(mirror / "Moon" / "isis-global-dtms" / "lolaMoon0001" / "moon.tif")] * 3
     assert read_label(titan).shape_model == "Null"
     assert "Titan" in p.stderr and "Traceback" not in p.stderr
 

@@ -25,6 +25,7 @@ from shaperesolver import HttpSettings, MirrorError, Resolver, read_label
 from shaperesolver.mirror import Mirror
 
 FAST = HttpSettings(retries=0)
+COL = "isis-global-dtms"  # servers.item's collection: the mirror keeps items under body/collection/id
 EXE = str(Path(sys.executable).parent / "shaperesolver")
 ENV = {**os.environ, "SHAPERESOLVER_CLAIM_WAIT": "0"}
 
@@ -71,7 +72,7 @@ def test_mirror_then_resolve_offline(servers, www, tmp_path, make_cube):
     for body, name in (("Mars", "mars.tif"), ("Moon", "moon.tif"), ("Phobos", "phobos.tif")):
         assert recs[body]["status"] == "downloaded" and recs[body]["sha256"] == sha(www / name)
         assert sha(recs[body]["path"]) == sha(www / name)
-    doc = json.loads((mirror / "lolaMoon0001" / "lolaMoon0001.json").read_text())
+    doc = json.loads((mirror / "Moon" / COL / "lolaMoon0001" / "lolaMoon0001.json").read_text())
     asset = doc["assets"]["image"]
     assert asset["href"] == "./moon.tif" and asset["shaperesolver:original_href"] == rs.url("moon.tif")
     assert asset["file:size"] == (www / "moon.tif").stat().st_size and asset["file:checksum"] == "1220" + sha(www / "moon.tif")
@@ -83,11 +84,11 @@ def test_mirror_then_resolve_offline(servers, www, tmp_path, make_cube):
         p = run(f"catalog={catalog}", f"from={moon}", "verify=yes", "-vv")
         assert p.returncode == 0, p.stderr
         assert "fit Moon" in p.stderr  # the model check ran on the local file
-        assert read_label(moon).shape_model == str(mirror / "lolaMoon0001" / "moon.tif")
+        assert read_label(moon).shape_model == str(mirror / "Moon" / COL / "lolaMoon0001" / "moon.tif")
     p = run(f"catalog={mirror}", f"from={phobos}", "target=Phobos", "verify=yes")
     assert p.returncode == 0, p.stderr
     path = read_label(phobos).shape_model
-    assert path == str(mirror / "phobosErnst0001" / "phobos.tif")
+    assert path == str(mirror / "Phobos" / COL / "phobosErnst0001" / "phobos.tif")
     ds = gdal.Open(path)
     assert ds.RasterXSize == 1024 and ds.GetRasterBand(1).ReadRaster(0, 0, 16, 16)
 
@@ -102,15 +103,15 @@ def test_fromlist_mirror_in_one_go_then_offline_jobs(servers, tmp_path, make_cub
     assert p.returncode == 0, p.stderr
     lines = [json.loads(x) for x in p.stdout.splitlines()]
     assert [x["status"] for x in lines if "status" in x] == ["downloaded", "downloaded"]  # Moon, Mars: once each
-    assert [read_label(c).shape_model for c in cubes] == [str(mirror / "lolaMoon0001" / "moon.tif")] * 3 + [
-        str(mirror / "molaMars0005" / "mars.tif")]
+    assert [read_label(c).shape_model for c in cubes] == [str(mirror / "Moon" / COL / "lolaMoon0001" / "moon.tif")] * 3 + [
+        str(mirror / "Mars" / COL / "molaMars0005" / "mars.tif")]
     assert len(rs.gets("moon.tif")) == 1 and len(rs.gets("phobos.tif")) == 0
     # a second run on a "compute node": the mirror only, jobs=4, the API too
     p = run(f"catalog={mirror}", f"fromlist={lst}", "jobs=4", "shape=web", "verify=yes")
     assert p.returncode == 0, p.stderr
     with Resolver(catalog=mirror, cache="no") as r:
         res = r.resolve(target="Mars")
-        assert res.shape_model == str(mirror / "molaMars0005" / "mars.tif") and res.source == "web"
+        assert res.shape_model == str(mirror / "Mars" / COL / "molaMars0005" / "mars.tif") and res.source == "web"
         assert r.open_model(res).RasterXSize == 4096
 
 
@@ -135,11 +136,12 @@ def test_a_mirror_served_over_http_is_a_catalog(servers, tmp_path, dask_cluster)
         recs = write_batch([moons[3], phobos[3]], dask_cluster[1], catalog=cat, cache="no")
         with Resolver(catalog=cat, cache="no") as r:
             api = r.resolve(target="Phobos")
-    moon_url, phobos_url = "/vsicurl/" + share.url("lolaMoon0001/moon.tif"), "/vsicurl/" + share.url("phobosErnst0001/phobos.tif")
+    moon_url = "/vsicurl/" + share.url(f"Moon/{COL}/lolaMoon0001/moon.tif")
+    phobos_url = "/vsicurl/" + share.url(f"Phobos/{COL}/phobosErnst0001/phobos.tif")
     assert [read_label(c).shape_model for c in moons] == [moon_url] * 4
     assert [read_label(c).shape_model for c in phobos[1:]] == [phobos_url] * 3
     assert [x["source"] for x in recs] == ["web", "web"] and api.shape_model == phobos_url
-    assert share.gets("lolaMoon0001/moon.tif") and not rs.gets("moon.tif")[1:]  # the original server: the mirror run only
+    assert share.gets(f"Moon/{COL}/lolaMoon0001/moon.tif") and not rs.gets("moon.tif")[1:]  # the original server: the mirror run only
 
 
 def test_second_run_downloads_nothing(servers, tmp_path):
@@ -167,7 +169,7 @@ def test_kill_mid_download_then_resume(servers, www, tmp_path):
     time.sleep(0.3)
     first = rs.served["mars.tif"]
     assert size // 2 <= first < size
-    assert not (mirror / "molaMars0005" / "mars.tif").exists()
+    assert not (mirror / "Mars" / COL / "molaMars0005" / "mars.tif").exists()
     assert "molaMars0005" not in (mirror / "catalog.json").read_text() if (mirror / "catalog.json").exists() else True
     rs.rate = None
     p = run(f"url={stac.url}", "target=Mars", f"mirror={mirror}", "--json")
@@ -177,8 +179,8 @@ def test_kill_mid_download_then_resume(servers, www, tmp_path):
     assert rec["status"] == "resumed" and rec["fetched"] <= again  # bytes in flight at the kill were lost
     assert again <= 0.6 * size
     assert rs.gets("mars.tif")[-1]["range"].startswith("bytes=")
-    assert rec["sha256"] == sha(www / "mars.tif") == sha(mirror / "molaMars0005" / "mars.tif")
-    assert not list((mirror / "molaMars0005").glob("*.part*"))
+    assert rec["sha256"] == sha(www / "mars.tif") == sha(mirror / "Mars" / COL / "molaMars0005" / "mars.tif")
+    assert not list((mirror / "Mars" / COL / "molaMars0005").glob("*.part*"))
 
 
 @pytest.mark.parametrize("lie", ["long", "short"])
@@ -192,8 +194,8 @@ def test_lying_server_never_enters_the_catalog(www, tmp_path, lie):
     assert ("ended early" in err[0]) if lie == "long" else ("not a usable model" in err[0])
     cat = (mirror / "catalog.json").read_text()
     assert "phobosErnst0001" in cat and "lolaMoon0001" not in cat
-    assert not (mirror / "lolaMoon0001" / "moon.tif").exists()
-    assert not list((mirror / "lolaMoon0001").glob("*.part")) if lie == "short" else True
+    assert not (mirror / "Moon" / COL / "lolaMoon0001" / "moon.tif").exists()
+    assert not list((mirror / "Moon" / COL / "lolaMoon0001").glob("*.part")) if lie == "short" else True
 
 
 def test_a_dripping_server_is_cut_and_retried_not_waited_for(www, tmp_path):
@@ -223,8 +225,9 @@ def test_a_dripping_server_is_cut_and_retried_not_waited_for(www, tmp_path):
 
 def test_an_item_directory_swapped_for_a_link_mid_run_gets_no_write(servers, tmp_path):
     """A shared mirror directory (mode 0777): a neighbour holds the catalog's flock, which the
-    mirror waits for after the download, swaps the item directory for a link to a directory of
-    ours meanwhile, and lets go. The item document was written through the link."""
+    mirror waits for after the download, swaps the body directory (above the item directory) for
+    a link to a directory of ours meanwhile, and lets go. The item document was written through
+    the link."""
     import fcntl
 
     rs, stac = servers
@@ -246,8 +249,8 @@ def test_an_item_directory_swapped_for_a_link_mid_run_gets_no_write(servers, tmp
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 os.write(ready[1], b"locked")
                 os.read(go[0], 1)  # the download is done: the mirror now waits for the lock
-                os.rename(mirror / "lolaMoon0001", mirror / "moved")
-                os.symlink(victim, mirror / "lolaMoon0001")
+                os.rename(mirror / "Moon", mirror / "moved")
+                os.symlink(victim, mirror / "Moon")
                 os.write(ready[1], b"swapped")
             finally:
                 os._exit(0)
@@ -258,7 +261,7 @@ def test_an_item_directory_swapped_for_a_link_mid_run_gets_no_write(servers, tmp
         worker = threading.Thread(target=lambda: out.update(done=_try(Mirror(mirror, r).add, "Moon")), daemon=True)
         worker.start()
         deadline = time.monotonic() + 60
-        while not (mirror / "lolaMoon0001" / "moon.tif").exists() and time.monotonic() < deadline:
+        while not (mirror / "Moon" / COL / "lolaMoon0001" / "moon.tif").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         os.write(go[1], b"x")
         assert os.read(ready[0], 7) == b"swapped"
@@ -267,7 +270,8 @@ def test_an_item_directory_swapped_for_a_link_mid_run_gets_no_write(servers, tmp
     try:
         assert not worker.is_alive()
         assert sorted(os.listdir(victim)) == [], "written through the planted link"
-        assert (mirror / "moved" / "lolaMoon0001.json").is_file() and (mirror / "moved" / "moon.tif").is_file()
+        assert (mirror / "moved" / COL / "lolaMoon0001" / "lolaMoon0001.json").is_file()
+        assert (mirror / "moved" / COL / "lolaMoon0001" / "moon.tif").is_file()
     finally:
         shutil.rmtree(top, ignore_errors=True)
 
@@ -293,7 +297,7 @@ def test_full_disk_before_and_during_the_download(servers, www, tmpfs):
     rs, stac = servers
     p = run(f"url={stac.url}", "target=Mars", f"mirror={tmpfs / 'm'}")  # 45 MB into 24 MB
     assert p.returncode == 1 and "not enough free space" in p.stderr and len(p.stderr.strip().splitlines()) == 1
-    assert not (tmpfs / "m" / "molaMars0005" / "mars.tif").exists()
+    assert not (tmpfs / "m" / "Mars" / COL / "molaMars0005" / "mars.tif").exists()
     # space that vanishes mid-way: another user fills the disk during the download
     rs.rate = 4 * 2**20
     proc = subprocess.Popen([EXE, "cache=no", f"url={stac.url}", "target=Moon", f"mirror={tmpfs / 'm'}"],
@@ -308,8 +312,8 @@ def test_full_disk_before_and_during_the_download(servers, www, tmpfs):
         pass
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "disk full" in err and "Traceback" not in err, err
-    assert not (tmpfs / "m" / "lolaMoon0001" / "moon.tif").exists()
-    assert not list((tmpfs / "m" / "lolaMoon0001").glob("*.part"))
+    assert not (tmpfs / "m" / "Moon" / COL / "lolaMoon0001" / "moon.tif").exists()
+    assert not list((tmpfs / "m" / "Moon" / COL / "lolaMoon0001").glob("*.part"))
     cat = tmpfs / "m" / "catalog.json"
     assert not cat.exists() or "lolaMoon0001" not in cat.read_text()
 
@@ -329,7 +333,8 @@ def test_two_mirrors_at_once_download_each_file_once(servers, www, tmp_path):
     assert statuses == ["downloaded"] * 3 + ["present"] * 3
     cat = json.loads((mirror / "catalog.json").read_text())
     assert sorted(ln["href"] for ln in cat["links"] if ln["rel"] == "item") == [
-        "./lolaMoon0001/lolaMoon0001.json", "./molaMars0005/molaMars0005.json", "./phobosErnst0001/phobosErnst0001.json"]
+        f"./Mars/{COL}/molaMars0005/molaMars0005.json", f"./Moon/{COL}/lolaMoon0001/lolaMoon0001.json",
+        f"./Phobos/{COL}/phobosErnst0001/phobosErnst0001.json"]
 
 
 def test_newer_version_added_beside_then_prune(www, tmp_path, make_cube):
@@ -341,7 +346,7 @@ def test_newer_version_added_beside_then_prune(www, tmp_path, make_cube):
         with StacServer(items_for(rs, newer=newer)) as stac:
             p = run(f"url={stac.url}", "target=Mars", f"mirror={mirror}")
             assert p.returncode == 0, p.stderr
-            old, new = mirror / "molaMars0005" / "mars.tif", mirror / "molaMars0006" / "mars6.tif"
+            old, new = mirror / "Mars" / COL / "molaMars0005" / "mars.tif", mirror / "Mars" / COL / "molaMars0006" / "mars6.tif"
             assert old.exists() and new.exists()
             cube = make_cube("viking_mars")
             assert run(f"catalog={mirror}", f"from={cube}").returncode == 0
@@ -362,12 +367,12 @@ def test_mirror_inside_the_isis_data_area_gives_base_paths(servers, tmp_path, ma
     cube = make_cube("lro_moon")
     p = run(f"catalog={mirror}", f"from={cube}", f"isisdata={area}", "verify=yes")
     assert p.returncode == 0, p.stderr
-    assert read_label(cube).shape_model == "$base/dems/mirror/lolaMoon0001/moon.tif"
+    assert read_label(cube).shape_model == f"$base/dems/mirror/Moon/{COL}/lolaMoon0001/moon.tif"
     with Resolver(catalog=mirror, cache="no", isisdata=area) as r:
         res = r.resolve(cube)
         assert res.shape_model.startswith("$base/") and r.open_model(res).RasterYSize == 1024
     p = run(f"catalog={mirror}", f"from={cube}")  # no data area known: the absolute path
-    assert p.returncode == 0 and read_label(cube).shape_model == str(mirror / "lolaMoon0001" / "moon.tif")
+    assert p.returncode == 0 and read_label(cube).shape_model == str(mirror / "Moon" / COL / "lolaMoon0001" / "moon.tif")
 
 
 def test_hostile_source_catalog(www, tmp_path):
@@ -415,7 +420,7 @@ def test_api_mirror_and_size_limit(servers, www, tmp_path):
             m.add("Mars")
         done = m.add("PHOBOS")
         assert done.body == "Phobos" and done.status == "downloaded" and done.sha256 == sha(www / "phobos.tif")
-    assert len(rs.gets("mars.tif")) == 1 and not (tmp_path / "m" / "molaMars0005").exists()
+    assert len(rs.gets("mars.tif")) == 1 and not (tmp_path / "m" / "Mars" / COL / "molaMars0005").exists()
 
 
 @pytest.mark.cluster
@@ -432,6 +437,6 @@ def test_offline_batch_on_a_dask_cluster(servers, tmp_path, make_cube, dask_clus
     records = write_batch(cubes[:3], client, catalog=mirror, cache="no", verify=True)
     p = run(f"catalog={mirror}", f"from={cubes[3]}", f"scheduler={cluster.scheduler_address}")
     assert p.returncode == 0, p.stderr
-    local = str(mirror / "lolaMoon0001" / "moon.tif")
+    local = str(mirror / "Moon" / COL / "lolaMoon0001" / "moon.tif")
     assert [r["shape_model"] for r in records] == [local] * 3 and all(r["written"] for r in records)
     assert [read_label(c).shape_model for c in cubes[:4]] == [local] * 4

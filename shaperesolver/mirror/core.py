@@ -1,18 +1,36 @@
 """Download the chosen DEM of each body into a directory that is a static STAC catalog.
 
-``DIR/catalog.json`` links one item document per mirrored item
-(``DIR/<item id>/<item id>.json``) whose single asset is the local file beside it, with
-the original href (``shaperesolver:original_href``), ``file:size`` and
-``file:checksum`` (SHA-256 multihash).  A resolver with ``catalog=DIR`` then resolves
-to local paths without a network.
+``DIR/catalog.json`` links one item document per mirrored item, kept under its body,
+collection and id (``DIR/<body>/<collection>/<item id>/<item id>.json``, ``_`` for an
+item without a collection), so items of different bodies or collections that share an
+id never share a path.  Its single asset is the local file beside it, with the original
+href (``shaperesolver:original_href``), ``file:size`` and ``file:checksum`` (SHA-256
+multihash).  A resolver with ``catalog=DIR`` then resolves to local paths without a
+network.  Mirrors written before this layout (``DIR/<item id>/``) are still read: such
+an entry counts as present when its document names the same collection, body and id.
 
-Downloads are resumable (``<file>.part`` and ``<file>.part.json`` in the item's
-directory; HTTP Range with ``If-Range``), checked (the announced length, GDAL opens
-it and its last tile, the model check for its body), atomic (fsync, rename, fsync of
-the directory; a file enters the catalog only after that), bounded (retries, socket
-timeouts, the address policy of searches, ``max_size``), and done once per file among
-processes sharing DIR (a :mod:`~shaperesolver.base.claims` claim per item).  The catalog is
-rewritten under an exclusive ``flock`` by atomic rename.
+Each file in the mirror is the whole file the server holds, proven so:
+
+* a download is resumed (``<file>.part`` and ``<file>.part.json`` in the item's
+  directory) only with ``If-Range`` carrying the strong validator (ETag, else
+  Last-Modified) recorded with the part, and only when the server answers 206 with that
+  same validator and a ``Content-Range`` that starts exactly at the bytes we have and
+  ends at the size we expect; anything else (a 200, another validator, another range or
+  size, a server that ignores ``If-Range``) discards the part and starts over;
+* the announced length, the source's ``file:checksum`` (a multihash: SHA-1, SHA-2,
+  SHA-3, BLAKE2b, MD5; an unknown code is logged and not compared) and GDAL (it opens
+  the file and reads its last tile, and the model check passes for its body) must agree
+  before the file enters the catalog; a file that fails is removed, part included.
+
+Downloads are atomic (fsync, rename, fsync of the directory; a file enters the catalog
+only after that), bounded (retries, socket timeouts, a low-speed limit, the address
+policy of searches, ``max_size``), and done once per file among processes sharing DIR
+(a :mod:`~shaperesolver.base.claims` claim per item).  The catalog is rewritten under an
+exclusive ``flock`` by atomic rename.  Directories are walked one component at a time
+without following links, so a link planted in a shared mirror never aims a write or a
+delete.  ``prune`` removes only versions older than the one kept for the same body and
+collection, never a newer one.  :meth:`Mirror.run` fails one body at a time: a host that
+misbehaves fails its body with the reason, and the other bodies are still mirrored.
 """
 
 from __future__ import annotations
@@ -24,6 +42,7 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from ..base import bodies, claims, safeio
-from ..catalog.choice import check_href, item_targets
+from ..catalog.choice import check_href, item_targets, version_key
 from ..errors import CatalogError, MirrorError, ModelError, NoMatchError, ShapeResolverError, UnsafeFileError, shorten
 from ..models import raster
 from ..net.transport import AddressPolicy, stream_errors
@@ -50,12 +69,30 @@ CATALOG = "catalog.json"
 DEFAULT_MAX_SIZE = 64 * 2**30
 _META = ".shaperesolver"
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+#: the collection directory of an item that names no collection (no collection id can be this)
+_NO_COLLECTION = "_"
 _CHUNK = 1 << 20
 #: A download slower than MIN_RATE bytes/s over SLOW_TIME seconds is cut and retried.
 MIN_RATE = 1024
 SLOW_TIME = 60.0
 _MAX_CATALOG = 64 * 2**20
 _RESERVE = 2**20  # free space left over after a download
+
+#: multihash codes of ``file:checksum`` that are compared: code -> (name, hash factory)
+_MULTIHASH: dict[int, tuple[str, Callable[[], Any]]] = {
+    0x11: ("sha1", hashlib.sha1),
+    0x12: ("sha2-256", hashlib.sha256),
+    0x13: ("sha2-512", hashlib.sha512),
+    0x14: ("sha3-512", hashlib.sha3_512),
+    0x15: ("sha3-384", hashlib.sha3_384),
+    0x16: ("sha3-256", hashlib.sha3_256),
+    0x17: ("sha3-224", hashlib.sha3_224),
+    0x20: ("sha2-384", hashlib.sha384),
+    0xD5: ("md5", lambda: hashlib.md5(usedforsecurity=False)),
+    0xB220: ("blake2b-256", lambda: hashlib.blake2b(digest_size=32)),
+    0xB240: ("blake2b-512", hashlib.blake2b),
+}
+_SHA256 = 0x12
 
 
 class Progress(Protocol):
@@ -81,10 +118,47 @@ class Mirrored:
     fetched: int
     #: ``downloaded``, ``resumed`` or ``present``
     status: str
+    #: ids of the older items of the same body and collection removed (``prune``)
     pruned: tuple[str, ...] = ()
+    #: the item's collection (None when the source names none)
+    collection: str | None = None
 
     def record(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class _Key:
+    """What a mirrored item is kept under: its body, collection and id."""
+
+    body: str
+    collection: str | None
+    item_id: str
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The item directory, relative to the mirror, as path components."""
+        return (_dir_name(self.body), self.collection or _NO_COLLECTION, self.item_id)
+
+    @property
+    def legacy(self) -> tuple[str, ...]:
+        """Where mirrors written before the keyed layout kept the item."""
+        return (self.item_id,)
+
+    def holds(self, doc: Any) -> bool:
+        """Whether the item document ``doc`` is this item (its id, collection and body)."""
+        return (_is_item(doc) and str(doc.get("id")) == self.item_id and _collection(doc) == self.collection
+                and self.body in {bodies.canonical(t) for t in item_targets(doc)})
+
+
+@dataclass(frozen=True)
+class _Checksum:
+    """A source's ``file:checksum`` that can be compared."""
+
+    text: str
+    name: str
+    code: int
+    digest: bytes
 
 
 class _PublicOnly(AddressPolicy):
@@ -123,7 +197,11 @@ class Mirror:
     # ------------------------------------------------------------ public
 
     def run(self, targets: Iterable[str], version: str | None = None) -> Iterator[tuple[str, Mirrored | None, ShapeResolverError | None]]:
-        """Mirror each distinct body of ``targets``: yields (target, result or None, error or None)."""
+        """Mirror each distinct body of ``targets``: yields (target, result or None, error or None).
+
+        A body that fails (its host, its file, its catalog entry) yields its error and the
+        next body is mirrored all the same.
+        """
         seen: set[str] = set()
         for target in targets:
             body = bodies.canonical(target)
@@ -133,6 +211,7 @@ class Mirror:
             try:
                 yield target, self.add(target, version), None
             except ShapeResolverError as exc:
+                log.info("%s: not mirrored: %s", body, exc)
                 yield target, None, exc
             except OSError as exc:
                 yield target, None, MirrorError(f"{body}: {exc.filename or self.directory}: {exc.strerror or exc}")
@@ -144,57 +223,64 @@ class Mirror:
         choice = self.resolver.choose(raw, target, version)
         if choice is None:
             raise NoMatchError(f"{body}: no web shape model in {self.resolver._where()}")
-        item = next(it for it in raw if isinstance(it, Mapping) and str(it.get("id")) == choice.item_id
-                    and (it.get("assets") or {}).get(choice.asset_key, {}).get("href") is not None)
         if choice.local:
             raise MirrorError(f"{body}: item {choice.item_id} is already a local file ({choice.href})")
+        item = _source_item(raw, choice.item_id, choice.asset_key, choice.href, bodies.query_names(target))
         href = self.policy.check(check_href(choice.href, choice.item_id, self.allow_http), "asset href")
         item_id = self._safe(choice.item_id, "item id", choice.item_id)
+        collection = _collection(item)
+        if collection is not None:
+            self._safe(collection, "collection", choice.item_id)
+        key = _Key(body, collection, item_id)
         name = self._safe(unquote(urlparse(href).path.rsplit("/", 1)[-1]), "file name", choice.item_id)
-        asset = (item.get("assets") or {})[choice.asset_key]
+        asset = item["assets"][choice.asset_key]
         announced = asset.get("file:size")
         if isinstance(announced, bool) or not isinstance(announced, int) or announced < 0:
             announced = None
         if announced is not None and announced > self.max_size:
             raise MirrorError(f"{body}: {href} is {announced} bytes by the catalog, more than the "
                               f"{self.max_size}-byte limit (raise maxsize=)")
+        checksum = _source_checksum(asset.get("file:checksum"), href)
         self._prepare()
-        final = self.directory / item_id / name
 
         def poll() -> Mirrored | None:
-            entry = self._entry(item_id, name)
-            return None if entry is None else Mirrored(body, item_id, choice.version, str(final), entry[0], entry[1], 0, "present")
+            entry = self._entry(key, name, checksum)
+            return None if entry is None else Mirrored(body, item_id, choice.version, str(entry[0]), entry[1], entry[2],
+                                                       0, "present", collection=collection)
 
         found = poll()
         if found is None:
-            key = "mirror-" + hashlib.sha256(f"{item_id}/{name}".encode()).hexdigest()[:32]
-            with claims.claim(self.directory / _META, key, poll, self.claim_wait, what=f"{body} download") as c:
-                found = c.result or self._download_and_add(body, item, choice.asset_key, href, final, announced,
-                                                           choice.version)
+            claim_key = "mirror-" + hashlib.sha256(json.dumps([*key.parts, name]).encode()).hexdigest()[:32]
+            with claims.claim(self.directory / _META, claim_key, poll, self.claim_wait, what=f"{body} download") as c:
+                found = c.result or self._download_and_add(key, item, choice.asset_key, href, name, announced,
+                                                           checksum, choice.version)
         if self.prune:
-            found = Mirrored(**{**found.__dict__, "pruned": tuple(self._prune(body, item_id))})
+            kept = Path(found.path).parent.relative_to(self.directory).parts
+            kept_version = version_key(item) if _is_item(item) else (0, 0, "")
+            found = Mirrored(**{**found.__dict__, "pruned": tuple(self._prune(key, kept, kept_version))})
         return found
 
     # ------------------------------------------------------------ download
 
-    def _download_and_add(self, body: str, item: Mapping[str, Any], key: str, href: str, final: Path,
-                          announced: int | None, version: str | None) -> Mirrored:
-        final.parent.mkdir(mode=0o755, exist_ok=True)
-        with _pinned(final.parent) as where:
+    def _download_and_add(self, key: _Key, item: Mapping[str, Any], asset_key: str, href: str, name: str,
+                          announced: int | None, checksum: _Checksum | None, version: str | None) -> Mirrored:
+        final = self.directory.joinpath(*key.parts, name)
+        with _pinned(self.directory, key.parts, create=True) as where:
             try:
-                size, fetched, resumed, digest = self._into(where, final, body, item, key, href, announced)
+                size, fetched, resumed, digest = self._into(where, final, key, item, asset_key, href, announced,
+                                                            checksum)
             except MirrorError as exc:  # name the item directory, not the descriptor it was reached by
                 raise MirrorError(str(exc).replace(str(where), str(final.parent))) from None
-        log.info("%s: %s in the mirror (%d bytes, %d fetched)", body, final, size, fetched)
-        return Mirrored(body, final.parent.name, version, str(final), size, digest, fetched,
-                        "resumed" if resumed else "downloaded")
+        log.info("%s: %s in the mirror (%d bytes, %d fetched)", key.body, final, size, fetched)
+        return Mirrored(key.body, key.item_id, version, str(final), size, digest, fetched,
+                        "resumed" if resumed else "downloaded", collection=key.collection)
 
-    def _into(self, where: Path, final: Path, body: str, item: Mapping[str, Any], key: str, href: str,
-              announced: int | None) -> tuple[int, int, bool, str]:
+    def _into(self, where: Path, final: Path, key: _Key, item: Mapping[str, Any], asset_key: str, href: str,
+              announced: int | None, checksum: _Checksum | None) -> tuple[int, int, bool, str]:
         """Download into the item directory held open as ``where``, check, add to the catalog."""
         part = where / (final.name + ".part")
         try:
-            size, fetched, resumed, digest = self._fetch(href, part, announced, f"{body} {final.name}")
+            size, fetched, resumed, digests = self._fetch(href, part, announced, f"{key.body} {final.name}", checksum)
         except BaseException:
             try:
                 final.parent.rmdir()  # only when empty: a part kept for resuming stays
@@ -202,7 +288,8 @@ class Mirror:
                 pass
             raise
         try:
-            self._check(part, body, href, final)
+            _compare(checksum, digests, href)
+            self._check(part, key.body, href, final)
             os.replace(part, where / final.name)
             _fsync_dir(where)
         except BaseException:
@@ -210,45 +297,66 @@ class Mirror:
             _unlink(_meta_path(part))
             raise
         _unlink(_meta_path(part))
-        local = {k: v for k, v in item["assets"][key].items() if k != "alternate"}
+        digest = digests["sha2-256"].hexdigest()
+        local = {k: v for k, v in item["assets"][asset_key].items() if k != "alternate"}
         local.update({"href": "./" + final.name, "file:size": size, "file:checksum": "1220" + digest,
                       "shaperesolver:original_href": href})
+        if checksum is not None:
+            local["shaperesolver:source_checksum"] = checksum.text
+        up = "../" * len(key.parts)
         doc = {k: v for k, v in item.items() if k not in ("links", "assets")}
-        doc.update({"type": "Feature", "stac_version": item.get("stac_version", "1.0.0"), "assets": {key: local},
-                    "links": [{"rel": "root", "href": f"../{CATALOG}", "type": "application/json"},
-                              {"rel": "parent", "href": f"../{CATALOG}", "type": "application/json"}]})
-        item_id = final.parent.name
+        doc.update({"type": "Feature", "stac_version": item.get("stac_version", "1.0.0"), "assets": {asset_key: local},
+                    "links": [{"rel": "root", "href": up + CATALOG, "type": "application/json"},
+                              {"rel": "parent", "href": up + CATALOG, "type": "application/json"}]})
         with self._catalog_lock():
-            _atomic_write(where / f"{item_id}.json", doc)
+            _atomic_write(where / f"{key.item_id}.json", doc)
             cat = self._read_catalog()
-            href_rel = f"./{item_id}/{item_id}.json"
+            href_rel = _item_href(key.parts)
             links = [ln for ln in cat["links"] if ln.get("href") != href_rel]
-            links.append({"rel": "item", "href": href_rel, "type": "application/geo+json", "title": body})
+            links.append({"rel": "item", "href": href_rel, "type": "application/geo+json", "title": key.body})
             cat["links"] = links
             _atomic_write(self.catalog_path, cat)
         return size, fetched, resumed, digest
 
-    def _fetch(self, href: str, part: Path, announced: int | None, what: str) -> tuple[int, int, bool, str]:
-        """Download ``href`` into ``part`` (resuming it); returns (size, bytes fetched, resumed, SHA-256)."""
+    def _fetch(self, href: str, part: Path, announced: int | None, what: str,
+               checksum: _Checksum | None) -> tuple[int, int, bool, dict[str, Any]]:
+        """Download ``href`` into ``part`` (resuming it only when the server proves the file is
+        the same); returns (size, bytes fetched, resumed, the file's digests by name)."""
+        names = {"sha2-256"} | ({checksum.name} if checksum is not None else set())
         meta_path = _meta_path(part)
         meta = _read_meta(meta_path)
-        have = part.stat().st_size if part.exists() and meta.get("href") == href else 0
+        have = 0
+        if meta.get("href") == href and _strong(meta.get("validator")) and (announced in (None, meta["total"])):
+            try:
+                st = os.stat(part, follow_symlinks=False)
+                have = st.st_size if stat.S_ISREG(st.st_mode) and st.st_size < meta["total"] else 0
+            except OSError:
+                have = 0
         if have == 0:
             _unlink(part)
         resumed = have > 0
-        hasher = _sha256(part, have)
+        digests = _digests(names, part, have)
         fetched = 0
-        total = meta.get("total") if have else None
+        total: int | None = meta["total"] if have else None
         failures = 0
         bar: Progress | None = None
         broken = stream_errors()
+
+        def start_over(why: str) -> None:
+            nonlocal have, total, resumed, digests
+            log.info("%s: %s; starting the download over", href, why)
+            have, total, resumed, digests = 0, None, False, _digests(names, part, 0)
+            _unlink(part)
+
         try:
             while True:
                 headers = {"Accept": "*/*", "Accept-Encoding": "identity"}
+                if have and not _strong(meta.get("validator")):
+                    start_over("the server gave no strong ETag or Last-Modified, so a resumed download could "
+                               "not be proven to continue the same file")
                 if have:
                     headers["Range"] = f"bytes={have}-"
-                    if meta.get("validator"):
-                        headers["If-Range"] = meta["validator"]
+                    headers["If-Range"] = meta["validator"]
                 try:
                     resp, url = self._get(href, headers)
                 except MirrorError:
@@ -260,31 +368,27 @@ class Mirror:
                     if resp.status_code in (429, 500, 502, 503, 504):
                         failures = self._retry(failures, f"{href}: HTTP {resp.status_code}")
                         continue
-                    if resp.status_code == 416 and have:
-                        have, total, resumed, hasher = 0, None, False, hashlib.sha256()
-                        _unlink(part)
-                        continue
-                    start, full = self._extent(resp, href, have)
-                    if total is not None and full != total and start:
-                        # the file changed under a resumed download: start over
-                        have, total, resumed, hasher = 0, None, False, hashlib.sha256()
-                        _unlink(part)
-                        continue
+                    if have:
+                        why = _resume_refused(resp, have, total, meta["validator"])
+                        if why:
+                            start_over(why)
+                            if resp.status_code != 200:  # a 200 carries the whole file: take it
+                                continue
+                    elif resp.status_code == 416:
+                        raise MirrorError(f"{href}: HTTP 416 to a request for the whole file")
+                    _, full = self._extent(resp, href, have)
                     total = full
                     if total > self.max_size:
                         raise MirrorError(f"{href}: {total} bytes, more than the {self.max_size}-byte limit (raise maxsize=)")
                     if announced is not None and total != announced:
                         raise MirrorError(f"{href}: the server announces {total} bytes, the catalog {announced}")
-                    if start == 0 and have:
-                        have, resumed, hasher = 0, False, hashlib.sha256()
                     self._space(part.parent, total - have, href)
-                    validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
-                    meta = {"href": href, "total": total, "validator": validator}
+                    meta = {"href": href, "total": total, "validator": _validator(resp.headers)}
                     _atomic_write(meta_path, meta)
                     if bar is None and self.progress is not None:
                         bar = self.progress(what, total, have)
                     try:
-                        got = self._stream(resp, part, have, total, href, bar, hasher)
+                        got = self._stream(resp, part, have, total, href, bar, digests)
                     except _Cut as cut:
                         have += cut.got
                         fetched += cut.got
@@ -292,7 +396,7 @@ class Mirror:
                         continue
                     have += got
                     fetched += got
-                    return total, fetched, resumed, hasher.hexdigest()
+                    return total, fetched, resumed, digests
         finally:
             if bar is not None:
                 bar.close()
@@ -302,6 +406,8 @@ class Mirror:
             resp, url = self.resolver.http.stream(href, headers, self.policy)
         except CatalogError as exc:
             raise MirrorError(str(exc)) from None
+        except ValueError as exc:  # a malformed answer (a Location that is no URL) the transport let through
+            raise MirrorError(f"{href}: a malformed answer ({shorten(str(exc), 120)})") from None
         if resp.status_code not in (200, 206, 416, 429, 500, 502, 503, 504):
             resp.close()
             raise MirrorError(f"{url}: HTTP {resp.status_code}")
@@ -312,20 +418,20 @@ class Mirror:
         """(first byte, whole length) of what the response carries."""
         length = resp.headers.get("Content-Length", "")
         if resp.status_code == 206:
-            m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", resp.headers.get("Content-Range", "").strip())
-            if not m or int(m.group(1)) != have or int(m.group(2)) + 1 != int(m.group(3)):
+            rng = _content_range(resp.headers.get("Content-Range", ""))
+            if rng is None or rng[0] != have or rng[1] + 1 != rng[2]:
                 raise MirrorError(f"{href}: the server answered a range request with Content-Range "
                                   f"{resp.headers.get('Content-Range')!r}")
-            if length.isdigit() and int(length) != int(m.group(3)) - have:
+            if length.isdigit() and int(length) != rng[2] - have:
                 raise MirrorError(f"{href}: Content-Length {length} does not match Content-Range "
                                   f"{resp.headers.get('Content-Range')!r}")
-            return have, int(m.group(3))
+            return have, rng[2]
         if not length.isdigit():
             raise MirrorError(f"{href}: the server announces no Content-Length")
         return 0, int(length)
 
     def _stream(self, resp: Any, part: Path, have: int, total: int, href: str, bar: Progress | None,
-                hasher: Any) -> int:
+                digests: dict[str, Any]) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_APPEND if have else os.O_TRUNC)
         fd = os.open(part, flags, 0o644)
         got = 0
@@ -351,7 +457,8 @@ class Mirror:
                 if have + got + len(chunk) > total:
                     raise MirrorError(f"{href}: the server sent more than the {total} bytes it announced")
                 _write_all(fd, chunk, part)
-                hasher.update(chunk)
+                for h in digests.values():
+                    h.update(chunk)
                 got += len(chunk)
                 if bar is not None:
                     bar.update(len(chunk))
@@ -441,63 +548,84 @@ class Mirror:
         cat["links"] = [ln for ln in cat["links"] if isinstance(ln, dict)]
         return cat
 
-    def _entry(self, item_id: str, name: str) -> tuple[int, str] | None:
-        """(size, sha256) when the catalog lists ``item_id`` and its file is there, whole."""
+    def _read_item(self, parts: tuple[str, ...]) -> Any:
+        """The item document in the directory ``parts`` (reached without following links);
+        None when it is not there or not JSON."""
         try:
-            raw, _ = safeio.read_regular(self.directory / item_id / f"{item_id}.json", _MAX_CATALOG, follow=False,
-                                         what="mirror item")
-            doc = safeio.loads_json(raw, item_id)
-            cat = self._read_catalog()
+            with _pinned(self.directory, parts) as where:
+                raw, _ = safeio.read_regular(where / f"{parts[-1]}.json", _MAX_CATALOG, follow=False, what="mirror item")
+            return safeio.loads_json(raw, "/".join(parts))
         except (UnsafeFileError, ValueError, MirrorError):
             return None
-        if not any(ln.get("href") == f"./{item_id}/{item_id}.json" for ln in cat["links"]):
+
+    def _entry(self, key: _Key, name: str, checksum: _Checksum | None) -> tuple[Path, int, str] | None:
+        """(path, size, sha256) when the catalog lists ``key``'s item with its file there, whole
+        (by its size), and the same file the source describes now (by its ``file:checksum``)."""
+        try:
+            cat = self._read_catalog()
+        except MirrorError:
             return None
-        for asset in (doc.get("assets") or {}).values() if isinstance(doc, dict) else ():
-            if isinstance(asset, dict) and asset.get("href") == "./" + name:
-                size, checksum = asset.get("file:size"), str(asset.get("file:checksum", ""))
+        listed = {ln.get("href") for ln in cat["links"] if ln.get("rel") == "item"}
+        for parts in (key.parts, key.legacy):
+            if _item_href(parts) not in listed:
+                continue
+            doc = self._read_item(parts)
+            if not key.holds(doc):
+                continue
+            for asset in (doc.get("assets") or {}).values() if isinstance(doc.get("assets"), Mapping) else ():
+                if not isinstance(asset, Mapping) or asset.get("href") != "./" + name:
+                    continue
+                size, ours = asset.get("file:size"), str(asset.get("file:checksum", ""))
+                path = self.directory.joinpath(*parts, name)
                 try:
-                    st = os.stat(self.directory / item_id / name, follow_symlinks=False)
+                    st = os.stat(path, follow_symlinks=False)
                 except OSError:
-                    return None
-                if isinstance(size, int) and st.st_size == size and checksum.startswith("1220"):
-                    return size, checksum[4:]
+                    continue
+                if not (isinstance(size, int) and stat.S_ISREG(st.st_mode) and st.st_size == size
+                        and re.fullmatch(r"1220[0-9a-f]{64}", ours)):
+                    continue
+                if checksum is not None and checksum.text not in (ours, asset.get("shaperesolver:source_checksum")):
+                    log.info("%s: the source's file:checksum of %s is %s now, not the mirrored file's; downloading "
+                             "it again", key.body, key.item_id, checksum.text)
+                    continue
+                return path, size, ours[4:]
         return None
 
-    def _prune(self, body: str, keep: str) -> list[str]:
-        """Remove the other items of ``body`` (files and catalog links); returns their ids."""
-        removed = []
+    def _prune(self, key: _Key, kept: tuple[str, ...], kept_version: tuple[int, int, str]) -> list[str]:
+        """Remove the items of ``key``'s body and collection older than the one kept (files and
+        catalog links); returns their ids.  A newer or equal version, an item whose version
+        cannot be compared, and anything reached through a link stay."""
+        removed: list[tuple[str, ...]] = []
         with self._catalog_lock():
             cat = self._read_catalog()
             links = []
             for ln in cat["links"]:
-                m = re.fullmatch(r"\./([^/]+)/\1\.json", str(ln.get("href", "")))
-                if ln.get("rel") != "item" or not m or m.group(1) == keep or not _SAFE.fullmatch(m.group(1)):
+                parts = _item_parts(ln.get("href")) if ln.get("rel") == "item" else None
+                if parts is None or parts == kept:
                     links.append(ln)
                     continue
-                if (self.directory / m.group(1)).is_symlink():  # planted: never delete through it
+                doc = self._read_item(parts)
+                older = (_is_item(doc) and _collection(doc) == key.collection
+                         and key.body in {bodies.canonical(t) for t in item_targets(doc)}
+                         and kept_version[0] == 1 and version_key(doc)[0] == 1 and version_key(doc) < kept_version)
+                if not older:
                     links.append(ln)
                     continue
-                doc_path = self.directory / m.group(1) / f"{m.group(1)}.json"
-                try:
-                    doc = safeio.loads_json(safeio.read_regular(doc_path, _MAX_CATALOG, follow=False)[0], str(doc_path))
-                except (UnsafeFileError, ValueError):
-                    links.append(ln)
-                    continue
-                if body not in {bodies.canonical(t) for t in item_targets(doc)}:
-                    links.append(ln)
-                    continue
-                removed.append(m.group(1))
+                removed.append(parts)
             cat["links"] = links
             _atomic_write(self.catalog_path, cat)
-            for item_id in removed:
-                folder = self.directory / item_id
-                with _pinned(folder) as where:
-                    for entry in os.scandir(where):
-                        if entry.is_file(follow_symlinks=False):
-                            os.unlink(where / entry.name)
-                folder.rmdir()  # a link put in its place meanwhile is not a directory: refused
-                log.info("%s: pruned %s", body, item_id)
-        return removed
+            for parts in removed:
+                try:
+                    with _pinned(self.directory, parts[:-1]) as parent, _pinned(parent, parts[-1:]) as where:
+                        for entry in os.scandir(where):
+                            if entry.is_file(follow_symlinks=False):
+                                os.unlink(where / entry.name)
+                        os.rmdir(parent / parts[-1])  # a link put in its place meanwhile is not a directory: refused
+                except (OSError, MirrorError) as exc:
+                    log.warning("%s: pruned %s from the catalog, but could not remove its directory: %s",
+                                key.body, "/".join(parts), exc)
+                log.info("%s: pruned %s", key.body, "/".join(parts))
+        return [parts[-1] for parts in removed]
 
     @staticmethod
     def _safe(name: str, what: str, item_id: str) -> str:
@@ -514,21 +642,197 @@ class _Cut(Exception):
         self.got, self.reason = got, reason
 
 
+def _source_item(raw: Iterable[Any], item_id: str, asset_key: str, href: str, names: Iterable[str]) -> Mapping[str, Any]:
+    """The item of ``raw`` that was chosen: its id, one of the body's names among its targets,
+    and the chosen asset's href (items of other bodies or collections may share the id)."""
+    wanted = set(names)
+    for it in raw:
+        if not isinstance(it, Mapping) or str(it.get("id")) != item_id or not wanted.intersection(item_targets(it)):
+            continue
+        assets = it.get("assets")
+        asset = assets.get(asset_key) if isinstance(assets, Mapping) else None
+        if isinstance(asset, Mapping) and asset.get("href") == href:
+            return it
+    raise MirrorError(f"item {shorten(item_id, 80)}: the chosen asset is not in the catalog's answer")
+
+
+def _is_item(doc: Any) -> bool:
+    """Whether ``doc`` has the shape of a STAC item this module reads (an object whose
+    ``properties`` is an object)."""
+    return isinstance(doc, Mapping) and isinstance(doc.get("properties"), Mapping)
+
+
+def _collection(doc: Mapping[str, Any]) -> str | None:
+    value = doc.get("collection")
+    return value if isinstance(value, str) and value else None
+
+
+def _dir_name(body: str) -> str:
+    """The directory a body's items are kept in: its name, or when that is not a plain file
+    name (``Tempel 1``) the name made plain plus a hash of it, so no two bodies share one."""
+    if _SAFE.fullmatch(body) and body not in (CATALOG, _META) and not body.endswith((".part", ".json")):
+        return body
+    plain = re.sub(r"[^A-Za-z0-9_+-]", "_", body)[:150]
+    return f"b{plain}-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
+
+
+def _item_href(parts: tuple[str, ...]) -> str:
+    return "./" + "/".join(parts) + f"/{parts[-1]}.json"
+
+
+def _item_parts(href: Any) -> tuple[str, ...] | None:
+    """The item directory of a catalog link this module writes (the keyed layout or the
+    older ``./<id>/<id>.json``); None for anything else."""
+    if not isinstance(href, str) or not href.startswith("./"):
+        return None
+    *parts, doc = href[2:].split("/")
+    if len(parts) not in (1, 3) or doc != f"{parts[-1]}.json":
+        return None
+    for i, part in enumerate(parts):
+        if not (_SAFE.fullmatch(part) or (len(parts) == 3 and i == 1 and part == _NO_COLLECTION)) or part == _META:
+            return None
+    return tuple(parts)
+
+
+# ------------------------------------------------------------ proving a file whole
+
+
+def _validator(headers: Mapping[str, str]) -> str | None:
+    """The strong validator of an answer: its ETag, else its Last-Modified (None if neither)."""
+    etag = (headers.get("ETag") or "").strip()
+    if _strong(etag):
+        return etag
+    modified = (headers.get("Last-Modified") or "").strip()
+    return modified or None
+
+
+def _strong(validator: Any) -> bool:
+    """Whether ``validator`` can go in ``If-Range`` (a weak ETag cannot)."""
+    return isinstance(validator, str) and bool(validator) and not validator.startswith("W/") and validator.isprintable()
+
+
+def _content_range(value: str) -> tuple[int, int, int] | None:
+    m = re.fullmatch(r"bytes (\d{1,20})-(\d{1,20})/(\d{1,20})", value.strip())
+    return None if m is None else (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+
+
+def _resume_refused(resp: Any, have: int, total: int | None, validator: str) -> str | None:
+    """Why the answer to a resumed request does not continue the part we hold (None if it does):
+    a 206 with the recorded validator and a Content-Range from byte ``have`` to the end of
+    ``total`` bytes is the only answer that does."""
+    if resp.status_code == 200:
+        return "the server sent the whole file again (200 to a range request)"
+    if resp.status_code != 206:
+        return f"the server refused the range (HTTP {resp.status_code})"
+    rng = _content_range(resp.headers.get("Content-Range", ""))
+    if rng is None or rng[0] != have or rng[1] + 1 != rng[2]:
+        return f"the server answered bytes={have}- with Content-Range {resp.headers.get('Content-Range')!r}"
+    if rng[2] != total:
+        return f"the file is {rng[2]} bytes now, not {total}"
+    field = "ETag" if validator.startswith('"') else "Last-Modified"
+    now = (resp.headers.get(field) or "").strip()
+    if now != validator:
+        return f"the file changed ({field} {shorten(now, 80)!r}, was {shorten(validator, 80)!r})"
+    return None
+
+
+def _source_checksum(value: Any, href: str) -> _Checksum | None:
+    """The source asset's ``file:checksum`` when it is a multihash this module can compare;
+    None (with a note in the log) when there is none or it cannot be compared."""
+    if value is None:
+        return None
+    text = value.strip().lower() if isinstance(value, str) else ""
+    raw = bytes.fromhex(text) if re.fullmatch(r"(?:[0-9a-f]{2}){3,130}", text) else b""
+    code, i = _varint(raw, 0)
+    length, i = _varint(raw, i)
+    if code is None or length is None or length == 0 or len(raw) - i != length:
+        log.warning("%s: the catalog's file:checksum %s is not a multihash hex string; not compared",
+                    href, shorten(repr(value), 80))
+        return None
+    if code not in _MULTIHASH:
+        log.warning("%s: the catalog's file:checksum uses multihash code 0x%x, which is not one compared here; "
+                    "not compared", href, code)
+        return None
+    name, factory = _MULTIHASH[code]
+    if length > factory().digest_size:
+        log.warning("%s: the catalog's file:checksum is %d bytes, more than a %s digest; not compared", href, length, name)
+        return None
+    return _Checksum(text, name, code, raw[i:])
+
+
+def _varint(raw: bytes, i: int) -> tuple[int | None, int]:
+    """An unsigned varint (multiformats) at ``raw[i:]``: (value, next index); None if there is none."""
+    value = shift = 0
+    while i < len(raw) and shift < 63:
+        byte = raw[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i
+        shift += 7
+    return None, i
+
+
+def _digests(names: set[str], part: Path, length: int) -> dict[str, Any]:
+    """Hash objects by multihash name, fed the first ``length`` bytes of ``part`` (a part being resumed)."""
+    factories = {name: factory for name, factory in _MULTIHASH.values()}
+    hashes = {name: factories[name]() for name in names}
+    if length:
+        with open(part, "rb") as f:
+            while length > 0 and (chunk := f.read(min(_CHUNK, length))):
+                for h in hashes.values():
+                    h.update(chunk)
+                length -= len(chunk)
+    return hashes
+
+
+def _compare(checksum: _Checksum | None, digests: dict[str, Any], href: str) -> None:
+    """Refuse a file whose digest is not the source's ``file:checksum``."""
+    if checksum is None:
+        return
+    got = digests[checksum.name].digest()[: len(checksum.digest)]
+    if got != checksum.digest:
+        raise MirrorError(f"{href}: downloaded, but its {checksum.name} is {got.hex()}, not the {checksum.digest.hex()} "
+                          "of the catalog's file:checksum; not kept")
+    log.info("%s: %s matches the catalog's file:checksum", href, checksum.name)
+
+
+# ------------------------------------------------------------ files
+
+
 @contextmanager
-def _pinned(folder: Path) -> Iterator[Path]:
-    """``folder`` held open, refused if it is a link (another user may have planted it to aim
-    our writes or deletes), as a path that reaches the held directory whatever is renamed or
-    swapped meanwhile (``/proc/self/fd/N`` on Linux; the folder itself elsewhere)."""
+def _pinned(top: Path, parts: tuple[str, ...], create: bool = False) -> Iterator[Path]:
+    """The directory ``top/parts...`` held open, reached one component at a time without
+    following a link (another user may have planted one to aim our writes or deletes), made
+    when ``create``; as a path that reaches the held directory whatever is renamed or
+    swapped meanwhile (``/proc/self/fd/N`` on Linux; the path itself elsewhere)."""
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise MirrorError(f"{folder}: not a directory but a link or a file; refusing to write or delete "
-                              "through it") from None
-        raise MirrorError(f"{folder}: {exc.strerror}") from None
+        raise MirrorError(f"{top}: {exc.strerror}") from None
+    try:
+        for i, part in enumerate(parts):
+            if create:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            try:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                where = top.joinpath(*parts[: i + 1])
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise MirrorError(f"{where}: not a directory but a link or a file; refusing to write or delete "
+                                      "through it") from None
+                raise MirrorError(f"{where}: {exc.strerror}") from None
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
     try:
         held = Path(f"/proc/self/fd/{fd}")
-        yield held if held.is_dir() else folder
+        yield held if held.is_dir() else top.joinpath(*parts)
     finally:
         os.close(fd)
 
@@ -581,14 +885,3 @@ def _unlink(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _sha256(path: Path, length: int) -> Any:
-    """A SHA-256 object fed the first ``length`` bytes of ``path`` (a part being resumed)."""
-    h = hashlib.sha256()
-    if length:
-        with open(path, "rb") as f:
-            while length > 0 and (chunk := f.read(min(_CHUNK, length))):
-                h.update(chunk)
-                length -= len(chunk)
-    return h

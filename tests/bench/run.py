@@ -425,7 +425,7 @@ def bench_mirror(tmp: Path) -> None:
         subprocess.run([exe, "cache=no", f"url={stac.url}", "target=Mars", f"mirror={tmp / 'm2'}", "-q"], check=True, env=env)
         again = rs.served["mars.tif"] - before - first
         print(f"killed at {100 * first / size:.0f} %, the resumed run fetched {100 * again / size:.0f} % of the file again")
-    local = str(tmp / "m1" / "molaMars0005" / "mars.tif")
+    local = str(tmp / "m1" / "Mars" / "isis-global-dtms" / "molaMars0005" / "mars.tif")
     with RangeServer(www, delay=0.02) as slow:
         remote = "/vsicurl/" + slow.url("mars.tif")
         for name, path in (("local copy", local), ("/vsicurl/, +20 ms per request", remote)):
