@@ -78,8 +78,10 @@ class StacServer(_Base):
 
     def __init__(self, items: list[dict] | None = None, prefix: str = "/", pgstac: bool = False,
                  next_host: str | None = None, page_size: int | None = None, next_link: dict | None = None,
-                 pad: int = 0) -> None:
+                 pad: int = 0, inject: list | None = None) -> None:
         self.items = list(items or [])
+        # hostile: features put first on the first page of each search whose names they mention, as they are
+        self.inject = list(inject or [])
         self.prefix = prefix
         self.pgstac = pgstac
         self.next_host = next_host
@@ -150,6 +152,10 @@ class StacServer(_Base):
             found.sort(key=lambda it: str(it["properties"].get(key, it.get(key, ""))), reverse=sort.get("direction") == "desc")
         start = int(body.get("next") or 0)
         page = found[start : start + limit]
+        if start == 0:
+            names = ((body.get("query") or {}).get("ssys:targets") or {}).get("in") or (body.get("filter") or {}).get("args", [0, []])[1]
+            extra = [f for f in self.inject if not names or any(json.dumps(n) in json.dumps(f) for n in names)]
+            page, found = extra + page, extra + found
         host = self.next_host or "127.0.0.1"
         links = [{"rel": "root", "href": f"http://{host}:{self.port}{self.prefix}"}]
         if page:  # stac-server emits next on every non-empty page, even the last
