@@ -5,6 +5,10 @@ numbers compared as numbers); deprecated items are skipped unless a ``version=``
 names them; a pin that matches nothing is an error, not a fallback.  An asset must be a
 GeoTIFF data asset whose href is a clean absolute https URL (http only for an http
 catalog), or, for a local catalog, a file inside the catalog's directory.
+
+Items are read through :mod:`.stacdoc` and nothing else: an item whose identity cannot
+be read (``properties`` a list, ``version`` an object, ...) is skipped; one whose assets
+are malformed is unusable, so choosing it raises :class:`CatalogError` (no answer).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ surfaces as an ``AttributeError``, ``TypeError`` or ``ValueError`` further in.
 What a bad value costs depends on where it is (the rule):
 
 * **The answer** -- a search page or catalog document that is not an object;
-  ``features`` not a list; ``links`` not a list of objects, each with a string ``rel``
+  ``type`` not a string; ``features`` not a list; ``links`` not a list of objects, each with a string ``rel``
   and ``href``; a ``next`` link whose ``method`` is not a string, ``body`` not an
   object or ``merge`` not a boolean; a followed link (``next``, ``item``, ``child``)
   whose href does not parse as a URL; ``numberMatched`` or ``context.matched`` not a

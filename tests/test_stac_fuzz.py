@@ -40,7 +40,8 @@ from hypothesis import strategies as st
 from servers import AnswerServer, item
 from test_outcomes import make
 
-from shaperesolver import HttpSettings, NoAnswerError, Resolver, read_label
+from shaperesolver import HttpSettings, NoAnswerError, Resolver, inventory, read_label, stacdoc
+from shaperesolver.choice import Choice, choose_item
 from shaperesolver.errors import CatalogError
 from shaperesolver.inventory import ItemInfo
 from shaperesolver.modes import _list
@@ -196,6 +197,25 @@ def check_outcome(cube, fallback: str, **source) -> str:
         return "model"
     assert res.source in ("system", "ellipsoid") and res.fallback_reasons, res
     return "fallback"
+
+
+# ---------------------------------------------------------------- the pure rules, on their own
+
+
+@given(data=st.data(), pin=st.one_of(st.none(), st.none(), st.sampled_from(["2", "10", "0010"]), strings))
+def test_item_rules_on_mutated_items(data, pin):
+    """choice and inventory over mutated items (no server): a Choice, None or a CatalogError."""
+    tree = mutate(data, {"items": [item("ldem_moon_0002", ["Moon"], "0002"), item("ldem_moon_0010", ["Moon"], 10)]})
+    features = tree["items"] if isinstance(tree["items"], list) else [tree["items"]]
+    try:
+        got = choose_item(features, ["Moon", "MOON"], pin, "here", False)
+    except CatalogError as exc:
+        event(type(exc).__name__)
+    else:
+        assert got is None or (isinstance(got, Choice) and got.href.startswith("https://"))
+        event("none" if got is None else "choice")
+    for entries in inventory.group(features, None).values():
+        assert all(isinstance(e, (stacdoc.Item, stacdoc.Unreadable)) for e in entries)
 
 
 # ---------------------------------------------------------------- the API against a search endpoint
