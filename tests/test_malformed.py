@@ -5,7 +5,7 @@ list, ``version`` a list, ...) is skipped by a resolve and listed with its probl
 ``list=``; an item whose assets are malformed is unusable (no answer when it is the one
 a resolve would choose); a malformed page (``context`` a list, a ``next`` link that is
 not a URL) is no answer.  Through the console script (``from=``, ``fromlist=`` with
-``jobs=4``), ``list=yes``, ``mirror=``, the API and a static catalog on disk, with the
+``jobs=4``), a Dask LocalCluster, ``list=yes``, ``mirror=``, the API and a static catalog on disk, with the
 Moon, Titan and Io.  Each of these failed on main with an AttributeError, TypeError or
 ValueError ("unexpected error ... please report it").
 """
@@ -15,9 +15,9 @@ import json
 import dems as cogs
 import pytest
 from servers import RangeServer, StacServer, item
-from test_outcomes import FAST, MOON_SYSTEM, TITAN_SYSTEM, digest, env, isisdata, jsonl, make, run  # noqa: F401
+from test_outcomes import FAST, MOON_SYSTEM, TITAN_SYSTEM, dask_client, digest, env, isisdata, jsonl, make, run  # noqa: F401
 
-from shaperesolver import NoAnswerError, Resolver, read_label, resolve
+from shaperesolver import NoAnswerError, Resolver, read_label, resolve, write_batch
 
 MOON = [item("ldem_moon_0002", ["Moon"], "0002"), item("ldem_moon_0001", ["Moon"], "0001")]
 TITAN = [item("titan_dem_0001", ["Titan"], "0001")]
@@ -73,6 +73,15 @@ def test_fromlist_jobs_4(tmp_path, env, isisdata, stac):  # noqa: F811
     assert [recs[str(c)]["shape_model"] for c in cs] == [MOON_WEB, TITAN_WEB, "Null"] * 2
     assert all(recs[str(c)]["written"] for c in cs)
     assert "unexpected" not in p.stderr
+
+
+@pytest.mark.cluster
+def test_dask(tmp_path, isisdata, stac, dask_client):  # noqa: F811
+    cs = [make(tmp_path / "c", f"{i}.cub", t) for i, t in enumerate(["MOON", "Titan", "IO"] * 2)]
+    recs = write_batch(cs, dask_client, url=stac.url, isisdata=isisdata, verify=False, cache="no", http=FAST,
+                       fallback="always")
+    assert [r["shape_model"] for r in recs] == [MOON_WEB, TITAN_WEB, "Null"] * 2
+    assert all(r["written"] and not r.get("error") for r in recs), recs
 
 
 def test_a_malformed_page_is_no_answer_and_always_falls_back(tmp_path, env, isisdata, stac):  # noqa: F811
