@@ -18,6 +18,7 @@ __all__ = [
     "InvalidValueError",
     "UsageError",
     "CatalogError",
+    "StacShapeError",
     "ModelError",
     "KernelDbError",
     "DataAreaError",
@@ -94,6 +95,11 @@ class CatalogError(ShapeResolverError):
     def __init__(self, message: str, status: int | None = None) -> None:
         self.status = status
         super().__init__(message)
+
+
+class StacShapeError(CatalogError):
+    """A STAC answer, item, asset or link has a field of the wrong JSON type (the
+    message names the document and the field); see :mod:`shaperesolver.stacdoc`."""
 
 
 class VersionNotFoundError(CatalogError):

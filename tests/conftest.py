@@ -7,6 +7,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import cubes  # noqa: E402
 
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover - the test extra installs it
+    pass
+else:
+    # property-based tests (tests/test_stac_fuzz.py): a fixed budget for CI, the same examples
+    # on every run (derandomized, no example database), no per-example deadline
+    settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True, database=None,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                     HealthCheck.filter_too_much], print_blob=True)
+    settings.load_profile("ci")
+
 
 @pytest.fixture
 def make_cube(tmp_path):

@@ -42,3 +42,19 @@ def make(tmp: Path, name: str, filename: str | None = None, **kw) -> Path:
     if "^Core" in text:
         return write_detached(tmp / (filename or f"{name}.lbl"), text, "galileo_io.cub")
     return write_attached(tmp / (filename or f"{name}.cub"), text, **kw)
+
+
+def data_area(root: Path) -> Path:
+    """An ISIS data area at ``root`` with SYSTEM models for the Moon and Titan (none for Io or Phobos)."""
+    dems = root / "base" / "dems"
+    dems.mkdir(parents=True)
+    (dems / "kernels.0003.db").write_text(
+        'Object = Dem\n'
+        '  Group = Selection\n    Match = ("Instrument","TargetName","Moon")\n'
+        '    File = ("base", "dems/ldem_0001.cub")\n  EndGroup\n'
+        '  Group = Selection\n    Match = ("Instrument","TargetName","Titan")\n'
+        '    File = ("base", "dems/titan_0001.cub")\n  EndGroup\n'
+        'EndObject\n')
+    for name in ("ldem_0001.cub", "titan_0001.cub"):
+        (dems / name).write_bytes(b"")
+    return root

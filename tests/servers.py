@@ -4,6 +4,7 @@
   ``query`` ``in``; reads ``sortby`` and ignores ``sort``; newest ``datetime`` first by
   default; a ``next`` link on every non-empty page; stac-server's error bodies.  With
   ``pgstac=True`` it rejects ``query`` like stac-fastapi-pgstac and takes CQL2 filters.
+* :class:`AnswerServer` answers each path with whatever a test set last (property-based tests).
 * :class:`RangeServer` serves files with HTTP Range support, as GDAL's /vsicurl/ needs
   (and ``Last-Modified``, as S3 sends it).
 
@@ -78,8 +79,10 @@ class StacServer(_Base):
 
     def __init__(self, items: list[dict] | None = None, prefix: str = "/", pgstac: bool = False,
                  next_host: str | None = None, page_size: int | None = None, next_link: dict | None = None,
-                 pad: int = 0) -> None:
+                 pad: int = 0, inject: list | None = None) -> None:
         self.items = list(items or [])
+        # hostile: features put first on the first page of each search whose names they mention, as they are
+        self.inject = list(inject or [])
         self.prefix = prefix
         self.pgstac = pgstac
         self.next_host = next_host
@@ -150,6 +153,10 @@ class StacServer(_Base):
             found.sort(key=lambda it: str(it["properties"].get(key, it.get(key, ""))), reverse=sort.get("direction") == "desc")
         start = int(body.get("next") or 0)
         page = found[start : start + limit]
+        if start == 0:
+            names = ((body.get("query") or {}).get("ssys:targets") or {}).get("in") or (body.get("filter") or {}).get("args", [0, []])[1]
+            extra = [f for f in self.inject if not names or any(json.dumps(n) in json.dumps(f) for n in names)]
+            page, found = extra + page, extra + found
         host = self.next_host or "127.0.0.1"
         links = [{"rel": "root", "href": f"http://{host}:{self.port}{self.prefix}"}]
         if page:  # stac-server emits next on every non-empty page, even the last
@@ -228,6 +235,40 @@ class StacServer(_Base):
 
             def do_PUT(self):
                 self._handle("PUT")
+
+        return Handler
+
+
+class AnswerServer(_Base):
+    """Answers every request for a path with what ``answers`` holds for it now (status,
+    raw body), else 404: one server for a whole property-based test, whose examples set
+    ``answers`` in turn (requests are answered one at a time, with their own headers)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, tuple[int, bytes]] = {}
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def _handler_class(self):
+        server = self
+
+        class Handler(_QuietHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                server.log({"method": self.command, "path": self.path})
+                status, raw = server.answers.get(self.path.split("?")[0], (404, b'{"code": "NotFound"}'))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = _answer
 
         return Handler
 

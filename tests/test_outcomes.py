@@ -82,18 +82,7 @@ def env(tmp_path):
 @pytest.fixture
 def isisdata(tmp_path):
     """A data area with SYSTEM models for the Moon and Titan (none for Io or Phobos)."""
-    dems = tmp_path / "isisdata" / "base" / "dems"
-    dems.mkdir(parents=True)
-    (dems / "kernels.0003.db").write_text(
-        'Object = Dem\n'
-        '  Group = Selection\n    Match = ("Instrument","TargetName","Moon")\n'
-        '    File = ("base", "dems/ldem_0001.cub")\n  EndGroup\n'
-        '  Group = Selection\n    Match = ("Instrument","TargetName","Titan")\n'
-        '    File = ("base", "dems/titan_0001.cub")\n  EndGroup\n'
-        'EndObject\n')
-    for name in ("ldem_0001.cub", "titan_0001.cub"):
-        (dems / name).write_bytes(b"")
-    return tmp_path / "isisdata"
+    return cubes.data_area(tmp_path / "isisdata")
 
 
 MOON_SYSTEM = "$base/dems/ldem_0001.cub"

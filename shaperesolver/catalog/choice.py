@@ -5,6 +5,10 @@ numbers compared as numbers); deprecated items are skipped unless a ``version=``
 names them; a pin that matches nothing is an error, not a fallback.  An asset must be a
 GeoTIFF data asset whose href is a clean absolute https URL (http only for an http
 catalog), or, for a local catalog, a file inside the catalog's directory.
+
+Items are read through :mod:`.stacdoc` and nothing else: an item whose identity cannot
+be read (``properties`` a list, ``version`` an object, ...) is skipped; one whose assets
+are malformed is unusable, so choosing it raises :class:`CatalogError` (no answer).
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
-from ..errors import CatalogError, VersionNotFoundError
+from ..errors import CatalogError, VersionNotFoundError, shorten
+from . import stacdoc
 
 if TYPE_CHECKING:
     from ..net.transport import AddressPolicy
@@ -26,10 +30,12 @@ __all__ = ["Choice", "version_key", "item_targets", "choose_item", "choose_asset
 
 log = logging.getLogger(__name__)
 
-_CONTROL = re.compile(r"[\x00-\x20\x7f\"'<>\\]")
+_CONTROL = re.compile(r"[^\x21-\x7e]|[\"'<>\\]")
 _TIFF_TYPE = re.compile(r"image/tiff|geotiff", re.I)
 _TIFF_HREF = re.compile(r"\.tiff?(?:[?#].*)?$", re.I)
 _PREFERRED_KEYS = ("image", "data")
+_DIGITS = re.compile(r"[0-9]+")
+_TAIL = re.compile(r"([0-9]+)$")
 
 
 @dataclass(frozen=True)
@@ -54,68 +60,79 @@ class Choice:
 
 
 
-def version_key(item: Mapping[str, Any]) -> tuple[int, int, str]:
-    """Sort key: numeric version when there is one, else the item id's trailing digits."""
-    props = item.get("properties") or {}
-    version = props.get("version")
-    text = str(version).strip() if version is not None else ""
-    if re.fullmatch(r"\d+", text):
-        return (1, int(text), text)
-    digits = re.search(r"(\d+)$", str(item.get("id", "")))
-    if digits:
-        return (1, int(digits.group(1)), text)
-    return (0, 0, text)
+def version_key(item: stacdoc.Item) -> tuple[int, int, str, str]:
+    """Sort key: numeric version when there is one, else the item id's trailing digits.
+
+    Digits are compared as numbers without converting them (``0010`` above ``9``,
+    however long), and only ASCII digits count.
+    """
+    text = (item.version or "").strip()
+    digits = text if _DIGITS.fullmatch(text) else None
+    if digits is None:
+        tail = _TAIL.search(item.id)
+        digits = tail.group(1) if tail else None
+    if digits is None:
+        return (0, 0, "", text)
+    number = digits.lstrip("0")
+    return (1, len(number), number, text)
 
 
-def _same_version(item: Mapping[str, Any], pin: str) -> bool:
-    props = item.get("properties") or {}
-    version = props.get("version")
+def _same_version(item: stacdoc.Item, pin: str) -> bool:
+    version = item.version
     if version is None:
-        digits = re.search(r"(\d+)$", str(item.get("id", "")))
-        version = digits.group(1) if digits else None
+        tail = _TAIL.search(item.id)
+        version = tail.group(1) if tail else None
     if version is None:
         return False
-    have = str(version).strip()
-    if have.isdigit() and pin.strip().isdigit():
-        return int(have) == int(pin)
-    return have == pin.strip()
+    have, want = version.strip(), pin.strip()
+    if _DIGITS.fullmatch(have) and _DIGITS.fullmatch(want):
+        return have.lstrip("0") == want.lstrip("0")
+    return have == want
 
 
-def item_targets(item: Mapping[str, Any]) -> list[str]:
-    value = (item.get("properties") or {}).get("ssys:targets")
-    if isinstance(value, str):
-        return [value]
-    return [str(v) for v in value] if isinstance(value, list) else []
+def item_targets(item: Any) -> list[str]:
+    """The bodies an item names (``ssys:targets``); none when they cannot be read."""
+    got = stacdoc.read_item(item, "item")
+    return list(got.targets or ())
 
 
-def choose_item(items: Iterable[Mapping[str, Any]], names: Iterable[str], pin: str | None, where: str,
+def choose_item(items: Iterable[Any], names: Iterable[str], pin: str | None, where: str,
                 allow_http: bool, policy: AddressPolicy | None = None, local_root: str | None = None) -> Choice | None:
     """The highest (or pinned) version among ``items`` for ``names``; None if none matches.
 
-    Items marked ``deprecated`` are skipped unless pinned.  A pin that matches nothing
-    raises :class:`VersionNotFoundError`.  ``policy`` and ``local_root``: see :func:`check_href`.
+    Items are read by :func:`stacdoc.read_item`: one that cannot be read is skipped (a
+    debug line).  Items marked ``deprecated`` are skipped unless pinned.  A pin that
+    matches nothing raises :class:`VersionNotFoundError`.  The chosen item's assets
+    must be usable (:func:`choose_asset`), else :class:`CatalogError`.  ``policy`` and
+    ``local_root``: see :func:`check_href`.
     """
+    names = list(names)
     wanted = set(names)
-    candidates = [it for it in items if isinstance(it, Mapping) and wanted.intersection(item_targets(it))]
+    candidates = []
+    for index, raw in enumerate(items):
+        got = stacdoc.read_item(raw, f"{where}: items[{index}]")
+        if isinstance(got, stacdoc.Unreadable):
+            log.debug("skipping an item of %s: %s", where, got.problem)
+        elif wanted.intersection(got.targets):
+            candidates.append(got)
     if pin is not None:
         pinned = [it for it in candidates if _same_version(it, pin)]
         if not pinned:
-            have = sorted({str((it.get("properties") or {}).get("version")) for it in candidates})
+            have = sorted({str(it.version) for it in candidates})
             raise VersionNotFoundError(
                 f"version {pin} of {'/'.join(names)} is not in {where} (versions there: {', '.join(have) or 'none'})"
             )
         candidates = pinned
     else:
-        candidates = [it for it in candidates if not (it.get("properties") or {}).get("deprecated")]
+        candidates = [it for it in candidates if not it.deprecated]
     if not candidates:
         return None
     best = max(candidates, key=version_key)
-    key, href = choose_asset(best, allow_http, policy, local_root)
-    version = (best.get("properties") or {}).get("version")
-    if pin is not None and (best.get("properties") or {}).get("deprecated"):
+    key, href = choose_asset(best.raw, allow_http, policy, local_root)
+    if pin is not None and best.deprecated:
         log.warning("%s version %s is deprecated in %s; using it because version=%s pins it",
-                    best.get("id"), version, where, pin)
-    return Choice(str(best.get("id")), None if version is None else str(version), href, key)
+                    best.id, best.version, where, pin)
+    return Choice(best.id, best.version, href, key)
 
 
 def choose_asset(item: Mapping[str, Any], allow_http: bool = False, policy: AddressPolicy | None = None,
@@ -125,29 +142,27 @@ def choose_asset(item: Mapping[str, Any], allow_http: bool = False, policy: Addr
     Preference order: a ``data``-role asset with a TIFF media type; any asset with a
     TIFF media type; a ``data``-role asset with a ``.tif``/``.tiff`` href; any asset with
     such an href.  Within a tier the keys ``image`` then ``data`` come first, then the
-    rest alphabetically.  Thumbnails and overviews are never chosen.
+    rest alphabetically.  Thumbnails and overviews are never chosen.  A malformed asset
+    (:func:`stacdoc.assets`) makes the whole item unusable: StacShapeError.
     """
-    item_id = item.get("id", "?")
-    assets = item.get("assets")
-    if not isinstance(assets, Mapping) or not assets:
-        raise CatalogError(f"item {item_id} has no assets")
+    found = stacdoc.assets(item)
     usable = []
-    for key, asset in assets.items():
-        if not isinstance(asset, Mapping) or not isinstance(asset.get("href"), str):
-            continue
-        roles = set(asset.get("roles") or ())
+    for asset in found:
+        roles = set(asset.roles)
         if roles & {"thumbnail", "overview", "metadata"}:
             continue
-        is_type = bool(_TIFF_TYPE.search(str(asset.get("type", ""))))
-        is_href = bool(_TIFF_HREF.search(asset["href"].split("?")[0]))
+        is_type = bool(_TIFF_TYPE.search(asset.media_type or ""))
+        is_href = bool(_TIFF_HREF.search(asset.href.split("?")[0]))
         is_data = "data" in roles
         tier = 0 if (is_type and is_data) else 1 if is_type else 2 if (is_href and is_data) else 3 if is_href else None
         if tier is None:
             continue
-        rank = _PREFERRED_KEYS.index(key) if key in _PREFERRED_KEYS else len(_PREFERRED_KEYS)
-        usable.append((tier, rank, key, asset["href"]))
+        rank = _PREFERRED_KEYS.index(asset.key) if asset.key in _PREFERRED_KEYS else len(_PREFERRED_KEYS)
+        usable.append((tier, rank, asset.key, asset.href))
+    item_id = stacdoc.item_id(item)
     if not usable:
-        raise CatalogError(f"item {item_id} has no GeoTIFF data asset (assets: {', '.join(map(str, assets))})")
+        keys = shorten(", ".join(a.key for a in found), 150)
+        raise CatalogError(f"item {item_id} has no GeoTIFF data asset (assets: {keys})")
     _, _, key, href = min(usable)
     return key, check_href(href, item_id, allow_http, policy, local_root)
 
@@ -165,10 +180,11 @@ def check_href(href: str, item_id: object, allow_http: bool,
     (:class:`StaticCatalog` has made relative hrefs absolute).
     """
     if _CONTROL.search(href):
-        raise CatalogError(f"item {item_id}: refusing asset href {href!r} (whitespace, quotes or control characters)")
+        raise CatalogError(f"item {item_id}: refusing asset href {shorten(href, 120)!r} (whitespace, quotes, non-ASCII "
+                           "or control characters; labels are ASCII)")
     if local_root is not None and href.startswith("/"):
         return _check_local(href, item_id, local_root)
-    parts = urlparse(href)
+    parts = stacdoc.parse_url(href, f"item {item_id}: asset href")
     ok = {"https", "http"} if allow_http else {"https"}
     if parts.scheme not in ok or not parts.netloc:
         raise CatalogError(

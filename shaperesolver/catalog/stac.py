@@ -9,7 +9,9 @@ What it knows about real servers (``shared/reference/stac-and-gdal.md`` in the p
   ``filter`` (``a_overlaps``); which form works is remembered per endpoint.
 * Nobody's order is trusted: :mod:`.choice` picks the highest version.
 
-Requests go through :mod:`.transport`; which item to use is :mod:`.choice`'s business.
+Requests go through :mod:`.transport`; every answer and document is read through
+:mod:`.stacdoc` (a malformed page or document is no answer; an item that cannot be read
+is kept apart as ``unreadable``); which item to use is :mod:`.choice`'s business.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urlparse
 
 from ..base import safeio
 from ..errors import CatalogError, UnsafeFileError, shorten
 from ..net.transport import AddressPolicy, Budget, Http, check_api_url, error_text
+from . import stacdoc
 from .endpoints import FILTER, QUERY, search_url
 
 __all__ = ["StacClient", "StaticCatalog", "search_url", "QUERY", "FILTER"]
@@ -36,24 +39,6 @@ PAGE_SIZE = 1000
 MAX_PAGES = 50
 
 
-def _features(data: Any, url: str) -> list[Mapping[str, Any]]:
-    if not isinstance(data, Mapping) or not isinstance(data.get("features"), list):
-        raise CatalogError(f"{url}: not a STAC FeatureCollection (no 'features' list)")
-    return [f for f in data["features"] if isinstance(f, Mapping)]
-
-
-def _matched(data: Mapping[str, Any]) -> int | None:
-    for value in (data.get("numberMatched"), (data.get("context") or {}).get("matched")):
-        if isinstance(value, int):
-            return value
-    return None
-
-
-def _next_link(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    for link in data.get("links") or ():
-        if isinstance(link, Mapping) and link.get("rel") == "next" and isinstance(link.get("href"), str):
-            return link
-    return None
 
 
 class StacClient:
@@ -84,8 +69,11 @@ class StacClient:
         body["limit"] = PAGE_SIZE
         return body
 
-    def items(self, collection: str, names: Iterable[str] | None) -> list[Mapping[str, Any]]:
+    def items(self, collection: str, names: Iterable[str] | None) -> stacdoc.Items:
         """Every item of ``collection`` whose ``ssys:targets`` holds one of ``names`` (None: every item).
+
+        Each page is read by :mod:`.stacdoc`: a malformed page raises StacShapeError (no
+        answer); an item that cannot be read is kept apart in ``unreadable``.
 
         One :class:`Budget` (deadline, total bytes, items) covers every page and retry.
         ``next`` links are followed only with GET or POST, to URLs the client's
@@ -105,36 +93,39 @@ class StacClient:
                     self._remember(self.search, FILTER)
         if status == 400:
             raise CatalogError(f"{self.search}: HTTP 400: {error_text(data)}", 400)
-        items = _features(data, self.search)
-        budget.add_items(len(items))
-        matched = _matched(data)
+        page = stacdoc.page(data, self.search, search=True)
+        items = stacdoc.read_items(page.features, self.search)
+        seen = len(page.features)
+        budget.add_items(seen)
+        matched = page.matched
         previous_body = self.body(mode, collection, names)
         pages = 1
         while True:
-            link = _next_link(data)
-            if link is None or not data.get("features"):
+            link = page.next()
+            if link is None or not page.features:
                 break
-            if matched is not None and len(items) >= matched:
+            if matched is not None and seen >= matched:
                 break
             if pages >= MAX_PAGES:
                 log.warning("%s: stopped after %d pages", self.search, pages)
                 break
-            method = str(link.get("method", "GET")).upper()
-            if method not in ("GET", "POST"):
-                raise CatalogError(f"{self.search}: refusing a next link with method {shorten(method, 20)!r} "
+            if link.method not in ("GET", "POST"):
+                raise CatalogError(f"{self.search}: refusing a next link with method {shorten(link.method, 20)!r} "
                                    "(STAC next links are GET or POST)")
-            href = self.policy.check(urljoin(self.search, link["href"]), "next link")
-            body = link.get("body")
-            if method == "POST":
-                if link.get("merge") and isinstance(body, Mapping):
+            href = self.policy.check(stacdoc.join_url(self.search, link.href, f"{self.search}: next link"), "next link")
+            body = link.body
+            if link.method == "POST":
+                if link.merge and body is not None:
                     body = {**previous_body, **body}
-                previous_body = dict(body) if isinstance(body, Mapping) else previous_body
-            status, data = self.http.json(method, href, body if method == "POST" else None, budget, self.policy)
+                previous_body = dict(body) if body is not None else previous_body
+            status, data = self.http.json(link.method, href, body if link.method == "POST" else None, budget,
+                                          self.policy)
             if status == 400:
                 raise CatalogError(f"{href}: HTTP 400: {error_text(data)}", 400)
-            page = _features(data, href)
-            budget.add_items(len(page))
-            items.extend(page)
+            page = stacdoc.page(data, href, search=True)
+            items.add(stacdoc.read_items(page.features, href))
+            seen += len(page.features)
+            budget.add_items(len(page.features))
             pages += 1
         return items
 
@@ -157,7 +148,7 @@ class StaticCatalog:
         self.remote = bool(re.match(r"https?://", location))
         self.allow_http = location.startswith("http://")
         self.policy = AddressPolicy(location) if self.remote else None
-        self._items: list[Mapping[str, Any]] | None = None
+        self._items: stacdoc.Items | None = None
         self._lock = threading.Lock()
 
     @property
@@ -188,17 +179,17 @@ class StaticCatalog:
         except ValueError as exc:
             raise CatalogError(f"cannot read static catalog: {shorten(str(exc))}") from None
 
-    def items(self) -> list[Mapping[str, Any]]:
-        """Every item reachable from the catalog."""
+    def items(self) -> stacdoc.Items:
+        """Every item reachable from the catalog (a copy), the unreadable ones apart."""
         with self._lock:
             if self._items is None:
                 self._items = self._walk()
-            return self._items
+            return self._items.copy()
 
-    def _walk(self) -> list[Mapping[str, Any]]:
+    def _walk(self) -> stacdoc.Items:
         budget = Budget(self.http.settings, f"static catalog {self.location}")
         seen: set[str] = set()
-        items: list[Mapping[str, Any]] = []
+        items = stacdoc.Items()
         start = self.location
         if not self.remote and self.local_root == (start[7:] if start.startswith("file://") else start):
             start = os.path.join(start, "catalog.json")
@@ -210,30 +201,23 @@ class StaticCatalog:
             seen.add(where)
             if len(seen) > 10000:
                 raise CatalogError(f"{self.location}: more than 10000 documents in the static catalog")
-            doc = self._load(where, budget)
-            if not isinstance(doc, Mapping):
-                raise CatalogError(f"{where}: not a STAC document")
-            kind = doc.get("type")
-            found: list[Mapping[str, Any]] = []
-            if kind == "FeatureCollection":
-                found = _features(doc, where)
-            elif kind == "Feature":
-                found = [doc]
-            budget.add_items(len(found))
-            items.extend(_absolute_assets(it, where, self.remote) for it in found)
-            for link in doc.get("links") or ():
-                if isinstance(link, Mapping) and link.get("rel") in ("item", "child", "items") and isinstance(link.get("href"), str):
-                    todo.append(self._link(where, link["href"]))
+            page = stacdoc.page(self._load(where, budget), where)
+            budget.add_items(len(page.features))
+            found = stacdoc.read_items(page.features, where)
+            items.add(stacdoc.Items((_absolute_assets(it, where, self.remote) for it in found), found.unreadable))
+            todo.extend(self._link(where, ln.href) for ln in page.links if ln.rel in ("item", "child", "items"))
         return items
 
     def _link(self, base: str, href: str) -> str:
         if self.remote:
-            target = urljoin(base, href)  # "/x" stays on the server; "file:..." stays file:
+            target = stacdoc.join_url(base, href, f"{base}: catalog link")  # "/x" stays on the server; "file:..." stays file:
             assert self.policy is not None
             try:
                 return self.policy.check(target, "catalog link")
             except CatalogError as exc:
                 raise CatalogError(f"{base}: {exc} (a remote catalog's links must stay remote)") from None
+        if re.search(r"[\x00-\x1f\x7f]", href):
+            raise CatalogError(f"{base}: refusing catalog link {shorten(href, 100)!r} (control characters)")
         if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", href) and not href.startswith("file://"):
             raise CatalogError(f"{base}: refusing catalog link {shorten(href, 100)!r}: a local catalog's links must be local files")
         return _resolve(base, href)
@@ -244,19 +228,23 @@ def _absolute_assets(item: Mapping[str, Any], where: str, remote: bool) -> Mappi
     came from: a URL on the same server for a remote catalog (a mirror served over HTTP),
     a path for a local one (whose ``file://`` hrefs become paths too).  Other hrefs are
     left for :func:`check_href` to judge."""
-    assets = item.get("assets")
-    if not isinstance(assets, Mapping):
-        return item
+    try:
+        found = stacdoc.assets(item)
+    except CatalogError:
+        return item  # malformed: choose_asset and list= say so
     fixed: dict[str, Any] = {}
-    for key, asset in assets.items():
-        href = asset.get("href") if isinstance(asset, Mapping) else None
-        relative = isinstance(href, str) and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", href)
+    for asset in found:
+        href = asset.href
+        relative = not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", href)
         if remote and relative:
-            asset = {**asset, "href": urljoin(where, href)}
-        elif not remote and isinstance(href, str) and (relative or href.startswith("file://")):
+            try:
+                href = stacdoc.join_url(where, href, "asset href")
+            except CatalogError:
+                pass  # left as it is, for check_href to refuse
+        elif not remote and (relative or href.startswith("file://")):
             body = href[7:] if href.startswith("file://") else re.sub(r"^(?:\./)+", "", href)
-            asset = {**asset, "href": body if body.startswith("/") else os.path.join(os.path.abspath(os.path.dirname(where)), body)}
-        fixed[key] = asset
+            href = body if body.startswith("/") else os.path.join(os.path.abspath(os.path.dirname(where)), body)
+        fixed[asset.key] = {**item["assets"][asset.key], "href": href}
     return {**item, "assets": fixed}
 
 

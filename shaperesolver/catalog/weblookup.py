@@ -47,13 +47,14 @@ class WebLookup:
         raise NotImplementedError
 
     def catalog_items(self, target: str | None = None) -> list[Any]:
-        """The raw STAC items for ``target``'s names (None: the whole collection), not cached.
+        """The raw STAC items for ``target``'s names (None: the whole collection), not cached,
+        as :class:`~shaperesolver.catalog.stacdoc.Items` (those that cannot be read in ``unreadable``).
 
         Raises :class:`CatalogError` when the catalog cannot be read.
         """
         names = None if target is None else bodies.query_names(target)
         if self._static is not None:
-            return list(self._static.items())
+            return self._static.items()
         return self._client.items(self.collection, names)
 
     def choose(self, items: Iterable[Any], target: str, version: str | None = None) -> Choice | None:

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from ..base import bodies, claims, safeio
+from ..catalog import stacdoc
 from ..catalog.choice import check_href, item_targets, version_key
 from ..errors import CatalogError, MirrorError, ModelError, NoMatchError, ShapeResolverError, UnsafeFileError, shorten
 from ..models import raster
@@ -256,7 +257,7 @@ class Mirror:
                                                            checksum, choice.version)
         if self.prune:
             kept = Path(found.path).parent.relative_to(self.directory).parts
-            kept_version = version_key(item) if _is_item(item) else (0, 0, "")
+            kept_version = _numeric_version(item)
             found = Mirrored(**{**found.__dict__, "pruned": tuple(self._prune(key, kept, kept_version))})
         return found
 
@@ -591,7 +592,7 @@ class Mirror:
                 return path, size, ours[4:]
         return None
 
-    def _prune(self, key: _Key, kept: tuple[str, ...], kept_version: tuple[int, int, str]) -> list[str]:
+    def _prune(self, key: _Key, kept: tuple[str, ...], kept_version: tuple[int, str] | None) -> list[str]:
         """Remove the items of ``key``'s body and collection older than the one kept (files and
         catalog links); returns their ids.  A newer or equal version, an item whose version
         cannot be compared, and anything reached through a link stay."""
@@ -607,7 +608,8 @@ class Mirror:
                 doc = self._read_item(parts)
                 older = (_is_item(doc) and _collection(doc) == key.collection
                          and key.body in {bodies.canonical(t) for t in item_targets(doc)}
-                         and kept_version[0] == 1 and version_key(doc)[0] == 1 and version_key(doc) < kept_version)
+                         and kept_version is not None and (mine := _numeric_version(doc)) is not None
+                         and mine < kept_version)
                 if not older:
                     links.append(ln)
                     continue
@@ -654,6 +656,16 @@ def _source_item(raw: Iterable[Any], item_id: str, asset_key: str, href: str, na
         if isinstance(asset, Mapping) and asset.get("href") == href:
             return it
     raise MirrorError(f"item {shorten(item_id, 80)}: the chosen asset is not in the catalog's answer")
+
+
+def _numeric_version(doc: Any) -> tuple[int, str] | None:
+    """An item's version as a comparable number (digit count, digits), or None when it
+    has none that compares (prune never removes what it cannot compare)."""
+    got = stacdoc.read_item(doc, "item")
+    if not isinstance(got, stacdoc.Item):
+        return None
+    numeric, length, digits, _ = version_key(got)
+    return (length, digits) if numeric == 1 else None
 
 
 def _is_item(doc: Any) -> bool:

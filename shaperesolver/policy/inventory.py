@@ -1,13 +1,19 @@
-"""What the catalog holds: every item of a body (or of every body), and which one a resolve chooses."""
+"""What the catalog holds: every item of a body (or of every body), and which one a resolve chooses.
+
+Items are read through :mod:`.stacdoc`: an item that cannot be read, or whose assets are
+malformed, is listed with its ``problem`` and never chosen; only a catalog that cannot
+be read at all (no answer) is an error.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..base import bodies
-from ..catalog.choice import choose_asset, item_targets, version_key
+from ..catalog import stacdoc
+from ..catalog.choice import choose_asset, version_key
 from ..errors import CatalogError
 
 if TYPE_CHECKING:
@@ -36,61 +42,65 @@ class ItemInfo:
         return asdict(self)
 
 
-def _size(item: Mapping[str, Any], href: str | None) -> int | None:
-    for asset in (item.get("assets") or {}).values():
-        if isinstance(asset, Mapping) and asset.get("href") == href:
-            size = asset.get("file:size")
-            return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
-    return None
-
-
-def _info(item: Mapping[str, Any], body: str, chosen_id: str | None, local_root: str | None) -> ItemInfo:
-    raw = item.get("properties")
-    props: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+def _info(item: stacdoc.Item | stacdoc.Unreadable, body: str, chosen_id: str | None,
+          local_root: str | None) -> ItemInfo:
+    if isinstance(item, stacdoc.Unreadable):
+        return ItemInfo(body=body, item_id=item.item_id or "?", version=None, datetime=None, deprecated=False,
+                        href=None, size=None, chosen=False, problem=item.problem)
     href: str | None = None
     problem = None
+    found: list[stacdoc.Asset] = []
     try:
-        href = choose_asset(item, True, local_root=local_root)[1]
+        found = stacdoc.assets(item.raw)
+        href = choose_asset(item.raw, True, local_root=local_root)[1]
     except CatalogError as exc:
         problem = str(exc)
-        assets = item.get("assets")
-        if isinstance(assets, Mapping):
-            href = next((a["href"] for a in assets.values() if isinstance(a, Mapping) and isinstance(a.get("href"), str)), None)
-    version = props.get("version")
-    when = props.get("datetime") or props.get("start_datetime")
-    return ItemInfo(body=body, item_id=str(item.get("id")), version=None if version is None else str(version),
-                    datetime=None if when is None else str(when), deprecated=bool(props.get("deprecated")),
-                    href=href, size=_size(item, href), chosen=str(item.get("id")) == chosen_id, problem=problem)
+        href = found[0].href if found else None
+    size = next((a.size for a in found if a.href == href), None)
+    return ItemInfo(body=body, item_id=item.id, version=item.version, datetime=item.datetime,
+                    deprecated=item.deprecated, href=href, size=size, chosen=item.id == chosen_id, problem=problem)
 
 
-def group(raw: Iterable[Mapping[str, Any]], target: str | None) -> dict[str, list[Mapping[str, Any]]]:
-    """Items per canonical body name: ``target``'s only, or every body's."""
+def group(raw: Iterable[Any], target: str | None) -> dict[str, list[stacdoc.Item | stacdoc.Unreadable]]:
+    """Items per canonical body name: ``target``'s only, or every body's.
+
+    Each is read by :func:`stacdoc.read_item`; an unreadable one (also those ``raw``
+    holds apart, as :class:`stacdoc.Items`) goes under its bodies when its
+    ``ssys:targets`` could be read, else under ``target``'s body, or ``?``.
+    """
     wanted = None if target is None else set(bodies.query_names(target))
-    out: dict[str, list[Mapping[str, Any]]] = {}
-    for it in raw:
-        if not isinstance(it, Mapping):
-            continue
-        names = item_targets(it)
-        if wanted is not None:
+    asked = "?" if target is None else bodies.canonical(target)
+    out: dict[str, list[stacdoc.Item | stacdoc.Unreadable]] = {}
+    entries = [stacdoc.read_item(it, f"items[{index}]") for index, it in enumerate(raw)]
+    for entry in [*entries, *getattr(raw, "unreadable", ())]:
+        names = entry.targets
+        if names is None:
+            out.setdefault(asked, []).append(entry)
+        elif wanted is not None:
             if wanted.intersection(names):
-                out.setdefault(bodies.canonical(target or ""), []).append(it)
-            continue
-        for name in dict.fromkeys(bodies.canonical(n) for n in names):
-            out.setdefault(name, []).append(it)
+                out.setdefault(asked, []).append(entry)
+        else:
+            for name in dict.fromkeys(bodies.canonical(n) for n in names):
+                out.setdefault(name, []).append(entry)
     return out
 
 
 def items(resolver: Resolver, target: str | None = None) -> list[ItemInfo]:
-    """Every item for ``target`` (None: every body the catalog holds), newest first per body.
+    """Every item for ``target`` (None: every body the catalog holds), newest first per body;
+    items that cannot be read (:mod:`.stacdoc`) last, with their problem (``?``: body unknown).
 
     Raises :class:`CatalogError` when the catalog cannot be read.
     """
     found: list[ItemInfo] = []
-    for body, raw in sorted(group(resolver.catalog_items(target), target).items()):
+    grouped = group(resolver.catalog_items(target), target)
+    for body, entries in sorted(grouped.items(), key=lambda kv: (kv[0] == "?", kv[0])):
+        readable = [e for e in entries if isinstance(e, stacdoc.Item)]
         try:
-            choice = resolver.choose(raw, body if target is None else target)
+            choice = resolver.choose([e.raw for e in readable], body if target is None else target)
         except CatalogError:  # the newest item's asset is refused (its problem is listed): none chosen
             choice = None
-        found.extend(_info(it, body, choice.item_id if choice else None, resolver.local_root)
-                     for it in sorted(raw, key=version_key, reverse=True))
+        chosen = choice.item_id if choice else None
+        ordered: list[stacdoc.Item | stacdoc.Unreadable] = [*sorted(readable, key=version_key, reverse=True)]
+        ordered.extend(e for e in entries if isinstance(e, stacdoc.Unreadable))
+        found.extend(_info(it, body, chosen, resolver.local_root) for it in ordered)
     return found
