@@ -1,6 +1,8 @@
 """The resolve policy: web, then SYSTEM, then the ellipsoid.
 
-Owns: ``resolver`` (:class:`Resolver`, the policy and the public entry points),
+Owns: ``resolver`` (:class:`Resolver`, the policy and the public entry points), ``state``
+(what a resolver holds: settings, cache, HTTP made on first use, how it pickles), ``job``
+(one cube: resolve, write, its record),
 ``options`` (defaults and the checks of every setting) and ``inventory`` (``list=``: the
 catalog's items per body, marked with what a resolve chooses).
 

@@ -17,17 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..base import bodies, claims
-from ..base.memo import Memo
-from ..catalog.cache import CACHE_MODES, DiskCache
+from ..base import bodies
 from ..catalog.choice import Choice
-from ..catalog.weblookup import ModeStore, WebLookup
-from ..cube import txn
 from ..cube.label import CubeLabel, WriteOutcome, read_label, write_shape_model
 from ..errors import (
     DataAreaError,
@@ -41,12 +36,9 @@ from ..errors import (
     VersionNotFoundError,
 )
 from ..models import kerneldb
-from ..models.opener import ModelOpener
-from ..net.settings import HttpSettings, check_api_url
 
 if TYPE_CHECKING:
-    from ..catalog.stac import StacClient
-    from ..net.transport import Http
+    pass
 from .options import (
     DEFAULT_COLLECTION,
     DEFAULT_URL,
@@ -56,11 +48,8 @@ from .options import (
     RINGPLANE,
     SHAPES,
     SKY,
-    check_types,
-    one_of,
-    seconds,
-    yes_no,
 )
+from .state import ResolverState
 
 __all__ = [
     "DEFAULT_URL",
@@ -124,7 +113,7 @@ class Resolution:
         }
 
 
-class Resolver(WebLookup):
+class Resolver(ResolverState):
     """Resolves shape models; holds the HTTP session, cache and settings.
 
     Parameters
@@ -158,120 +147,9 @@ class Resolver(WebLookup):
         that cube (not modified); default ``$SHAPERESOLVER_LOCK_WAIT`` or 30.
 
     A resolver pickles (for process pools and Dask): the settings and every result it
-    has found so far travel, sessions and locks do not.
+    has found so far travel, sessions and locks do not (:class:`.state.ResolverState`
+    holds all that; this class is the policy).
     """
-
-    def __init__(
-        self,
-        *,
-        url: str | None = None,
-        catalog: str | os.PathLike[str] | None = None,
-        collection: str = DEFAULT_COLLECTION,
-        cache: str = "yes",
-        cache_dir: str | os.PathLike[str] | None = None,
-        cache_ttl: float | None = None,
-        isisdata: str | os.PathLike[str] | None = None,
-        verify: bool | str = True,
-        fallback: str = "nomatch",
-        http: HttpSettings | None = None,
-        gdal_options: dict[str, str] | None = None,
-        claim_wait: float | None = None,
-        lock_wait: float | None = None,
-    ) -> None:
-        check_types(url=url, catalog=catalog, collection=collection, cache_dir=cache_dir, cache_ttl=cache_ttl,
-                        isisdata=isisdata, http=http, gdal_options=gdal_options)
-        self.verify = yes_no("verify", verify)
-        self.fallback = one_of("fallback", fallback, FALLBACKS)
-        cache = one_of("cache", cache, CACHE_MODES)
-        self.claim_wait = seconds("claim_wait", claim_wait, "SHAPERESOLVER_CLAIM_WAIT", claims.DEFAULT_WAIT)
-        self.lock_wait = seconds("lock_wait", lock_wait, "SHAPERESOLVER_LOCK_WAIT", txn.DEFAULT_LOCK_WAIT)
-        self.url = check_api_url(url or os.environ.get("SHAPERESOLVER_STAC_URL") or DEFAULT_URL)
-        self.catalog = os.fspath(catalog) if catalog is not None else None
-        self.collection = collection
-        self.isisdata = os.fspath(isisdata) if isisdata is not None else None
-        self.gdal_options = dict(gdal_options or {})
-        kw: dict[str, Any] = {} if cache_ttl is None else {"ttl": cache_ttl}
-        self.cache = DiskCache(cache_dir, mode=cache, **kw)
-        self._http_settings = http
-        self._http: Http | None = None
-        self._stac: StacClient | None = None
-        self._lazy = threading.Lock()
-        self._modes = ModeStore(self.cache)
-        self._static = None
-        if self.catalog:
-            from ..catalog.stac import StaticCatalog
-
-            self._static = StaticCatalog(self.catalog, self.http)
-        self._web = Memo()
-        #: opening and checking models (GDAL, the relay, CSPICE load only when one is opened)
-        self.models = ModelOpener(isisdata=self.isisdata, verify=self.verify, gdal_options=self.gdal_options,
-                                  cache=self.cache, http=lambda: self.http, policy=self._policy)
-        self._unknown: set[str] = set()  # bodies already warned about
-        #: False in a copy shipped to batch workers: a body missing from the table is an error
-        self.searches_allowed = True
-
-    def __getstate__(self) -> dict[str, Any]:
-        config = dict(url=self.url, catalog=self.catalog, collection=self.collection, cache=self.cache.mode,
-                      cache_dir=os.fspath(self.cache.directory), cache_ttl=self.cache.ttl, isisdata=self.isisdata,
-                      verify=self.verify, fallback=self.fallback, http=self._http_settings, gdal_options=self.gdal_options,
-                      claim_wait=self.claim_wait, lock_wait=self.lock_wait)
-        return {"config": config, "web": self._web.snapshot(), "opened": self.models.checked.snapshot(),
-                "searches_allowed": self.searches_allowed}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        config = state["config"]
-        if not state["searches_allowed"]:
-            config = {**config, "cache": "no"}  # a worker's copy: it never searches
-        self.__init__(**config)  # type: ignore[misc]
-        self._web.values.update(state["web"])
-        self.models.checked.values.update(state["opened"])
-        self.searches_allowed = state["searches_allowed"]
-
-    def web_table(self) -> dict[tuple[str, str | None], Choice | ShapeResolverError]:
-        """What each (body, version pin) resolved to so far: a choice, or why not."""
-        with self._web.lock:
-            return {k: v[1] for k, v in self._web.values.items()}
-
-    # ------------------------------------------------------------ public API
-
-    @property
-    def http(self) -> Http:
-        """The HTTP side (made on first use: a run that sends nothing never loads it)."""
-        if self._http is None:
-            from ..net.transport import Http, HttpSettings
-
-            with self._lazy:
-                if self._http is None:
-                    self._http = Http(self._http_settings or HttpSettings())
-        return self._http
-
-    @property
-    def _client(self) -> StacClient:
-        """The STAC API client (made on first use)."""
-        if self._stac is None:
-            from ..catalog.stac import StacClient
-
-            http = self.http
-            with self._lazy:
-                if self._stac is None:
-                    self._stac = StacClient(self.url, http, self._modes, self._modes.remember)
-        return self._stac
-
-    @property
-    def requests_sent(self) -> int:
-        """HTTP requests this resolver has sent to STAC servers (GDAL's not counted)."""
-        return self._http.requests_sent if self._http is not None else 0
-
-    def close(self) -> None:
-        """Close the calling thread's HTTP session."""
-        if self._http is not None:
-            self._http.close()
-
-    def __enter__(self) -> Resolver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def resolve(
         self,
