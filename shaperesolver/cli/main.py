@@ -103,7 +103,7 @@ def _run_mode(todo: Plan) -> int | None:
     try:
         with Reporter(0, as_json=todo.json, verbose=todo.verbose, quiet=todo.quiet).running():
             return modes.run(opts, lambda: todo.mode_cubes, lambda: _make_resolver(params))
-    except UsageError as exc:
+    except UsageError as exc:  # a setting the resolver itself refuses (e.g. a catalog that is not one)
         print(f"shaperesolver: {exc}", file=sys.stderr)
         return 2
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -13,29 +12,21 @@ from typing import Any, TextIO
 
 from ..base.bodies import canonical
 from ..cube.label import read_label
-from ..errors import NoMatchError, ShapeResolverError, UsageError
+from ..errors import NoMatchError, ShapeResolverError
 from ..mirror.core import CATALOG, DEFAULT_MAX_SIZE, Mirror
 from ..policy.resolver import Resolver
+from .plan import parse_size
 from .report import printable
 
-__all__ = ["wanted", "run", "parse_size"]
+__all__ = ["wanted", "run"]
 
 #: seconds between progress lines when stderr is not a terminal
 LINE_EVERY = 10.0
-_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
 def wanted(opts: dict[str, Any]) -> bool:
     """Whether the options ask for a list or a mirror."""
     return opts.get("list") == "yes" or "mirror" in opts
-
-
-def parse_size(text: str) -> int:
-    """``maxsize=`` in bytes: ``5000000000``, ``80G``, ``512M``."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())
-    if not m:
-        raise UsageError(f"maxsize={text} is not a size (bytes, or with K, M, G or T)")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
 def _targets(opts: dict[str, Any], cubes: Sequence[Any]) -> tuple[list[str], list[str]]:
@@ -58,18 +49,7 @@ def _targets(opts: dict[str, Any], cubes: Sequence[Any]) -> tuple[list[str], lis
 def run(opts: dict[str, Any], cubes: Callable[[], Sequence[Any]], make_resolver: Callable[..., Resolver]) -> int | None:
     """Run a list or mirror; the exit code, or None when a resolve run should follow
     (``mirror=`` with ``from=``/``fromlist=``: ``opts['catalog']`` now names the mirror)."""
-    if opts.get("list") == "yes" and "mirror" in opts:
-        raise UsageError("give list=yes or mirror=DIR, not both")
-    if "mirror" not in opts and ("prune" in opts or "maxsize" in opts):
-        raise UsageError("prune= and maxsize= go with mirror=DIR")
     listed = cubes() if ("from" in opts or "fromlist" in opts) else []
-    if "mirror" in opts and not listed and "target" not in opts:
-        raise UsageError("mirror=DIR needs target=NAME[,NAME...], from=CUBE or fromlist=LIST (the bodies to mirror)")
-    cat = opts.get("catalog") or ""
-    cat = cat[7:] if cat.startswith("file://") else cat
-    if "mirror" in opts and cat and not re.match(r"https?://", cat) and os.path.commonpath(
-            [os.path.abspath(cat), os.path.abspath(opts["mirror"])]) == os.path.abspath(opts["mirror"]):
-        raise UsageError("mirror=DIR cannot mirror its own catalog")
     max_size = parse_size(opts["maxsize"]) if "maxsize" in opts else DEFAULT_MAX_SIZE
     targets, errors = _targets(opts, listed)
     for err in errors:

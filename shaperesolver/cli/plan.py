@@ -10,6 +10,7 @@ executes a plan never calls back into the grammar (:mod:`.isisargs`).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +20,11 @@ from ..models import kerneldb
 from . import isisargs
 from .usage import HELP
 
-__all__ = ["Plan", "Run", "plan", "ListLineError", "MODE_KEYS"]
+__all__ = ["Plan", "Run", "plan", "ListLineError", "MODE_KEYS", "parse_size"]
 
 #: parameters of the list and mirror modes (not of a resolve run)
 MODE_KEYS = ("list", "mirror", "prune", "maxsize")
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 #: what each run's resolver is made from (runs that agree share one)
 RESOLVER_KEYS = ("url", "catalog", "collection", "cache", "isisdata", "verify", "fallback")
 
@@ -73,6 +75,7 @@ def plan(argv: list[str] | tuple[str, ...]) -> Plan:
         params = checked = _expanded(isisargs.checked(args.params))
         if params.get("list") == "yes" or "mirror" in params:
             mode, mode_cubes = params, (cube_list(params) if ("from" in params or "fromlist" in params) else [])
+            _check_mode(params, mode_cubes)
             if params.get("list") == "yes" or not mode_cubes:
                 return Plan(mode=mode, mode_cubes=mode_cubes, **common)
             # mirror= with cubes: then resolve them against the mirror's own catalog
@@ -121,6 +124,33 @@ def _env_only(value: str) -> str:
     if "$" in expanded:
         raise UsageError(f"isisdata={value}: names an unset environment variable")
     return expanded
+
+
+def _check_mode(params: dict[str, str], cubes: list[Any]) -> None:
+    """The ``list=``/``mirror=`` parameters together (each alone is checked by the grammar)."""
+    if params.get("list") == "yes" and "mirror" in params:
+        raise UsageError("give list=yes or mirror=DIR, not both")
+    if "mirror" not in params:
+        if "prune" in params or "maxsize" in params:
+            raise UsageError("prune= and maxsize= go with mirror=DIR")
+        return
+    if not cubes and "target" not in params:
+        raise UsageError("mirror=DIR needs target=NAME[,NAME...], from=CUBE or fromlist=LIST (the bodies to mirror)")
+    cat = params.get("catalog") or ""
+    cat = cat[7:] if cat.startswith("file://") else cat
+    if cat and not re.match(r"https?://", cat) and os.path.commonpath(
+            [os.path.abspath(cat), os.path.abspath(params["mirror"])]) == os.path.abspath(params["mirror"]):
+        raise UsageError("mirror=DIR cannot mirror its own catalog")
+    if "maxsize" in params:
+        parse_size(params["maxsize"])
+
+
+def parse_size(text: str) -> int:
+    """``maxsize=`` in bytes: ``5000000000``, ``80G``, ``512M``."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())
+    if not m:
+        raise UsageError(f"maxsize={text} is not a size (bytes, or with K, M, G or T)")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
 def _runs(args: isisargs.Args, params: dict[str, str] | None = None) -> list[Run]:
