@@ -23,7 +23,6 @@ import fcntl
 import json
 import logging
 import os
-import random
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -145,6 +144,8 @@ def claim(directory: str | os.PathLike[str], key: str, poll: Callable[[], T | No
         if got is False:
             log.info("another process is searching for %s; waiting up to %.0f s for its result", what or key, wait)
         while got is False:
+            import random
+
             time.sleep(random.uniform(*_POLL))
             c.result = poll()
             if c.result is not None:

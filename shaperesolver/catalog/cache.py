@@ -26,13 +26,11 @@ so).  Search results are public data; nothing secret is stored.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
 import stat
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -82,14 +80,23 @@ class DiskCache:
             raise ValueError(f"cache mode must be one of {CACHE_MODES}, not {mode!r}")
         self.mode = mode
         self.ttl = ttl
-        self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self._directory = Path(directory) if directory is not None else None
         self._lock = threading.Lock()
         self._warned_unwritable = False
         self._dir_state: str | None = None  # None: not checked; "ok", "missing" or "refused"
 
+    @property
+    def directory(self) -> Path:
+        """Where the entries live (found on first use: a run that needs no cache never asks)."""
+        if self._directory is None:
+            self._directory = default_cache_dir()
+        return self._directory
+
     @staticmethod
     def key(*parts: object) -> str:
         """A stable file-name-safe key for ``parts``."""
+        import hashlib
+
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
 
     def _path(self, key: str) -> Path:
@@ -170,6 +177,8 @@ class DiskCache:
         if not self._directory_ok(create=True):
             return
         try:
+            import tempfile
+
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from ..base import bodies, claims
+from ..base import bodies
 from ..errors import CatalogError, NoAnswerError, NoMatchError, VersionNotFoundError, shorten
-from .cache import DiskCache
-from .choice import Choice, check_href, choose_item
 from .endpoints import FILTER, QUERY, search_url
 
 if TYPE_CHECKING:
     from ..net.transport import AddressPolicy
+    from .cache import DiskCache
+    from .choice import Choice
     from .stac import StacClient, StaticCatalog
 
 __all__ = ["WebLookup", "ModeStore"]
@@ -59,6 +59,8 @@ class WebLookup:
 
     def choose(self, items: Iterable[Any], target: str, version: str | None = None) -> Choice | None:
         """The item a resolve would choose among ``items`` for ``target`` (None if none fits)."""
+        from .choice import choose_item
+
         return choose_item(items, bodies.query_names(target), version, self._where(), self.allow_http, self._policy(),
                            self.local_root)
 
@@ -87,6 +89,9 @@ class WebLookup:
         return f"catalog {self.catalog}" if self._static else f"{self.collection} at {self.url}"
 
     def _lookup(self, names: tuple[str, ...], body: str, pin: str | None) -> Choice:
+        from ..base import claims
+        from .choice import choose_item
+
         if self._static is not None:
             try:
                 items = self._static.items()
@@ -132,6 +137,8 @@ class WebLookup:
     def _search(self, names: tuple[str, ...], body: str, pin: str | None, key: str,
                 note: Callable[[Any], None] = lambda value: None) -> Choice:
         """Search the API; ``note`` tells processes waiting on our claim what came of it."""
+        from .choice import choose_item
+
         try:
             items = self._client.items(self.collection, names)
             choice = choose_item(items, names, pin, self._where(), self._client.allow_http, self._client.policy)
@@ -169,6 +176,8 @@ class WebLookup:
 
     def _cached_choice(self, key: str, allow_stale: bool) -> tuple[Choice, float] | None:
         """A cached Choice, validated exactly like a fresh answer (types, href rules)."""
+        from .choice import Choice, check_href
+
         hit = self.cache.get(key, allow_stale=allow_stale)
         if hit is None:
             return None

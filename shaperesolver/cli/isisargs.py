@@ -8,7 +8,6 @@ tokens.  ``-name`` options are ISIS's reserved options; ``--json``, ``-v``/``-q`
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -104,6 +103,8 @@ def match(word: str, names: Sequence[str], what: str, shown: str | None = None) 
         return hits[0]
     if hits:
         raise UsageError(f"{what} {shown or word} is ambiguous: {', '.join(hits)}")
+    import difflib  # (only to suggest a spelling)
+
     close = difflib.get_close_matches(low, names, n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return _unknown(f"{what} {shown or word}{hint}")
@@ -216,6 +217,8 @@ def _reserved(key: str) -> str:
         if len(hits) > 1:
             raise UsageError(f"ambiguous reserved option -{key}: {', '.join('-' + h for h in hits)}")
         if not hits:
+            import difflib  # (only to suggest a spelling)
+
             close = difflib.get_close_matches(low, names, n=1, cutoff=0.6)
             raise UsageError(f"unknown reserved option -{key}{f' (did you mean -{close[0]}?)' if close else ''}; "
                              f"choices are {', '.join('-' + n for n in names)}")

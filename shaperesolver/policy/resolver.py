@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..base import bodies
-from ..catalog.choice import Choice
 from ..cube.label import CubeLabel, WriteOutcome, read_label, write_shape_model
 from ..errors import (
     DataAreaError,
@@ -38,6 +37,7 @@ from ..errors import (
 from ..models import kerneldb
 
 if TYPE_CHECKING:
+    from ..catalog.choice import Choice
     pass
 from .options import (
     DEFAULT_COLLECTION,

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from ..base import claims
 from ..base.memo import Memo
 from ..catalog.cache import CACHE_MODES, DiskCache
-from ..catalog.choice import Choice
 from ..catalog.weblookup import ModeStore, WebLookup
 from ..cube import txn
 from ..errors import ShapeResolverError
@@ -23,6 +22,7 @@ from .options import DEFAULT_COLLECTION, DEFAULT_URL, FALLBACKS, check_types, on
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from ..catalog.choice import Choice
     from ..catalog.stac import StacClient
     from ..net.transport import Http
 
