@@ -309,14 +309,14 @@ def _extent(resp: Any, href: str, have: int) -> int:
     """The whole length of the file the response carries (checked against its range)."""
     length = resp.headers.get("Content-Length", "")
     if resp.status_code == 206:
-        rng = content_range(resp.headers.get("Content-Range", ""))
-        if rng is None or rng[0] != have or rng[1] + 1 != rng[2]:
+        whole = _rest_of(resp, have)
+        if whole is None:
             raise MirrorError(f"{href}: the server answered a range request with Content-Range "
                               f"{resp.headers.get('Content-Range')!r}")
-        if length.isdigit() and int(length) != rng[2] - have:
+        if length.isdigit() and int(length) != whole - have:
             raise MirrorError(f"{href}: Content-Length {length} does not match Content-Range "
                               f"{resp.headers.get('Content-Range')!r}")
-        return rng[2]
+        return whole
     if not length.isdigit():
         raise MirrorError(f"{href}: the server announces no Content-Length")
     return int(length)
@@ -355,6 +355,13 @@ def content_range(value: str) -> tuple[int, int, int] | None:
     return None if m is None else (int(m.group(1)), int(m.group(2)), int(m.group(3)))
 
 
+def _rest_of(resp: Any, have: int) -> int | None:
+    """The whole length of the file when the answer's Content-Range runs from byte ``have``
+    to its end; None for any other range."""
+    rng = content_range(resp.headers.get("Content-Range", ""))
+    return None if rng is None or rng[0] != have or rng[1] + 1 != rng[2] else rng[2]
+
+
 def resume_refused(resp: Any, have: int, total: int | None, recorded: str) -> str | None:
     """Why the answer to a resumed request does not continue the part we hold (None if it does):
     a 206 with the ``recorded`` validator and a Content-Range from byte ``have`` to the end of
@@ -363,11 +370,11 @@ def resume_refused(resp: Any, have: int, total: int | None, recorded: str) -> st
         return "the server sent the whole file again (200 to a range request)"
     if resp.status_code != 206:
         return f"the server refused the range (HTTP {resp.status_code})"
-    rng = content_range(resp.headers.get("Content-Range", ""))
-    if rng is None or rng[0] != have or rng[1] + 1 != rng[2]:
+    whole = _rest_of(resp, have)
+    if whole is None:
         return f"the server answered bytes={have}- with Content-Range {resp.headers.get('Content-Range')!r}"
-    if rng[2] != total:
-        return f"the file is {rng[2]} bytes now, not {total}"
+    if whole != total:
+        return f"the file is {whole} bytes now, not {total}"
     name = "ETag" if recorded.startswith('"') else "Last-Modified"
     now = (resp.headers.get(name) or "").strip()
     if now != recorded:
