@@ -7,6 +7,8 @@
 * :class:`AnswerServer` answers each path with whatever a test set last (property-based tests).
 * :class:`RangeServer` serves files with HTTP Range support, as GDAL's /vsicurl/ needs
   (and ``Last-Modified``, as S3 sends it).
+* :class:`FileHost` serves in-memory files with a strong ETag and single-range GETs, and
+  misbehaves per file on request (cuts, a changed file, an ignored ``If-Range``).
 
 Both count the requests they get.  Scripted faults (:meth:`StacServer.fault`) are
 served before normal answers.
@@ -14,6 +16,7 @@ served before normal answers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -359,6 +362,85 @@ class RangeServer(_Base):
 
             def do_GET(self):
                 self._serve(False)
+
+        return Handler
+
+
+class FileHost(_Base):
+    """Serves in-memory files with a strong ETag and single-range GETs (206), and misbehaves on
+    request, per file name:
+
+    * ``cut[name] = n``: every GET closes the connection once the body reaches byte ``n`` of
+      the file; ``after_cut[name]`` (a callable) runs once after the first such cut;
+    * ``honour_if_range = False``: a range is served whatever ``If-Range`` says (the
+      validator is never compared), as some servers and caches do;
+    * ``whole_for_range = True``: a range request gets a 200 with the whole file;
+    * ``status[name] = code``: every GET gets that status; ``location[name] = text``: every
+      GET gets a 302 with that Location header.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.etags: dict[str, str] = {}
+        self.cut: dict[str, int] = {}
+        self.after_cut: dict[str, object] = {}
+        self.status: dict[str, int] = {}
+        self.location: dict[str, str] = {}
+        self.honour_if_range = True
+        self.whole_for_range = False
+        super().__init__()
+
+    def put(self, name: str, data: bytes) -> None:
+        """Add or replace a file (a new ETag)."""
+        with self._lock:
+            self.files[name] = data
+            self.etags[name] = '"%s"' % hashlib.sha256(data).hexdigest()[:16]
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def gets(self, name: str) -> list[dict]:
+        return [r for r in self.requests if r["path"].lstrip("/") == name]
+
+    def _handler_class(self):
+        host = self
+
+        class Handler(_QuietHandler):
+            def do_GET(self):
+                name = self.path.lstrip("/")
+                host.log({"path": self.path, "range": self.headers.get("Range"), "if_range": self.headers.get("If-Range")})
+                if name in host.status or name in host.location or name not in host.files:
+                    self.send_response(302 if name in host.location else host.status.get(name, 404))
+                    if name in host.location:
+                        self.send_header("Location", host.location[name])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                with host._lock:
+                    data, etag = host.files[name], host.etags[name]
+                rng, validator = self.headers.get("Range"), self.headers.get("If-Range")
+                start = 0
+                honoured = not host.honour_if_range or validator in (None, etag)
+                if rng and rng.startswith("bytes=") and not host.whole_for_range and honoured:
+                    start = int(rng[6:].split("-")[0])
+                self.send_response(206 if start else 200)
+                self.send_header("ETag", etag)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(data) - start))
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.end_headers()
+                stop = host.cut.get(name, len(data))
+                try:
+                    self.wfile.write(data[start:max(start, stop)])
+                    self.wfile.flush()
+                except OSError:
+                    pass
+                if stop < len(data):
+                    self.close_connection = True
+                    then = host.after_cut.pop(name, None)
+                    if then is not None:
+                        then()
 
         return Handler
 

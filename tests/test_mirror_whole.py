@@ -11,7 +11,7 @@ catalog describes, whole.
   so the other bodies were never mirrored.
 
 Real COGs written with GDAL, real HTTP servers on 127.0.0.1 (:mod:`servers`, and
-:class:`FileHost` below for ETags and scripted faults), the console script in subprocesses
+:class:`servers.FileHost` for ETags and scripted faults), the console script in subprocesses
 and the API (:class:`shaperesolver.mirror.Mirror`).
 """
 
@@ -24,92 +24,13 @@ import dems
 import numpy as np
 import pytest
 from osgeo import gdal
-from servers import RangeServer, StacServer, _Base, _QuietHandler, item
+from servers import FileHost, RangeServer, StacServer, item
 from test_mirror import COL, run, sha
 
 from shaperesolver import HttpSettings, MirrorError, Resolver, read_label
 from shaperesolver.mirror import Mirror
 
 QUICK = HttpSettings(retries=0, backoff=0.05)
-
-
-class FileHost(_Base):
-    """Serves in-memory files with a strong ETag and single-range GETs (206), and misbehaves on
-    request, per file name:
-
-    * ``cut[name] = n``: every GET closes the connection once the body reaches byte ``n`` of
-      the file; ``after_cut[name]`` (a callable) runs once after the first such cut;
-    * ``honour_if_range = False``: a range is served whatever ``If-Range`` says (the
-      validator is never compared), as some servers and caches do;
-    * ``whole_for_range = True``: a range request gets a 200 with the whole file;
-    * ``status[name] = code``: every GET gets that status; ``location[name] = text``: every
-      GET gets a 302 with that Location header.
-    """
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.etags: dict[str, str] = {}
-        self.cut: dict[str, int] = {}
-        self.after_cut: dict[str, object] = {}
-        self.status: dict[str, int] = {}
-        self.location: dict[str, str] = {}
-        self.honour_if_range = True
-        self.whole_for_range = False
-        super().__init__()
-
-    def put(self, name: str, data: bytes) -> None:
-        """Add or replace a file (a new ETag)."""
-        with self._lock:
-            self.files[name] = data
-            self.etags[name] = '"%s"' % hashlib.sha256(data).hexdigest()[:16]
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
-
-    def gets(self, name: str) -> list[dict]:
-        return [r for r in self.requests if r["path"].lstrip("/") == name]
-
-    def _handler_class(self):
-        host = self
-
-        class Handler(_QuietHandler):
-            def do_GET(self):
-                name = self.path.lstrip("/")
-                host.log({"path": self.path, "range": self.headers.get("Range"), "if_range": self.headers.get("If-Range")})
-                if name in host.status or name in host.location or name not in host.files:
-                    self.send_response(302 if name in host.location else host.status.get(name, 404))
-                    if name in host.location:
-                        self.send_header("Location", host.location[name])
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                with host._lock:
-                    data, etag = host.files[name], host.etags[name]
-                rng, validator = self.headers.get("Range"), self.headers.get("If-Range")
-                start = 0
-                honoured = not host.honour_if_range or validator in (None, etag)
-                if rng and rng.startswith("bytes=") and not host.whole_for_range and honoured:
-                    start = int(rng[6:].split("-")[0])
-                self.send_response(206 if start else 200)
-                self.send_header("ETag", etag)
-                self.send_header("Accept-Ranges", "bytes")
-                self.send_header("Content-Length", str(len(data) - start))
-                if start:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.end_headers()
-                stop = host.cut.get(name, len(data))
-                try:
-                    self.wfile.write(data[start:max(start, stop)])
-                    self.wfile.flush()
-                except OSError:
-                    pass
-                if stop < len(data):
-                    self.close_connection = True
-                    then = host.after_cut.pop(name, None)
-                    if then is not None:
-                        then()
-
-        return Handler
 
 
 @pytest.fixture(scope="module")
