@@ -109,22 +109,27 @@ def test_api_and_dask_refuse_gdals_redirect(public, tmp_path, dask_cluster):
 
 
 def test_the_relay_serves_only_its_routes_and_never_a_neighbour(public, tmp_path):
-    """A neighbour who finds the relay's port (it is on 127.0.0.1) without a route's token
-    gets 404 and sends nothing anywhere."""
+    """A neighbour (another uid) who finds the relay's port (it is on 127.0.0.1) gets no
+    answer at all, even with a route's token; the user's own processes get 404 without
+    one.  Nothing is sent anywhere."""
     api, inner, proxy = public
     with Resolver(url=api, cache="no", isisdata=_empty_area(tmp_path), http=FAST) as r:
         assert r.resolve(target="Phobos").source == "web"
     local = relay.RELAY.add(f"http://{PUBLIC_FILES}:8080/phobos.tif", r.http, r._client.policy)
     port = local.split("/")[4].split(":")[1]
     seen = len(proxy.requests)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     for path in ("/", "/phobos.tif", "/x/phobos.tif", "/" + "A" * 32 + "/phobos.tif", "/../../etc/passwd"):
-        code = _as_nobody_get(f"http://127.0.0.1:{port}{path}")
-        assert code == 404, (path, code)
+        with pytest.raises(urllib.error.HTTPError) as own:
+            opener.open(f"http://127.0.0.1:{port}{path}", timeout=5)
+        assert own.value.code == 404, path
+        assert _as_nobody_get(f"http://127.0.0.1:{port}{path}") == 0, path  # closed unanswered
+    assert _as_nobody_get(local[len("/vsicurl/"):]) == 0  # the token does not help a neighbour
     assert len(proxy.requests) == seen and inner.requests == []
 
 
 def _as_nobody_get(url):
-    """The HTTP status a GET of ``url`` gets from a forked child running as uid 65534."""
+    """The HTTP status a GET of ``url`` gets from a forked child running as uid 65534 (0: none)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -169,12 +174,28 @@ class _Flood(BaseHTTPRequestHandler):
             pass
 
 
-def test_an_answer_over_the_cap_is_no_answer_not_memory(monkeypatch, tmp_path):
+def test_a_host_that_ignores_range_sends_gdal_only_the_range(tmp_path):
+    """The relay answers GDAL's Range itself when the host sends the whole file with 200,
+    and stops reading it there (it once held up to 64 MiB of each answer).  The file is
+    not a GeoTIFF: nothing matches, the Io cube falls back."""
     import threading
     from http.server import ThreadingHTTPServer
 
-    monkeypatch.setattr(relay, "MAX_ANSWER_BYTES", 2**20)
-    flood = ThreadingHTTPServer(("127.0.0.1", 0), _Flood)
+    class Flood(_Flood):
+        size = 512 * 2**20
+        sent = 0
+
+        def do_GET(self):
+            self.do_HEAD()
+            chunk = b"II*\x00" + b"\x00" * (2**16 - 4)
+            try:
+                for _ in range(self.size // len(chunk)):
+                    self.wfile.write(chunk)
+                    Flood.sent += len(chunk)
+            except OSError:
+                pass
+
+    flood = ThreadingHTTPServer(("127.0.0.1", 0), Flood)
     flood.daemon_threads = True
     threading.Thread(target=flood.serve_forever, daemon=True).start()
     try:
@@ -182,8 +203,9 @@ def test_an_answer_over_the_cap_is_no_answer_not_memory(monkeypatch, tmp_path):
         with StacServer([item("io0001", ["Io"], "0001", href=href)]) as srv, \
                 Resolver(url=srv.url, cache="no", isisdata=_empty_area(tmp_path), http=FAST) as r:
             gdal.VSICurlClearCache()
-            with pytest.raises(NoAnswerError, match="an answer over 1 MiB"):
-                r.resolve(target="Io")
+            res = r.resolve(target="Io")
+        assert res.source == "ellipsoid" and "not a GeoTIFF" in res.fallback_reasons[0], res.record()
+        assert Flood.sent < 32 * 2**20, f"{Flood.sent} bytes read"
     finally:
         flood.shutdown()
         flood.server_close()

@@ -133,21 +133,23 @@ class ModelOpener:
             local = RELAY.add(url, self._http(), self._policy() or AnyAddress(url))
         except CatalogError as exc:
             raise ModelUnreachableError(str(exc)) from None
+        mark = RELAY.mark()
         try:
             return raster.open_model(local, verify, self._gdal_config(web), raster.WEB_DRIVERS, name=path)
         except ModelError as exc:
-            why = RELAY.failure(local)  # the relay refused a hop or the server failed: no answer
+            why = RELAY.failure(local, since=mark)  # this open's request the server failed (not recovered): no answer
             if why:
                 raise ModelUnreachableError(f"GDAL cannot open {path}: {why}") from None
             raise type(exc)(str(exc).replace(local[len("/vsicurl/"):], url)) from None
 
     def _gdal_config(self, web: bool) -> dict[str, str]:
-        """GDAL config for reading a model: a web one is read from the local relay, never a proxy."""
+        """GDAL config for reading a model: a web one is read from the local relay, never a
+        proxy, with timeouts and retries from the resolver's HTTP settings."""
         if not web:
             return self.gdal_options
-        from ..net.relay import GDAL_NO_PROXY
+        from ..net.relay import gdal_config
 
-        return {**self.gdal_options, **GDAL_NO_PROXY}
+        return {**self.gdal_options, **gdal_config(self._http().settings)}
 
     def _check_open(self, path: str, body: str | None = None, content: tuple[Any, ...] = (), web: bool = False) -> bool:
         """Open ``path``, check it fits ``body``; the outcome is cached with the model.

@@ -6,6 +6,12 @@ cached for the life of the process.  :func:`gdal_options` scopes the settings th
 this and restores the user's own afterwards (works on GDAL 3.6, which has no
 ``gdal.config_options``).
 
+GDAL's own messages (``ERROR 1:``, ``Warning 1:``) never reach the terminal while this
+module works (:func:`_gdal_messages`): they go through ``logging`` (warnings at info,
+errors at debug and in the one-line exception raised), with any URL of the relay that
+reads web models for GDAL turned back into the model's real URL
+(:func:`shaperesolver.net.relay.unmask`: no port or token of the relay is ever printed).
+
 GDAL is never left to pick a driver by content: a model from a catalog opens with the
 GeoTIFF driver only (:data:`WEB_DRIVERS`; a COG is a GeoTIFF), a local user or SYSTEM
 model as the formats ISIS reads as shape models (:data:`LOCAL_DRIVERS`).  Drivers such
@@ -14,12 +20,13 @@ as VRT, MRF or WMS read or write other files and URLs their XML names.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import ModelError, ModelUnreachableError, shorten
 from .modelcheck import CrsFacts, Sample
@@ -45,6 +52,8 @@ WEB_DRIVERS = ("GTiff", "COG")
 LOCAL_DRIVERS = ("ISIS3", "GTiff", "COG")
 _FORMATS = {WEB_DRIVERS: "a GeoTIFF", LOCAL_DRIVERS: "an ISIS cube or a GeoTIFF"}
 _LOCK = threading.RLock()  # config options are process-wide in GDAL
+_HANDLING = threading.local()  # the _Messages of this thread's innermost _gdal_messages block
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _gdal() -> Any:
@@ -78,17 +87,72 @@ def gdal_options(options: Mapping[str, str]) -> Iterator[None]:
                 gdal.SetConfigOption(k, v)
 
 
-def _try_open(gdal: Any, path: str, drivers: Sequence[str]) -> tuple[Any, str]:
-    gdal.PushErrorHandler("CPLQuietErrorHandler")
-    try:
-        gdal.ErrorReset()
+class _Messages:
+    """GDAL's error handler: each message logged with relay URLs unmasked, the last error kept."""
+
+    def __init__(self, gdal: Any) -> None:
+        self.gdal = gdal
+        self.error = ""
+
+    def __call__(self, kind: int, number: int, message: str) -> None:
+        from ..net.relay import unmask
+
+        text = unmask(str(message)).strip()
+        if kind >= self.gdal.CE_Failure:
+            self.error = text
+            log.debug("GDAL error %d: %s", number, text)
+        elif kind == self.gdal.CE_Warning:
+            log.info("GDAL warning %d: %s", number, text)
+        else:
+            log.debug("GDAL: %s", text)
+
+
+def _gdal_messages(fn: _F) -> _F:
+    """Run ``fn`` with GDAL's messages going to :class:`_Messages` (this thread only)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        gdal = _gdal()
+        outer = getattr(_HANDLING, "messages", None)
+        _HANDLING.messages = handler = _Messages(gdal)
+        gdal.PushErrorHandler(handler)
         try:
-            ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY | gdal.OF_VERBOSE_ERROR, allowed_drivers=list(drivers))
-        except RuntimeError as exc:  # the user turned on gdal.UseExceptions()
-            return None, str(exc)
-        return ds, gdal.GetLastErrorMsg()
-    finally:
-        gdal.PopErrorHandler()
+            gdal.ErrorReset()
+            return fn(*args, **kwargs)
+        finally:
+            gdal.PopErrorHandler()
+            _HANDLING.messages = outer
+
+    return run  # type: ignore[return-value]
+
+
+def _reset_error() -> None:
+    """Forget earlier errors of this thread (before a call whose failure is reported)."""
+    handler = getattr(_HANDLING, "messages", None)
+    if handler is not None:
+        handler.error = ""
+    _gdal().ErrorReset()
+
+
+def _last_error(exc: BaseException | None = None) -> str:
+    """GDAL's last error in this thread (``exc``'s, when GDAL raised it), relay URLs unmasked."""
+    from ..net.relay import unmask
+
+    handler = getattr(_HANDLING, "messages", None)
+    if exc is not None:
+        return unmask(str(exc))
+    if handler is not None and handler.error:
+        return str(handler.error)
+    return unmask(_gdal().GetLastErrorMsg())
+
+
+@_gdal_messages
+def _try_open(gdal: Any, path: str, drivers: Sequence[str]) -> tuple[Any, str]:
+    try:
+        ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY | gdal.OF_VERBOSE_ERROR, allowed_drivers=list(drivers))
+    except RuntimeError as exc:  # the user turned on gdal.UseExceptions()
+        return None, _last_error(exc)
+    return ds, _last_error()
 
 
 def open_model(path: str, verify: bool = True, options: Mapping[str, str] | None = None,
@@ -208,14 +272,16 @@ def _reader(gdal: Any, ds: Any, band: Any) -> Any:
     def read(name: str, reads: list[_Read], path: str) -> Sample:
         vals = array("d")
         for b, x, y, ww, wh, bx, by in reads:
+            _reset_error()
             try:
                 raw = b.ReadRaster(x, y, ww, wh, buf_xsize=bx, buf_ysize=by, buf_type=gdal.GDT_Float64)
             except RuntimeError as exc:  # gdal.UseExceptions() is on
-                raw, msg = None, str(exc)
+                raw, msg = None, _last_error(exc)
             else:
-                msg = gdal.GetLastErrorMsg()
+                msg = _last_error()
             b.FlushCache()  # drop the decompressed block: at most one is held at a time
             if raw is None:
+                msg = msg.replace(f"{path}, ", "") if path else msg  # (GDAL's "PATH, band 1: ..." names it again)
                 raise ModelUnreachableError(f"GDAL cannot read {name} of {path or 'the model'}: {shorten(msg) or 'unknown error'}")
             vals.frombytes(bytes(raw))
         good = tuple(v * scale + offset for v in vals
@@ -225,6 +291,7 @@ def _reader(gdal: Any, ds: Any, band: Any) -> Any:
     return read
 
 
+@_gdal_messages
 def sample_values(ds: Any, path: str = "", options: Mapping[str, str] | None = None,
                   max_pixels: int = SAMPLE_PIXELS) -> Sample:
     """A cheap sample of band 1's valid values in metres (scale/offset applied).
@@ -268,6 +335,7 @@ def sample_values(ds: Any, path: str = "", options: Mapping[str, str] | None = N
     return sample
 
 
+@_gdal_messages
 def full_resolution_sample(ds: Any, path: str = "", options: Mapping[str, str] | None = None) -> Sample:
     """Valid values of one window of at most :data:`WINDOW` x :data:`WINDOW` pixels read
     at full resolution (never from an overview): the first of the windows at blocks
@@ -318,6 +386,7 @@ def crs_facts(ds: Any) -> CrsFacts:
     return CrsFacts(semi, names)
 
 
+@_gdal_messages
 def identity(path: str, options: Mapping[str, str] | None = None) -> dict[str, int]:
     """What identifies the model's content, cheaply: size and modification time.
 
@@ -338,19 +407,14 @@ def identity(path: str, options: Mapping[str, str] | None = None) -> dict[str, i
     return {} if st is None else {"size": int(st.size), "mtime": int(st.mtime)}
 
 
+@_gdal_messages
 def read_last_block(ds: Any) -> str | None:
     """Read band 1's last full-resolution block (a COG's last bytes); None if it reads, else GDAL's reason."""
-    gdal = _gdal()
     band = ds.GetRasterBand(1)
     bx, by = band.GetBlockSize()
     x, y = (band.XSize - 1) // bx * bx, (band.YSize - 1) // by * by
-    gdal.PushErrorHandler("CPLQuietErrorHandler")
     try:
-        gdal.ErrorReset()
-        try:
-            raw = band.ReadRaster(x, y, min(bx, band.XSize - x), min(by, band.YSize - y))
-        except RuntimeError as exc:
-            return str(exc)
-        return None if raw is not None else (gdal.GetLastErrorMsg().strip() or "unknown error")
-    finally:
-        gdal.PopErrorHandler()
+        raw = band.ReadRaster(x, y, min(bx, band.XSize - x), min(by, band.YSize - y))
+    except RuntimeError as exc:
+        return _last_error(exc)
+    return None if raw is not None else (_last_error().strip() or "unknown error")
