@@ -404,7 +404,7 @@ class Mirror:
 
     def _get(self, href: str, headers: dict[str, str]) -> tuple[Any, str]:
         try:
-            resp, url = self.resolver.http.stream(href, headers, self.policy)
+            resp, url = self.resolver.http.stream(href, headers, self.policy, headers_within=self.slow_time)
         except CatalogError as exc:
             raise MirrorError(str(exc)) from None
         except ValueError as exc:  # a malformed answer (a Location that is no URL) the transport let through

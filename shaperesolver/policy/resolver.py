@@ -148,7 +148,9 @@ class Resolver(WebLookup):
         catalog has no usable model for the body; when it gives no answer the cube
         fails.  ``always``: fall back on no answer too.  ``never``: no fallback.
     http:
-        Timeouts, retries and size limits.
+        Timeouts, retries, the deadline of each request and search, and size limits
+        (:class:`HttpSettings`); default ``HttpSettings()`` with its ``deadline`` from
+        ``$SHAPERESOLVER_HTTP_DEADLINE`` (seconds) when that is set.
     claim_wait:
         Seconds to wait for another process's search of the same body (processes that
         share the cache directory search each body once between them) before searching
@@ -192,7 +194,8 @@ class Resolver(WebLookup):
         self.gdal_options = dict(gdal_options or {})
         kw: dict[str, Any] = {} if cache_ttl is None else {"ttl": cache_ttl}
         self.cache = DiskCache(cache_dir, mode=cache, **kw)
-        self._http_settings = http
+        self._http_settings = http or HttpSettings(deadline=seconds("deadline", None, "SHAPERESOLVER_HTTP_DEADLINE",
+                                                                    HttpSettings.deadline))
         self._http: Http | None = None
         self._stac: StacClient | None = None
         self._lazy = threading.Lock()
@@ -238,11 +241,11 @@ class Resolver(WebLookup):
     def http(self) -> Http:
         """The HTTP side (made on first use: a run that sends nothing never loads it)."""
         if self._http is None:
-            from ..net.transport import Http, HttpSettings
+            from ..net.transport import Http
 
             with self._lazy:
                 if self._http is None:
-                    self._http = Http(self._http_settings or HttpSettings())
+                    self._http = Http(self._http_settings)
         return self._http
 
     @property
