@@ -30,7 +30,7 @@ from test_outcomes import make
 from shaperesolver import HttpSettings, NoAnswerError, Resolver
 from shaperesolver.errors import CatalogError, MirrorError
 from shaperesolver.mirror import Mirror
-from shaperesolver.transport import AddressPolicy, Http, stream_errors
+from shaperesolver.net.transport import AddressPolicy, Http, stream_errors
 
 EXE = str(Path(sys.executable).parent / "shaperesolver")
 FAST = HttpSettings(connect_timeout=3, read_timeout=5, retries=1, backoff=0.01, deadline=5)
