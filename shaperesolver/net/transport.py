@@ -30,7 +30,6 @@ nothing never loads either.
 from __future__ import annotations
 
 import heapq
-import http.client
 import ipaddress
 import itertools
 import json
@@ -530,6 +529,8 @@ def _adapter() -> Any:
 
 def _edge_errors() -> tuple[type[BaseException], ...]:
     """Everything sending a request or reading an answer can raise (:func:`_failure` sorts it)."""
+    import http.client
+
     import requests
     import urllib3
 
