@@ -142,6 +142,23 @@ def test_a_server_that_drips_its_headers_is_cut_at_the_deadline_api(where, isisd
     assert "127.0.0.1" in str(err)
 
 
+def test_a_proxy_that_drips_its_headers_is_cut_at_the_deadline(monkeypatch, isisdata):
+    """The environment's proxy connects for us; the connection to it keeps the deadline."""
+    for k in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(k, raising=False)
+    with HeaderDrip() as drip:
+        monkeypatch.setenv("http_proxy", drip.url())
+        monkeypatch.setenv("HTTP_PROXY", drip.url())
+
+        def call():
+            with Resolver(url=f"http://{PUBLIC_API}/", cache="no", isisdata=isisdata, verify=False, http=FAST) as r:
+                return r.resolve(target="Titan")
+
+        err = in_thread(call)
+        assert drip.requests, "the proxy was not asked"
+    assert isinstance(err, NoAnswerError) and "deadline" in str(err), repr(err)
+
+
 @pytest.mark.parametrize("door", ["from=", "fromlist= jobs=4"])
 def test_a_server_that_drips_its_headers_is_cut_at_the_deadline_cli(door, tmp_path, env):
     bodies = ["Mars", "Moon", "Phobos", "Io"] if door.startswith("fromlist") else ["Moon"]

@@ -19,7 +19,8 @@ upstream, the mirror's downloads):
   :class:`AddressPolicy` (no loopback, private or link-local hosts unless the API itself
   is one, http(s) only), and the connection goes to exactly those addresses, the name
   kept for TLS (SNI, certificate) and ``Host``.  A proxy the environment names for a URL
-  makes that connection instead, as before.
+  makes that connection instead, as before (the connection to the proxy is watched by
+  the deadline all the same).
 
 Also: one ``requests.Session`` per thread, retries, byte and item caps, redirects
 followed under the address rules, and JSON decoding with one-line errors.  ``requests``
@@ -424,6 +425,19 @@ def _connect(address: str, port: int, timeout: Any, source: Any, options: Any) -
         raise
 
 
+def _pinned(conn: Any, exchange: _Exchange | None) -> tuple[str, ...] | None:
+    """The addresses ``conn`` may go to under ``exchange``'s rules (those checked for its
+    host), or None where no rules apply: no exchange, no address policy, or a connection to
+    a proxy the environment names (the proxy connects for us).  :class:`CatalogError` when
+    rules apply and its host was not checked."""
+    if exchange is None or getattr(conn, "_via_proxy", False):
+        return None
+    found = exchange.pins.get((str(conn._dns_host).lower(), conn.port))
+    if found is None and exchange.strict:
+        raise CatalogError(f"refusing to connect to {conn._dns_host}: its address was not checked")
+    return found
+
+
 def _new_socket(conn: Any) -> socket.socket:
     """The socket a connection of ours opens: to the addresses its exchange checked (or,
     where no address rules apply, looked up by :func:`_lookup`), watched by that exchange."""
@@ -431,9 +445,10 @@ def _new_socket(conn: Any) -> socket.socket:
 
     exchange: _Exchange | None = getattr(_state, "exchange", None)
     host = str(conn._dns_host)
-    pinned = exchange.pins.get((host.lower(), conn.port)) if exchange is not None else None
-    if pinned is None and exchange is not None and exchange.strict:
-        raise NewConnectionError(conn, f"refusing to connect to {host}: its address was not checked")
+    try:
+        pinned = _pinned(conn, exchange)
+    except CatalogError as exc:
+        raise NewConnectionError(conn, str(exc)) from None
     if pinned is None:
         try:
             pinned = tuple(_lookup(host, conn.port))
@@ -463,8 +478,11 @@ def _reuse(conn: Any) -> Any:
     exchange did not check (then it is closed and connects anew)."""
     exchange: _Exchange | None = getattr(_state, "exchange", None)
     if exchange is not None and conn is not None and conn.sock is not None:
-        pinned = exchange.pins.get((str(conn._dns_host).lower(), conn.port))
-        if (pinned is None and exchange.strict) or (pinned is not None and getattr(conn, "_peer", None) not in pinned):
+        try:
+            pinned = _pinned(conn, exchange)
+        except CatalogError:
+            pinned = ()
+        if pinned is not None and getattr(conn, "_peer", None) not in pinned:
             conn.close()
         else:
             exchange.adopt(conn)
@@ -476,8 +494,9 @@ _ADAPTER_LOCK = threading.Lock()
 
 
 def _adapter() -> Any:
-    """A ``requests`` adapter whose direct connections are made by :func:`_new_socket`
-    (a proxy's, made by ``requests`` as before, are not)."""
+    """A ``requests`` adapter whose connections are made by :func:`_new_socket`: direct ones
+    to the checked addresses, a proxy's (the proxy connects for us, as before) to the proxy;
+    both watched by the deadline."""
     global _ADAPTER
     with _ADAPTER_LOCK:
         if _ADAPTER is None:
@@ -503,22 +522,39 @@ def _adapter() -> Any:
             class SecureConnection(Connection, HTTPSConnection):
                 pass
 
-            class Pool(HTTPConnectionPool):
-                ConnectionCls = Connection
+            class ProxyConnection(Connection):
+                _via_proxy = True
 
-                def _get_conn(self, timeout: float | None = None) -> Any:
-                    return _reuse(super()._get_conn(timeout))
+            class SecureProxyConnection(ProxyConnection, HTTPSConnection):
+                pass
 
-            class SecurePool(HTTPSConnectionPool):
-                ConnectionCls = SecureConnection
+            def pools(plain: type[Any], secure: type[Any]) -> dict[str, type[Any]]:
+                class Pool(HTTPConnectionPool):
+                    ConnectionCls = plain
 
-                def _get_conn(self, timeout: float | None = None) -> Any:
-                    return _reuse(super()._get_conn(timeout))
+                    def _get_conn(self, timeout: float | None = None) -> Any:
+                        return _reuse(super()._get_conn(timeout))
+
+                class SecurePool(HTTPSConnectionPool):
+                    ConnectionCls = secure
+
+                    def _get_conn(self, timeout: float | None = None) -> Any:
+                        return _reuse(super()._get_conn(timeout))
+
+                return {"http": Pool, "https": SecurePool}
+
+            direct, proxied = pools(Connection, SecureConnection), pools(ProxyConnection, SecureProxyConnection)
 
             class Adapter(requests.adapters.HTTPAdapter):
                 def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
                     super().init_poolmanager(*args, **kwargs)
-                    self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": SecurePool}
+                    self.poolmanager.pool_classes_by_scheme = direct
+
+                def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+                    manager = super().proxy_manager_for(proxy, **kwargs)
+                    if not proxy.lower().startswith("socks"):  # (a SOCKS proxy's pools are its own)
+                        manager.pool_classes_by_scheme = proxied
+                    return manager
 
             _ADAPTER = Adapter
         return _ADAPTER()
