@@ -228,11 +228,10 @@ class Download:
 
     def _get(self, href: str, headers: dict[str, str]) -> tuple[Any, str]:
         try:
-            resp, url = self.http.stream(href, headers, self.policy)
-        except CatalogError as exc:
+            # the headers within the low-speed time (at most the deadline): a host that drips them is cut
+            resp, url = self.http.stream(href, headers, self.policy, headers_within=self.slow_time)
+        except CatalogError as exc:  # malformed answers (a Location that is no URL) included
             raise MirrorError(str(exc)) from None
-        except ValueError as exc:  # a malformed answer (a Location that is no URL) the transport let through
-            raise MirrorError(f"{href}: a malformed answer ({shorten(str(exc), 120)})") from None
         if resp.status_code not in (200, 206, 416, 429, 500, 502, 503, 504):
             resp.close()
             raise MirrorError(f"{url}: HTTP {resp.status_code}")

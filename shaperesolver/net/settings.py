@@ -23,7 +23,8 @@ class HttpSettings:
     """Timeouts, retries and limits for every request a resolver makes.
 
     ``connect_timeout`` / ``read_timeout`` bound each socket operation; ``deadline``
-    bounds a whole search or static-catalog walk (every page, retry, redirect and
+    bounds each request as a whole (connect, redirects, headers and body, cut by the
+    watchdog) and a whole search or static-catalog walk (every page, retry, redirect and
     back-off included).  ``max_bytes`` caps one response, ``max_total_bytes`` and
     ``max_items`` everything one search or walk reads.  Exceeding any of them is a
     :class:`CatalogError` (the resolver then falls back as for any web failure).
@@ -43,7 +44,11 @@ class HttpSettings:
 
 def check_api_url(url: str) -> str:
     """Validate a ``url=`` parameter (a usage error when it is not an http(s) URL)."""
-    parts = urlparse(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or CONTROL.search(url):
+    try:
+        parts = urlparse(url)
+        parts.port  # noqa: B018 - a port that is not a number, or out of range, raises here
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or CONTROL.search(url):
         raise UsageError(f"url={url!r} is not an http(s) URL of a STAC API")
     return url

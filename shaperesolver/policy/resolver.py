@@ -137,7 +137,9 @@ class Resolver(ResolverState):
         catalog has no usable model for the body; when it gives no answer the cube
         fails.  ``always``: fall back on no answer too.  ``never``: no fallback.
     http:
-        Timeouts, retries and size limits.
+        Timeouts, retries, the deadline of each request and search, and size limits
+        (:class:`HttpSettings`); default ``HttpSettings()`` with its ``deadline`` from
+        ``$SHAPERESOLVER_HTTP_DEADLINE`` (seconds) when that is set.
     claim_wait:
         Seconds to wait for another process's search of the same body (processes that
         share the cache directory search each body once between them) before searching

@@ -63,7 +63,8 @@ class ResolverState(WebLookup):
         self.gdal_options = dict(gdal_options or {})
         kw: dict[str, Any] = {} if cache_ttl is None else {"ttl": cache_ttl}
         self.cache = DiskCache(cache_dir, mode=cache, **kw)
-        self._http_settings = http
+        self._http_settings = http or HttpSettings(deadline=seconds("deadline", None, "SHAPERESOLVER_HTTP_DEADLINE",
+                                                                    HttpSettings.deadline))
         self._http: Http | None = None
         self._stac: StacClient | None = None
         self._lazy = threading.Lock()
@@ -107,11 +108,11 @@ class ResolverState(WebLookup):
     def http(self) -> Http:
         """The HTTP side (made on first use: a run that sends nothing never loads it)."""
         if self._http is None:
-            from ..net.transport import Http, HttpSettings
+            from ..net.transport import Http
 
             with self._lazy:
                 if self._http is None:
-                    self._http = Http(self._http_settings or HttpSettings())
+                    self._http = Http(self._http_settings)
         return self._http
 
     @property
