@@ -11,6 +11,7 @@ else is patched).  Doors: the API, the console script (``from=``, ``fromlist= jo
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
 import re
@@ -390,3 +391,38 @@ def test_a_server_that_drips_its_headers_over_tls_is_cut_at_the_deadline(monkeyp
 
         err = in_thread(call)
     assert isinstance(err, NoAnswerError) and "deadline" in str(err), repr(err)
+
+
+# ------------------------------------------------------------------ attack round
+
+
+@pytest.mark.parametrize("base", ["http://10.1.2.3/", "http://[fd00::1]/", "http://8.8.8.8/"])
+@pytest.mark.parametrize("form", ["0.0.0.0", "0", "[::]", "[::ffff:0.0.0.0]", "[::127.0.0.1]"])
+def test_the_unspecified_address_never_reaches_this_machine(base, form):
+    """Before: 0.0.0.0, 0 and [::] counted as private, so with an API on a private address a
+    link to them was allowed, and Linux connected it to a loopback-only service."""
+    hits = []
+
+    class Local(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *a):
+            pass
+
+    v6 = form.startswith("[")
+    cls = type("S", (http.server.ThreadingHTTPServer,), {"address_family": socket.AF_INET6 if v6 else socket.AF_INET})
+    srv = cls(("::1" if v6 else "127.0.0.1", 0), Local)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://{form}:{srv.server_address[1]}/x"
+        with pytest.raises(CatalogError):
+            Http(HttpSettings(deadline=5, retries=0)).json("GET", url, policy=AddressPolicy(base))
+        assert not hits
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -116,3 +116,33 @@ def test_dsk_reader_child_ignores_modules_planted_in_the_working_directory(tmp_p
         sys.path[:] = saved
         os.chdir(old)
     assert not marker.exists(), f"planted module ran: {marker.read_text()}"
+
+
+@needs_root
+@pytest.mark.parametrize("option", ["-errlist", "-log"])
+def test_another_users_file_in_a_shared_directory_is_not_replaced_or_written_as_root(make_cube, env, tmp_path, option):  # noqa: F811
+    """Attack round: root passes the sticky bit of /tmp, so a neighbour's -errlist was deleted
+    and replaced, and a neighbour's -log (seeded with its own text) was appended to."""
+    good, lst = _batch(make_cube, tmp_path)
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    theirs = shared / "theirs.txt"
+    theirs.write_text("the neighbour's own text\n")
+    os.chown(theirs, 65534, 65534)
+    p = run(f"fromlist={lst}", "shape=ellipsoid", f"{option}={theirs}", env=env)
+    assert p.returncode in (1, 2), p.stderr
+    assert "belongs to uid 65534" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    st = os.lstat(theirs)
+    assert st.st_uid == 65534 and theirs.read_text() == "the neighbour's own text\n"
+
+
+def test_a_stopped_batch_names_its_errlist_only_when_the_rows_are_in_it(make_cube, env, tmp_path):  # noqa: F811
+    """Attack round: with -errlist=/dev/full the summary said '... listed in /dev/full'."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    _, lst = _batch(make_cube, tmp_path)
+    lst.write_text(f"{tmp_path / 'missing.cub'}\n{lst}\n")
+    p = run(f"-batchlist={lst}", "from=$1", "shape=ellipsoid", "-errlist=/dev/full", env=env)
+    assert p.returncode == 1, p.stderr
+    assert "-errlist=/dev/full" in p.stderr and "listed in /dev/full" not in p.stderr, p.stderr

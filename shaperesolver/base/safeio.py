@@ -85,10 +85,16 @@ def open_regular(path: str | os.PathLike[str], *, write: bool = False, follow: b
     return fd, st
 
 
-def _output_kind(mode: int, path: str, what: str) -> bool:
+def _output_kind(st: os.stat_result, path: str, what: str) -> bool:
     """True for a character device (a sink such as ``/dev/null``), False for a regular
-    file; anything else is refused (UnsafeFileError naming it)."""
+    file of ours; anything else, and another user's regular file (root passes the sticky
+    bit of a shared /tmp that protects it from everyone else), is refused
+    (UnsafeFileError naming it)."""
+    mode = st.st_mode
     if stat.S_ISREG(mode):
+        if st.st_uid != os.geteuid():
+            raise UnsafeFileError(errno.EPERM, f"{what} {path} belongs to uid {st.st_uid}, not to you; "
+                                  "refusing to replace or write it", path)
         return False
     if stat.S_ISCHR(mode):
         return True
@@ -108,7 +114,7 @@ def clear_output(path: str | os.PathLike[str], what: str = "file") -> None:
         st = os.lstat(p)
     except FileNotFoundError:
         return
-    if _output_kind(st.st_mode, p, what):
+    if _output_kind(st, p, what):
         return
     try:
         os.unlink(p)
@@ -130,7 +136,7 @@ def append_output(path: str | os.PathLike[str], data: bytes, what: str = "file")
                                   "refusing to write it", p) from None
         raise
     try:
-        _output_kind(os.fstat(fd).st_mode, p, what)
+        _output_kind(os.fstat(fd), p, what)
         while data:
             data = data[os.write(fd, data):]
     finally:

@@ -151,10 +151,10 @@ def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None
             i = j
     if stopped_at is not None:
         failed_rows = sorted(set(failed_rows) | set(range(stopped_at, len(runs))))
+    listed = bool(errlist and failed_rows) and _write_errlist(errlist or "", runs, failed_rows, report)
+    if stopped_at is not None:  # (-errlist is named only when the rows really are in it)
         report.error(f"stopped at a failed row (-onerror=abort); {len(runs) - stopped_at} row(s) not done"
-                     + (f", listed in {errlist}" if errlist else ""))
-    if errlist and failed_rows:
-        _write_errlist(errlist, runs, failed_rows, report)
+                     + (f", listed in {errlist}" if listed else ""))
     return code
 
 
@@ -202,8 +202,9 @@ def _results(resolver: Resolver, cubes: list[Any], opts: BatchOptions, jobs: int
         results.close()
 
 
-def _write_errlist(path: str, runs: list[Run], rows: list[int], report: Reporter) -> None:
-    """The failed batch rows as they were written (fromlist: the failed cubes), to run again."""
+def _write_errlist(path: str, runs: list[Run], rows: list[int], report: Reporter) -> bool:
+    """The failed batch rows as they were written (fromlist: the failed cubes), to run again;
+    False (and one line) when they could not be written."""
     lines = []
     for i in rows:
         run = runs[i]
@@ -215,6 +216,8 @@ def _write_errlist(path: str, runs: list[Run], rows: list[int], report: Reporter
         append_text(path, "".join(f"{line}\n" for line in lines))
     except OSError as exc:
         report.error(f"-errlist={path}: {exc.strerror}")
+        return False
+    return True
 
 
 def _make_resolver(settings: dict[str, str]) -> Resolver:

@@ -108,27 +108,47 @@ def _proc_address(ip: str, port: int, v6: bool) -> str:
     return "".join(f"{w:08X}" for w in words) + f":{port:04X}"
 
 
-def peer_uid(peer: tuple[str, int], server: tuple[str, int], tables: Iterable[str] = ("/proc/net/tcp", "/proc/net/tcp6")) -> int | None:
-    """The uid owning the TCP socket at ``peer`` that is connected to ``server`` (both
-    IPv4 on this machine): the ``uid`` column of the row whose local address is the peer's
-    and whose remote address is the server's.  None when no such socket is listed (it is
-    already gone); :class:`OSError` when no table can be read (not Linux)."""
+#: TCP states in which a connecting socket still has its owner (ESTABLISHED, CLOSE_WAIT):
+#: a socket its owner already closed is an orphan the kernel lists as uid 0
+_OWNED_STATES = ("01", "08")
+
+
+def owners(tables: Iterable[str] = ("/proc/net/tcp", "/proc/net/tcp6"), port: int | None = None) -> dict[tuple[str, str], int]:
+    """One read of the kernel's TCP tables: (local address, remote address) as the tables
+    print them -> the owning uid, for sockets that still have an owner (an orphan's row,
+    inode 0, says uid 0 whoever made it, and is left out).  :class:`OSError` when no table
+    can be read (not Linux).  With ``port``, only rows that name it are parsed (a long
+    table a neighbour made costs a substring search per row, not a split)."""
+    found: dict[tuple[str, str], int] = {}
+    mark = f":{port:04X} " if port is not None else ""
     read = 0
     for table in tables:
-        v6 = table.endswith("6")
-        want = (_proc_address(peer[0], peer[1], v6), _proc_address(server[0], server[1], v6))
         try:
             with open(table, encoding="ascii", errors="replace") as f:
                 read += 1
                 next(f, None)  # the column names
                 for line in f:
+                    if mark not in line:
+                        continue
                     cols = line.split()
-                    if len(cols) > 7 and (cols[1], cols[2]) == want:
-                        return int(cols[7])
+                    if len(cols) > 9 and cols[3] in _OWNED_STATES and cols[9] != "0":
+                        found[(cols[1], cols[2])] = int(cols[7])
         except FileNotFoundError:  # no IPv6 (tcp6), or no /proc
             continue
     if not read:
         raise OSError("no /proc/net/tcp to tell a connection's owner")
+    return found
+
+
+def peer_uid(peer: tuple[str, int], server: tuple[str, int], table: dict[tuple[str, str], int] | None = None) -> int | None:
+    """The uid owning the TCP socket at ``peer`` that is connected to ``server`` (both
+    IPv4 on this machine), from ``table`` (:func:`owners`; read now when not given).
+    None when no owned socket is listed (it is gone, or orphaned)."""
+    table = owners() if table is None else table
+    for v6 in (False, True):
+        uid = table.get((_proc_address(peer[0], peer[1], v6), _proc_address(server[0], server[1], v6)))
+        if uid is not None:
+            return uid
     return None
 
 
@@ -351,20 +371,45 @@ class _Server(TCPServer):
         self._ends: dict[socket.socket, float] = {}
         self._lock = threading.Lock()
 
-    def verify_request(self, request: Any, client_address: Any) -> bool:
-        """Another uid's connection is refused here, before any thread is started."""
-        if not self.owners_known:
-            return True
-        try:
-            uid = peer_uid(client_address, (str(self.server_address[0]), int(self.server_address[1])))
-        except OSError as exc:
-            self.owners_known = False  # not Linux: only the tokens keep neighbours out
-            log.debug("relay: cannot tell whose connections are: %s", exc)
-            return True
-        if uid != self.uid:
-            log.debug("relay: refused a connection of uid %s", "(gone)" if uid is None else uid)
-            return False
-        return True
+    def server_activate(self) -> None:
+        super().server_activate()
+        self.socket.setblocking(False)  # accepted in batches: see _handle_request_noblock
+
+    def _handle_request_noblock(self) -> None:
+        """Accept every pending connection, read the owners' table once for all of them,
+        then serve the user's own and close the rest: a neighbour's flood of connections
+        costs one table read per batch, and never stands between the user and the relay."""
+        batch: list[tuple[socket.socket, Any]] = []
+        while len(batch) < BACKLOG:
+            try:
+                request, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            request.setblocking(True)
+            batch.append((request, address))
+        if not batch:
+            return
+        table = None
+        if self.owners_known:
+            try:
+                table = owners(port=int(self.server_address[1]))
+            except OSError as exc:
+                self.owners_known = False  # not Linux: only the tokens keep neighbours out
+                log.debug("relay: cannot tell whose connections are: %s", exc)
+        here = (str(self.server_address[0]), int(self.server_address[1]))
+        for request, address in batch:
+            uid = self.uid if table is None else peer_uid(address, here, table)
+            if uid != self.uid:
+                log.debug("relay: refused a connection of uid %s", "(gone or orphaned)" if uid is None else uid)
+                self.shutdown_request(request)
+                continue
+            try:
+                self.process_request(request, address)
+            except Exception:
+                self.handle_error(request, address)
+                self.shutdown_request(request)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):

@@ -132,8 +132,12 @@ def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 def _category(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
+    if ip.is_unspecified:  # 0.0.0.0, 0, [::]: Linux connects them to this machine
+        return "unspecified"
     if ip.is_loopback:
         return "loopback"
+    if isinstance(ip, ipaddress.IPv6Address) and int(ip) >> 32 == 0:  # ::a.b.c.d (deprecated IPv4-compatible)
+        return "reserved"
     if ip.is_link_local:
         return "link-local"
     if ip.is_private:
