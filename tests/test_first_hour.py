@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -139,3 +138,184 @@ def test_ctrl_c_with_jobs4_reports_every_completed_write(tmp_path, env):
     assert counts["written"] == len(changed) and counts["failed"] == 0
     assert counts["written"] + counts["unchanged"] + counts["not run"] == 2000 == counts.get("cubes", 2000)
     assert counts["not run"] == 2000 - len(recs)
+
+
+# ---------------------------------------------------------------- 3. summaries that add up
+
+
+def retargeted(directory: Path, name: str, target: str) -> Path:
+    """A small attached Moon cube whose TargetName is ``target``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = cubes.label_text("lro_moon").replace("= MOON\n", f"= {target}\n")
+    return cubes.write_attached(directory / name, text, data_bytes=256)
+
+
+def test_abort_summary_adds_up_and_sky_is_not_a_fallback(tmp_path, env):
+    d = tmp_path / "cubes"
+    moon, titan = retargeted(d, "moon.cub", "MOON"), retargeted(d, "titan.cub", "TITAN")
+    sky, io = retargeted(d, "sky.cub", "SKY"), retargeted(d, "io.cub", "IO")
+    later = [retargeted(d, f"later{i}.cub", "MOON") for i in range(3)]
+    rows = write_list(tmp_path / "rows.lis", [moon, titan, sky, io, d / "gone.cub", *later])
+    area = cubes.data_area(tmp_path / "isisdata")  # no SYSTEM model for Io: the ellipsoid
+    with StacServer(ITEMS) as srv:
+        common = [f"url={srv.url}", "verify=no", f"isisdata={area}", "dryrun=yes"]
+        p = run(f"-batchlist={rows}", "from=$1", *common, env=env)
+        assert p.returncode == 1
+        assert "8 cubes: 4 would write, 0 unchanged, 1 fell back, 1 sky (no shape model), 1 failed, 3 not run" \
+            in p.stderr, p.stderr
+        assert f"{sky}: SKY -> Null (ellipsoid, sky: no shape model) [would write]" in p.stdout
+        assert f"{io}: Io -> Null (ellipsoid, fell back) [would write]" in p.stdout
+        # the same through fromlist= and jobs=4 (no abort: every cube is run)
+        lst = write_list(tmp_path / "list.txt", [moon, titan, sky, io, d / "gone.cub", *later])
+        p = run(f"fromlist={lst}", "jobs=4", *common, env=env)
+        assert p.returncode == 1
+        assert "8 cubes: 7 would write, 0 unchanged, 1 fell back, 1 sky (no shape model), 1 failed" in p.stderr, p.stderr
+        assert "not run" not in p.stderr
+
+
+# ---------------------------------------------------------------- 4, 5. what batches and -log say
+
+OLD_TITAN = "$base/dems/old titan model.cub"  # the Titan test label's ShapeModel
+ELEVATION = "$base/dems/titan_elevation_0001.cub"
+
+
+def titan_with_elevation_model(directory: Path, name: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    text = cubes.label_text("cassini_titan").replace(
+        '    shapemodel          = "$base/dems/old titan model.cub"\n',
+        f'    shapemodel          = "{OLD_TITAN}"\n    ElevationModel      = {ELEVATION}\n')
+    assert ELEVATION in text
+    return cubes.write_attached(directory / name, text, data_bytes=256)
+
+
+@pytest.mark.parametrize("door", ["fromlist", "batchlist"])
+def test_batches_and_log_say_the_elevation_model_was_removed(tmp_path, env, door):
+    d = tmp_path / "cubes"
+    titan, moon = titan_with_elevation_model(d, "titan.cub"), retargeted(d, "moon.cub", "MOON")
+    lst = write_list(tmp_path / "list.txt", [titan, moon])
+    log = tmp_path / "run.prt"
+    with StacServer(ITEMS) as srv:
+        common = [f"url={srv.url}", "verify=no", f"-log={log}"]
+        door_args = [f"fromlist={lst}", "jobs=4"] if door == "fromlist" else [f"-batchlist={lst}", "from=$1"]
+        p = run(*door_args, "dryrun=yes", *common, env=env)
+        assert p.returncode == 0, p.stderr
+        assert f"{titan}: Titan -> {TITAN} (web) [would write]; would remove ElevationModel = {ELEVATION}" in p.stdout
+        p = run(*door_args, *common, env=env)
+        assert p.returncode == 0, p.stderr
+    assert f"{titan}: Titan -> {TITAN} (web) [written]; removed ElevationModel = {ELEVATION}" in p.stdout
+    assert "ElevationModel" not in [x for x in p.stdout.splitlines() if x.startswith(str(moon))][0]
+    groups = log_groups(log)
+    assert [g.get("RemovedElevationModel") for g in groups] == [ELEVATION, None, ELEVATION, None]
+    assert read_label(titan).elevation_model is None
+
+
+def test_log_says_a_failed_cube_failed_and_what_it_still_holds(tmp_path, env):
+    d = tmp_path / "cubes"
+    titan, moon = titan_with_elevation_model(d, "titan.cub"), retargeted(d, "moon.cub", "MOON")
+    write_shape_model(moon, "$base/dems/ldem_0001.cub")
+    lst = write_list(tmp_path / "list.txt", [titan, moon, d / "gone.cub"])
+    log = tmp_path / "run.prt"
+    p = run(f"fromlist={lst}", "jobs=4", f"url=http://127.0.0.1:{dead_address().rsplit(':', 1)[1]}/",
+            f"-log={log}", env=env)
+    assert p.returncode == 1
+    groups = log_groups(log)
+    assert [g["Status"] for g in groups] == ["failed"] * 3
+    assert all("ShapeModel" not in g for g in groups)  # nothing was written: no ShapeModel = Null
+    assert [g["KeptShapeModel"] for g in groups][:2] == [OLD_TITAN, "$base/dems/ldem_0001.cub"]
+    assert groups[2]["KeptShapeModel"].startswith("(unknown: ") and "no such file" in groups[2]["KeptShapeModel"]
+    assert read_label(titan).shape_model == OLD_TITAN
+
+
+# ---------------------------------------------------------------- 6. -q quiets stderr only
+
+
+def test_q_keeps_the_results_on_stdout(tmp_path, env):
+    d = tmp_path / "cubes"
+    moon, titan = retargeted(d, "moon.cub", "MOON"), retargeted(d, "titan.cub", "TITAN")
+    lst = write_list(tmp_path / "list.txt", [moon, titan, d / "gone.cub"])
+    out = tmp_path / "out.txt"
+    with out.open("w") as fh:  # fromlist=... -q > out
+        p = run(f"fromlist={lst}", "shape=ellipsoid", "jobs=4", "-q", env=env, stdout=fh, stderr=subprocess.PIPE,
+                capture_output=False)
+    assert p.returncode == 1
+    assert out.read_text().splitlines() == [f"{moon}: Moon -> Null (ellipsoid) [written]",
+                                            f"{titan}: Titan -> Null (ellipsoid) [written]"]
+    assert p.stderr.splitlines() == [f"shaperesolver: {d / 'gone.cub'}: no such file"]  # errors stay, chatter goes
+    p = run(f"from={moon}", "shape=ringplane", "-q", env=env)
+    assert p.returncode == 0 and "ShapeModel: Null  ->  RingPlane  [written]" in p.stdout and p.stderr == ""
+    rows = write_list(tmp_path / "rows.lis", [moon, titan])
+    p = run(f"-batchlist={rows}", "from=$1", "shape=ellipsoid", "-q", env=env)
+    assert p.returncode == 0 and p.stderr == ""
+    assert p.stdout.splitlines() == [f"{moon}: Moon -> Null (ellipsoid) [written]",  # (it held RingPlane)
+                                     f"{titan}: Titan -> Null (ellipsoid) [unchanged]"]
+    p = run(f"fromlist={lst}", "shape=ellipsoid", "-q", "--json", env=env)
+    assert len(jsonl(p.stdout)) == 3
+
+
+# ---------------------------------------------------------------- 7. progress only for a long run
+
+
+def many(tmp_path: Path, n: int) -> tuple[Path, Path]:
+    """A list of ``n`` entries naming one Io cube."""
+    cube = retargeted(tmp_path / "cubes", "io.cub", "IO")
+    return cube, write_list(tmp_path / "many.txt", [cube] * n)
+
+
+def test_a_short_run_prints_no_progress_into_a_pipe(tmp_path, env):
+    _, lst = many(tmp_path, 200)
+    for door in (["jobs=1"], ["jobs=4"]):
+        p = run(f"fromlist={lst}", "shape=ellipsoid", "dryrun=yes", *door, env=env)
+        assert p.returncode == 0 and "progress" not in p.stderr, p.stderr
+        assert p.stderr.splitlines() == ["shaperesolver: 200 cubes: 200 would write, 0 unchanged, 0 fell back, 0 failed"]
+
+
+def pty_run(args, env, out: Path) -> tuple[int, str]:
+    """Run with stderr on a terminal (80 columns) and stdout to ``out``; (exit code, what the terminal showed)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 80, 0, 0))
+        os.environ.clear()
+        os.environ.update(env)
+        o = os.open(out, os.O_WRONLY | os.O_CREAT)
+        os.dup2(o, 1)
+        os.execv(EXE, [EXE, *map(str, args)])
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_on_a_terminal_no_bar_for_a_short_run_and_the_bar_closed_before_the_summary(tmp_path, env):
+    cube, lst = many(tmp_path, 300)
+    summary = "shaperesolver: 300 cubes: 300 would write, 0 unchanged, 0 fell back, 0 failed"
+    code, term = pty_run([f"fromlist={lst}", "shape=ellipsoid", "dryrun=yes"], env, tmp_path / "out1")
+    assert code == 0 and term.strip() == summary, term  # no bar at all
+    cubes.hold_lock(cube, 6)  # the first write waits for the cube's lock: a run of some seconds
+    code, term = pty_run([f"fromlist={lst}", "shape=ellipsoid"], env, tmp_path / "out2")
+    assert code == 0
+    assert "300/300" in term and "\r" in term  # tqdm's bar
+    summary = "shaperesolver: 300 cubes: 1 written, 299 unchanged, 0 fell back, 0 failed"
+    assert term.rstrip().splitlines()[-1] == summary, term[-500:]  # the last thing drawn
+    assert len((tmp_path / "out2").read_text().splitlines()) == 300
+
+
+def test_a_long_run_prints_progress_lines_into_a_pipe(tmp_path, env):
+    cube, lst = many(tmp_path, 300)
+    cubes.hold_lock(cube, 6)  # the first write waits for the cube's lock: a run of some seconds
+    p = run(f"fromlist={lst}", "shape=ellipsoid", "jobs=4", env=env)
+    assert p.returncode == 0
+    progress = [x for x in p.stderr.splitlines() if x.startswith("shaperesolver: progress ")]
+    assert 1 <= len(progress) <= 12 and all("/300 cubes" in x for x in progress), p.stderr
+    assert p.stderr.splitlines()[-1] == "shaperesolver: 300 cubes: 1 written, 299 unchanged, 0 fell back, 0 failed"

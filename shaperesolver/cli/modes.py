@@ -93,7 +93,7 @@ def run(opts: dict[str, Any], cubes: Callable[[], Sequence[Any]], make_resolver:
             assert done is not None
             if opts["json"]:
                 sys.stdout.write(json.dumps(done.record()) + "\n")
-            elif not opts["quiet"]:
+            else:  # a result: on stdout also with -q
                 what = {"present": "already there", "downloaded": "downloaded", "resumed": "resumed"}[done.status]
                 print(f"{done.body}: {done.item_id} -> {done.path} [{what}, {done.size} bytes]")
                 for old in done.pruned:
