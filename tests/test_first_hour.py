@@ -319,3 +319,118 @@ def test_a_long_run_prints_progress_lines_into_a_pipe(tmp_path, env):
     progress = [x for x in p.stderr.splitlines() if x.startswith("shaperesolver: progress ")]
     assert 1 <= len(progress) <= 12 and all("/300 cubes" in x for x in progress), p.stderr
     assert p.stderr.splitlines()[-1] == "shaperesolver: 300 cubes: 1 written, 299 unchanged, 0 fell back, 0 failed"
+
+
+# ---------------------------------------------------------------- 8. help that tells the truth
+
+
+def test_help_shows_the_values_in_effect_and_where_they_came_from(tmp_path, env):
+    from shaperesolver.policy.options import DEFAULT_URL
+
+    area = cubes.data_area(tmp_path / "isisdata")
+    p = run("-help", env=dict(env, SHAPERESOLVER_STAC_URL="http://127.0.0.1:9/stac/", ISISDATA=str(area)))
+    assert p.returncode == 0
+    assert "URL        = http://127.0.0.1:9/stac/  (from $SHAPERESOLVER_STAC_URL)" in p.stdout
+    assert f"ISISDATA   = {area}  (from $ISISDATA)" in p.stdout
+    p = run("-help", env=env)
+    assert f"URL        = {DEFAULT_URL}  (default)" in p.stdout and "ISISDATA   = (none)" in p.stdout
+    p = run("url=http://127.0.0.1:8/", "-help", env=dict(env, SHAPERESOLVER_STAC_URL="http://127.0.0.1:9/stac/"))
+    assert "URL        = http://127.0.0.1:8/\n" in p.stdout  # the command line's own
+
+
+def test_help_for_one_parameter_is_whole_and_usage_lists_fallback_and_every_exit_code(env):
+    p = run("-help=SHAPE", env=env)
+    text = " ".join(p.stdout.split())
+    assert p.returncode == 0 and text.endswith("options: WEB, SYSTEM, ELLIPSOID, RINGPLANE, USER")
+    assert "user: the DEM or NAIF DSK that model=PATH names." in text
+    assert all(len(line) <= 80 for line in p.stdout.splitlines())
+    p = run("--help", env=env)
+    assert p.returncode == 0
+    assert [x for x in p.stdout.splitlines() if x.lstrip().startswith("fallback=nomatch|always|never")]
+    status = " ".join(p.stdout[p.stdout.index("Exit status"):].split())
+    assert all(f"{code} " in status for code in (0, 1, 2, 130, 141)), status
+    assert "results on stdout stay with -q" in p.stdout
+
+
+# ---------------------------------------------------------------- 9. warnings that apply
+
+
+def test_ringplane_on_saturn_rings_gives_no_unknown_body_warning(tmp_path, env):
+    rings = [retargeted(tmp_path / "cubes", f"rings{i}.cub", '"SATURN RINGS"') for i in range(3)]
+    lst = write_list(tmp_path / "list.txt", rings)
+    for args in ([f"from={rings[0]}"], [f"fromlist={lst}", "jobs=4"], [f"-batchlist={lst}", "from=$1"]):
+        p = run(*args, "shape=ringplane", env=env)
+        assert p.returncode == 0, p.stderr
+        assert "not a body shaperesolver knows" not in p.stderr, p.stderr
+        assert read_label(rings[0]).shape_model == "RingPlane"
+    with StacServer(ITEMS) as srv:  # a search does use the table: there the warning applies
+        p = run(f"from={rings[1]}", "shape=web", f"url={srv.url}", "fallback=always", env=env)
+    assert "SATURN RINGS is not a body shaperesolver knows; searched as written" in p.stderr
+
+
+def test_from_and_fromlist_together_are_a_usage_error(tmp_path, env):
+    moon, titan = retargeted(tmp_path, "moon.cub", "MOON"), retargeted(tmp_path, "titan.cub", "TITAN")
+    before = [moon.read_bytes(), titan.read_bytes()]
+    lst = write_list(tmp_path / "list.txt", [titan])
+    for extra in ([], ["list=yes"], ["jobs=4"]):
+        p = run(f"from={moon}", f"fromlist={lst}", "shape=ellipsoid", *extra, env=env)
+        assert p.returncode == 2 and p.stderr == \
+            "shaperesolver: give from=CUBE or fromlist=LIST, not both (add the cube to the list)\n"
+    rows = write_list(tmp_path / "rows.lis", [f"{moon},{lst}"])
+    p = run(f"-batchlist={rows}", "from=$1", "fromlist=$2", "shape=ellipsoid", env=env)
+    assert p.returncode == 2 and "not both" in p.stderr
+    assert [moon.read_bytes(), titan.read_bytes()] == before
+
+
+def test_list_yes_with_a_body_that_has_no_items_is_a_note(tmp_path, env):
+    moon, io = retargeted(tmp_path, "moon.cub", "MOON"), retargeted(tmp_path, "io.cub", "IO")
+    lst = write_list(tmp_path / "list.txt", [moon, io])
+    with StacServer(ITEMS) as srv:
+        for args in (["target=Titan,Io"], [f"fromlist={lst}"], [f"fromlist={lst}", "--json"]):
+            p = run(f"url={srv.url}", "list=yes", *args, env=env)
+            assert p.returncode == 0, p.stderr
+            assert p.stderr == f"shaperesolver: note: no items for Io in isis-global-dtms at {srv.url}\n"
+            assert ("titanDem0001" if "target=Titan,Io" in args else "moonDem0002") in p.stdout
+
+
+def test_the_data_file_of_a_detached_label_points_at_the_label(tmp_path, env):
+    lbl = cubes.make(tmp_path, "galileo_io_detached")  # its data: galileo_io.cub
+    data = tmp_path / "galileo_io.cub"
+    p = run(f"from={data}", "shape=ellipsoid", env=env)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1
+    assert f"{data}: not an ISIS cube label but the data file of the detached label {lbl.name} beside it: " \
+        "give that .lbl instead" in p.stderr
+    lst = write_list(tmp_path / "list.txt", [data])
+    p = run(f"fromlist={lst}", "shape=ellipsoid", "jobs=4", env=env)
+    assert p.returncode == 1 and f"detached label {lbl.name} beside it" in p.stderr
+
+
+# ---------------------------------------------------------------- 11. a missing cube is a FileNotFoundError
+
+
+def test_a_missing_cube_is_a_file_not_found_error_through_the_api(tmp_path):
+    import errno
+    import pickle
+
+    from shaperesolver import CubeNotFoundError, NotACubeError, Resolver, resolve, write_batch
+
+    missing = tmp_path / "gone.cub"
+    calls = [lambda: read_label(missing), lambda: resolve(missing, shape="ellipsoid", cache="no"),
+             lambda: write_shape_model(missing, "Null"),
+             lambda: Resolver(cache="no").resolve(str(missing), shape="ringplane", target="Moon") and
+             write_shape_model(missing, "RingPlane")]
+    for call in calls:
+        try:
+            call()
+        except OSError as exc:  # caught with ReadOnlyCubeError, as a missing file should be
+            assert isinstance(exc, FileNotFoundError) and isinstance(exc, NotACubeError)
+            assert isinstance(exc, ValueError)  # (as before)
+            assert exc.errno == errno.ENOENT and exc.filename == str(missing) and str(exc) == f"{missing}: no such file"
+            again = pickle.loads(pickle.dumps(exc))
+            assert type(again) is CubeNotFoundError and str(again) == str(exc)
+        else:
+            raise AssertionError("no error for a missing cube")
+    with pytest.raises(NotACubeError) as info:
+        read_label(tmp_path)  # a directory: not a cube, and not a missing file
+    assert not isinstance(info.value, OSError)
+    assert "no such file" in write_batch([missing], shape="ellipsoid", cache="no")[0]["error"]

@@ -114,9 +114,8 @@ def _list(resolver: Resolver, targets: Sequence[str | None], as_json: bool) -> i
             print(f"shaperesolver: {printable(exc)}", file=sys.stderr)
             code = 1
             continue
-        if target is not None and not infos:
-            print(printable(f"shaperesolver: no items for {target} in {resolver._where()}"), file=sys.stderr)
-            code = 1
+        if target is not None and not infos:  # a note, not a failure: the catalog answered
+            print(printable(f"shaperesolver: note: no items for {canonical(target)} in {resolver._where()}"), file=sys.stderr)
         body = None
         for info in infos:
             if as_json:

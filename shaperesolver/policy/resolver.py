@@ -304,7 +304,8 @@ class Resolver(WebLookup):
         name = target if target is not None else (label.target if label else None)
         if name is None or not name.strip():
             raise UsageError("give a cube or target=NAME")
-        body = self._body(name)
+        # only a search (web) or a model check (user) uses the body table: warn about an unknown body then
+        body = self._body(name) if shape == "user" else bodies.canonical(name)
         base: dict[str, Any] = dict(target=name, body=body, cube=cube_path, label_target=label.target if label else None)
         if label is not None and label.kernels is None and shape != "ellipsoid":
             log.warning("%s: no Kernels group (not spiceinit'ed): a later spiceinit replaces the ShapeModel "
