@@ -434,3 +434,43 @@ def test_a_missing_cube_is_a_file_not_found_error_through_the_api(tmp_path):
         read_label(tmp_path)  # a directory: not a cube, and not a missing file
     assert not isinstance(info.value, OSError)
     assert "no such file" in write_batch([missing], shape="ellipsoid", cache="no")[0]["error"]
+
+
+# ---------------------------------------------------------------- 10. errors that lead somewhere
+
+UNCHECKED_FIX = ("not modified: verify=no writes it unchecked, or mirror=DIR then catalog=DIR works offline "
+                 "(fallback=always would write SYSTEM or the ellipsoid instead)")
+SEARCH_FIX = ("not modified: check url= and the network, or work offline from a mirror with catalog=DIR "
+              "(fallback=always would write SYSTEM or the ellipsoid instead)")
+
+
+def test_offline_with_verify_yes_says_what_to_do_and_keeps_it_whole(tmp_path, env):
+    d = tmp_path / "cubes"
+    moon, titan = retargeted(d, "moon.cub", "MOON"), retargeted(d, "titan.cub", "TITAN")
+    lst = write_list(tmp_path / "list.txt", [moon, titan])
+    gone = dead_address().replace("tcp://", "http://")  # where the DEMs were: nothing answers
+    offline = [item("moonDem0002", ["Moon"], "0002", href=f"{gone}/dems/moonDem0002.tiff"),
+               item("titanDem0001", ["Titan"], "0001", href=f"{gone}/dems/titanDem0001.tiff")]
+    with StacServer(offline) as srv:
+        for args in ([f"from={moon}"], [f"fromlist={lst}", "jobs=4"], [f"-batchlist={lst}", "from=$1", "-onerror=continue"]):
+            p = run(*args, f"url={srv.url}", "--json", env=env)
+            assert p.returncode == 1
+            lines = [x for x in p.stderr.splitlines() if ": web model " in x]
+            assert len(lines) == (1 if args[0].startswith("from=") else 2), p.stderr
+            assert all(x.endswith(UNCHECKED_FIX) for x in lines), p.stderr
+            assert all(r["error"].endswith(UNCHECKED_FIX) and "could not be checked" in r["error"] for r in jsonl(p.stdout))
+    p = run(f"fromlist={lst}", "jobs=4", f"url={gone}/", env=env)  # the API itself is gone
+    lines = [x for x in p.stderr.splitlines() if "web search failed" in x]
+    assert len(lines) == 2 and all(x.endswith(SEARCH_FIX) for x in lines), p.stderr
+    assert all(len(x) <= len("shaperesolver: ") + 300 for x in lines)
+
+
+def test_one_line_cuts_between_words_and_never_the_last_stage():
+    from shaperesolver.policy import job
+
+    reason = "web search failed: " + " ".join(f"word{i:03d}" for i in range(80))
+    line = job.one_line(f"{reason}; {SEARCH_FIX}", "/data/moon.cub")
+    assert line.endswith(f"; {SEARCH_FIX}") and len(line) <= 300
+    head, _, tail = line[: -len(SEARCH_FIX) - 2].partition(" ... ")
+    assert tail and head.split()[-1].startswith("word") and len(head.split()[-1]) == 7  # whole words
+    assert tail.split()[0].startswith("word") and len(tail.split()[0]) == 7

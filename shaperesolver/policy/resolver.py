@@ -342,10 +342,20 @@ class Resolver(WebLookup):
         except (NoAnswerError, VersionNotFoundError) as exc:
             if self.fallback != "always":
                 if isinstance(exc, NoAnswerError):
-                    raise NoAnswerError(f"{exc}; not falling back (fallback=always would)") from None
+                    raise NoAnswerError(f"{exc}; {self._no_answer_fix(exc)}") from None
                 raise
             reasons.append(str(exc))
         return None
+
+    def _no_answer_fix(self, exc: NoAnswerError) -> str:
+        """What to do about no answer, as one stage (a long reason is shortened in its
+        middle; this never is)."""
+        instead = "(fallback=always would write SYSTEM or the ellipsoid instead)"
+        if isinstance(exc, _UncheckedModel):
+            return f"not modified: verify=no writes it unchecked, or mirror=DIR then catalog=DIR works offline {instead}"
+        if self.catalog:
+            return f"not modified: check catalog= {instead}"
+        return f"not modified: check url= and the network, or work offline from a mirror with catalog=DIR {instead}"
 
     def _system_step(self, label: CubeLabel | None, name: str, reasons: list[str], base: dict[str, Any]) -> Resolution:
         """SYSTEM (the data area's kernel database), else the ellipsoid."""
@@ -437,7 +447,7 @@ class Resolver(WebLookup):
             try:
                 self.models.verified(choice.vsi_path, body, (choice.item_id, choice.version), web=True)
             except ModelUnreachableError as exc:
-                raise NoAnswerError(f"web model {choice.item_id} could not be checked: {exc}") from None
+                raise _UncheckedModel(f"web model {choice.item_id} could not be checked: {exc}") from None
             except ModelError as exc:
                 raise NoMatchError(f"web model {choice.item_id} failed verification: {exc}") from None
         return choice
@@ -446,6 +456,10 @@ class Resolver(WebLookup):
         """(the file to open, the ShapeModel value, whether it is a NAIF file) of ``model=``;
         :class:`UsageError` if unusable (see :meth:`.ModelOpener.user_model_path`)."""
         return self.models.user_model_path(model)
+
+
+class _UncheckedModel(NoAnswerError):
+    """The web model could not be reached for its check (``verify=yes``)."""
 
 
 def _rings(label: CubeLabel | None, target: str) -> bool:
