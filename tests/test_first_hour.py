@@ -474,3 +474,49 @@ def test_one_line_cuts_between_words_and_never_the_last_stage():
     head, _, tail = line[: -len(SEARCH_FIX) - 2].partition(" ... ")
     assert tail and head.split()[-1].startswith("word") and len(head.split()[-1]) == 7  # whole words
     assert tail.split()[0].startswith("word") and len(tail.split()[0]) == 7
+
+
+# ---------------------------------------------------------------- 12. a DEM without latitude and longitude
+
+
+def titan_tif(path: Path, crs: str) -> Path:
+    """A GeoTIFF whose values are Titan's radii (metres) on a LOCAL_CS or a CRS without an ellipsoid."""
+    import numpy as np
+    from osgeo import gdal, osr
+
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), 64, 32, 1, gdal.GDT_Float32)
+    ds.SetGeoTransform((-180.0, 360.0 / 64, 0.0, 90.0, 0.0, -180.0 / 32))
+    if crs == "local":
+        srs = osr.SpatialReference()
+        srs.SetLocalCS("arbitrary")
+        ds.SetProjection(srs.ExportToWkt())
+    else:  # an engineering CRS: no ellipsoid
+        ds.SetProjection('ENGCRS["site",EDATUM["site datum"],CS[Cartesian,2],AXIS["x",east,LENGTHUNIT["metre",1]],'
+                         'AXIS["y",north,LENGTHUNIT["metre",1]]]')
+    ds.GetRasterBand(1).WriteArray(np.full((32, 64), 2575000.0, np.float32) + np.arange(64, dtype=np.float32))
+    ds = None
+    return path
+
+
+@pytest.mark.parametrize("crs", ["local", "no ellipsoid"])
+def test_a_dem_without_latitude_and_longitude_is_refused(tmp_path, env, crs):
+    from servers import RangeServer
+
+    www = tmp_path / "www"
+    www.mkdir()
+    dem = titan_tif(www / "titan.tif", crs)
+    d = tmp_path / "cubes"
+    titans = [retargeted(d, f"titan{i}.cub", "TITAN") for i in range(2)]
+    lst = write_list(tmp_path / "list.txt", titans)
+    area = cubes.data_area(tmp_path / "isisdata")  # Titan has a SYSTEM model: the next step
+    p = run(f"from={titans[0]}", "shape=user", f"model={dem}", env=env)  # a user model: the cube fails
+    assert p.returncode == 1 and "which gives no latitude and longitude" in p.stderr, p.stderr
+    assert read_label(titans[0]).shape_model is None
+    with RangeServer(www) as files, \
+            StacServer([item("titanDem0002", ["Titan"], "0002", href=f"http://127.0.0.1:{files.port}/titan.tif")]) as srv:
+        for args in ([f"from={titans[0]}"], [f"fromlist={lst}", "jobs=4"]):
+            p = run(*args, f"url={srv.url}", f"isisdata={area}", "--json", env=env)
+            assert p.returncode == 0, p.stderr
+            for r in jsonl(p.stdout):  # nothing matches: SYSTEM follows
+                assert r["source"] == "system" and r["shape_model"] == "$base/dems/titan_0001.cub"
+                assert "which gives no latitude and longitude" in r["fallback_reason"]
