@@ -520,3 +520,30 @@ def test_a_dem_without_latitude_and_longitude_is_refused(tmp_path, env, crs):
             for r in jsonl(p.stdout):  # nothing matches: SYSTEM follows
                 assert r["source"] == "system" and r["shape_model"] == "$base/dems/titan_0001.cub"
                 assert "which gives no latitude and longitude" in r["fallback_reason"]
+
+
+# ---------------------------------------------------------------- 13. types the API's users see
+
+
+def test_the_public_names_are_a_literal_all_that_type_checkers_read():
+    import ast
+    import inspect
+
+    import shaperesolver
+    from shaperesolver import errors, resolve, write_batch
+    from shaperesolver.policy.options import ResolverOptions
+    from shaperesolver.policy.resolver import Resolver
+
+    tree = ast.parse(Path(shaperesolver.__file__).read_text())
+    (node,) = [n for n in tree.body if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets)]
+    assert isinstance(node.value, ast.List) and all(isinstance(e, ast.Constant) for e in node.value.elts)
+    names = [e.value for e in node.value.elts]
+    assert names == shaperesolver.__all__ and len(set(names)) == len(names)
+    assert set(errors.__all__) | set(shaperesolver._LAZY) | {"__version__"} == set(names)
+    for name in names:
+        assert getattr(shaperesolver, name) is not None
+    settings = [p for p in inspect.signature(Resolver).parameters]
+    assert list(ResolverOptions.__annotations__) == settings  # resolve() and write_batch() take exactly these
+    for fn in (resolve, write_batch):
+        assert "Unpack[ResolverOptions]" in str(inspect.signature(fn).parameters[list(inspect.signature(fn).parameters)[-1]])
+        assert "Shape" in str(inspect.signature(fn).parameters["shape"].annotation)

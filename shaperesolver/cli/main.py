@@ -15,12 +15,13 @@ import os
 import sys
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, cast
 
 from .._version import __version__
 from ..base import safeio
 from ..errors import ShapeResolverError, UnsafeFileError, UsageError
 from ..policy.job import BatchOptions, CubeResult, record, write_chunk
+from ..policy.options import CacheMode, Fallback
 from ..policy.resolver import DEFAULT_COLLECTION, Resolver
 from .plan import RESOLVER_KEYS, Plan, Run, plan
 from .report import Reporter, append_text
@@ -258,9 +259,10 @@ def _write_errlist(path: str, runs: list[Run], rows: list[int], report: Reporter
 def _make_resolver(settings: dict[str, str]) -> Resolver:
     try:
         return Resolver(url=settings.get("url"), catalog=settings.get("catalog"),
-                        collection=settings.get("collection", DEFAULT_COLLECTION), cache=settings.get("cache", "yes"),
-                        isisdata=settings.get("isisdata"), verify=settings.get("verify", "yes") == "yes",
-                        fallback=settings.get("fallback", "nomatch"))
+                        collection=settings.get("collection", DEFAULT_COLLECTION),
+                        cache=cast(CacheMode, settings.get("cache", "yes")), isisdata=settings.get("isisdata"),
+                        verify=settings.get("verify", "yes") == "yes",
+                        fallback=cast(Fallback, settings.get("fallback", "nomatch")))  # (checked by the plan)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -20,7 +20,7 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..base import bodies, claims
 from ..base.memo import Memo
@@ -45,8 +45,11 @@ from ..models.opener import ModelOpener
 from ..net.settings import HttpSettings, check_api_url
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from ..catalog.stac import StacClient
     from ..net.transport import Http
+    from .inventory import ItemInfo
 from .options import (
     DEFAULT_COLLECTION,
     DEFAULT_URL,
@@ -56,6 +59,10 @@ from .options import (
     RINGPLANE,
     SHAPES,
     SKY,
+    CacheMode,
+    Fallback,
+    ResolverOptions,
+    Shape,
     check_types,
     one_of,
     seconds,
@@ -67,6 +74,8 @@ __all__ = [
     "DEFAULT_COLLECTION",
     "SHAPES",
     "FALLBACKS",
+    "Shape",
+    "ResolverOptions",
     "Resolution",
     "Resolver",
     "ResolutionError",
@@ -167,12 +176,12 @@ class Resolver(WebLookup):
         url: str | None = None,
         catalog: str | os.PathLike[str] | None = None,
         collection: str = DEFAULT_COLLECTION,
-        cache: str = "yes",
+        cache: CacheMode = "yes",
         cache_dir: str | os.PathLike[str] | None = None,
         cache_ttl: float | None = None,
         isisdata: str | os.PathLike[str] | None = None,
-        verify: bool | str = True,
-        fallback: str = "nomatch",
+        verify: bool | Literal["yes", "no"] = True,
+        fallback: Fallback = "nomatch",
         http: HttpSettings | None = None,
         gdal_options: dict[str, str] | None = None,
         claim_wait: float | None = None,
@@ -182,7 +191,7 @@ class Resolver(WebLookup):
                         isisdata=isisdata, http=http, gdal_options=gdal_options)
         self.verify = yes_no("verify", verify)
         self.fallback = one_of("fallback", fallback, FALLBACKS)
-        cache = one_of("cache", cache, CACHE_MODES)
+        cache_mode = one_of("cache", cache, CACHE_MODES)
         self.claim_wait = seconds("claim_wait", claim_wait, "SHAPERESOLVER_CLAIM_WAIT", claims.DEFAULT_WAIT)
         self.lock_wait = seconds("lock_wait", lock_wait, "SHAPERESOLVER_LOCK_WAIT", txn.DEFAULT_LOCK_WAIT)
         self.url = check_api_url(url or os.environ.get("SHAPERESOLVER_STAC_URL") or DEFAULT_URL)
@@ -191,7 +200,7 @@ class Resolver(WebLookup):
         self.isisdata = os.fspath(isisdata) if isisdata is not None else None
         self.gdal_options = dict(gdal_options or {})
         kw: dict[str, Any] = {} if cache_ttl is None else {"ttl": cache_ttl}
-        self.cache = DiskCache(cache_dir, mode=cache, **kw)
+        self.cache = DiskCache(cache_dir, mode=cache_mode, **kw)
         self._http_settings = http
         self._http: Http | None = None
         self._stac: StacClient | None = None
@@ -277,7 +286,7 @@ class Resolver(WebLookup):
         self,
         cube: str | os.PathLike[str] | CubeLabel | None = None,
         *,
-        shape: str = "web",
+        shape: Shape = "web",
         model: str | None = None,
         target: str | None = None,
         version: str | None = None,
@@ -288,7 +297,7 @@ class Resolver(WebLookup):
         and there is no ISIS data area), :class:`~shaperesolver.errors.LabelError` for
         an unreadable cube and :class:`UsageError` for bad parameters.
         """
-        shape = shape.lower()
+        shape = str(shape).lower()  # type: ignore[assignment]  # (any case at run time)
         if shape not in SHAPES:
             raise UsageError(f"shape={shape!r} is not one of {', '.join(SHAPES)}")
         if shape == "user" and not model:
@@ -400,7 +409,7 @@ class Resolver(WebLookup):
         choice: Choice = self._web.get((body, pin), lambda: self._find_web(target, body, pin))
         return choice
 
-    def items(self, target: str | None = None) -> list[Any]:
+    def items(self, target: str | None = None) -> list[ItemInfo]:
         """Every item the catalog holds for ``target`` (None: every body), as
         :class:`~shaperesolver.policy.inventory.ItemInfo`, marking the one a resolve would choose."""
         from . import inventory
@@ -479,15 +488,15 @@ def _keywords(label: CubeLabel | None, target: str) -> dict[tuple[str, str], str
     return keywords
 
 
-def resolve(cube: str | os.PathLike[str] | None = None, *, shape: str = "web", **kwargs: Any) -> Resolution:
+def resolve(cube: str | os.PathLike[str] | None = None, *, shape: Shape = "web", model: str | None = None,
+            target: str | None = None, version: str | None = None, **options: Unpack[ResolverOptions]) -> Resolution:
     """One-call resolution with a throw-away :class:`Resolver`.
 
-    Keyword arguments are those of :class:`Resolver` and of :meth:`Resolver.resolve`
-    (``model``, ``target``, ``version``).
+    ``options`` are the settings of :class:`Resolver` (``url``, ``catalog``, ``verify``, ...);
+    ``model``, ``target`` and ``version`` those of :meth:`Resolver.resolve`.
     """
-    per_call = {k: kwargs.pop(k) for k in ("model", "target", "version") if k in kwargs}
-    with Resolver(**kwargs) as r:
-        return r.resolve(cube, shape=shape, **per_call)
+    with Resolver(**options) as r:
+        return r.resolve(cube, shape=shape, model=model, target=target, version=version)
 
 
 def iter_resolve(resolver: Resolver, cubes: Iterable[str], **kwargs: Any) -> Iterator[tuple[str, Resolution | None, ShapeResolverError | None]]:

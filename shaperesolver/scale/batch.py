@@ -35,12 +35,15 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cube.label import read_label
 from ..errors import ShapeResolverError, UsageError
 from ..policy.job import BatchOptions, CubeResult, record, reread, why, write_chunk
-from ..policy.resolver import SHAPES, Resolver
+from ..policy.resolver import SHAPES, Resolver, ResolverOptions, Shape
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["BatchOptions", "BatchInterrupted", "CubeResult", "record", "run_batch", "write_batch", "default_jobs"]
 
@@ -338,13 +341,13 @@ def write_batch(
     *,
     jobs: int = 1,
     resolver: Resolver | None = None,
-    shape: str = "web",
+    shape: Shape = "web",
     model: str | None = None,
     target: str | None = None,
     version: str | None = None,
     dryrun: bool = False,
     chunk_size: int | None = None,
-    **resolver_kwargs: Any,
+    **resolver_kwargs: Unpack[ResolverOptions],
 ) -> list[dict[str, Any]]:
     """Resolve and write a ShapeModel into every cube; returns the records in input order.
 
