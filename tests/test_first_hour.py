@@ -438,10 +438,8 @@ def test_a_missing_cube_is_a_file_not_found_error_through_the_api(tmp_path):
 
 # ---------------------------------------------------------------- 10. errors that lead somewhere
 
-UNCHECKED_FIX = ("not modified: verify=no writes it unchecked, or mirror=DIR then catalog=DIR works offline "
-                 "(fallback=always would write SYSTEM or the ellipsoid instead)")
-SEARCH_FIX = ("not modified: check url= and the network, or work offline from a mirror with catalog=DIR "
-              "(fallback=always would write SYSTEM or the ellipsoid instead)")
+UNCHECKED_FIX = "not modified: verify=no writes it unchecked, or mirror it (mirror=DIR) and resolve offline with catalog=DIR"
+SEARCH_FIX = "not modified: check url= and the network, or resolve offline from a mirror (catalog=DIR)"
 
 
 def test_offline_with_verify_yes_says_what_to_do_and_keeps_it_whole(tmp_path, env):
@@ -457,7 +455,7 @@ def test_offline_with_verify_yes_says_what_to_do_and_keeps_it_whole(tmp_path, en
             assert p.returncode == 1
             lines = [x for x in p.stderr.splitlines() if ": web model " in x]
             assert len(lines) == (1 if args[0].startswith("from=") else 2), p.stderr
-            assert all(x.endswith(UNCHECKED_FIX) for x in lines), p.stderr
+            assert all(x.endswith(UNCHECKED_FIX) and "fallback=always" not in x for x in lines), p.stderr
             assert all(r["error"].endswith(UNCHECKED_FIX) and "could not be checked" in r["error"] for r in jsonl(p.stdout))
     p = run(f"fromlist={lst}", "jobs=4", f"url={gone}/", env=env)  # the API itself is gone
     lines = [x for x in p.stderr.splitlines() if "web search failed" in x]

@@ -94,6 +94,10 @@ def one_line(err: Exception | str, cube: str, limit: int = 300) -> str:
     return cube + "; ".join([*(_middle(x, cap) for x in stages[:-1]), _middle(stages[-1], last)])
 
 
+#: the longest word :func:`_middle` drops rather than cut
+WORD = 16
+
+
 def _middle(text: str, width: int) -> str:
     """``text`` cut to ``width`` characters in its middle (its start and end are kept),
     between words when a blank is near."""
@@ -102,11 +106,11 @@ def _middle(text: str, width: int) -> str:
     tail_n = (width - 5) // 3
     head_n = width - 5 - tail_n
     head, tail = text[:head_n], text[len(text) - tail_n:]
-    blank = head.rfind(" ")
-    if blank >= head_n * 2 // 3:
+    blank = head.rfind(" ")  # a word cut short is dropped when it is short (a long one, a URL, is kept in part)
+    if blank >= max(head_n * 2 // 3, head_n - WORD):
         head = head[:blank]
     blank = tail.find(" ")
-    if 0 <= blank <= tail_n // 3:
+    if 0 <= blank <= min(tail_n // 3, WORD):
         tail = tail[blank + 1:]
     return f"{head} ... {tail}"
 

@@ -358,13 +358,13 @@ class Resolver(WebLookup):
 
     def _no_answer_fix(self, exc: NoAnswerError) -> str:
         """What to do about no answer, as one stage (a long reason is shortened in its
-        middle; this never is)."""
-        instead = "(fallback=always would write SYSTEM or the ellipsoid instead)"
+        middle; this never is).  ``fallback=always`` is not offered: that is a choice of
+        policy, not a fix (the manual's Fallback section says what it does)."""
         if isinstance(exc, _UncheckedModel):
-            return f"not modified: verify=no writes it unchecked, or mirror=DIR then catalog=DIR works offline {instead}"
+            return "not modified: verify=no writes it unchecked, or mirror it (mirror=DIR) and resolve offline with catalog=DIR"
         if self.catalog:
-            return f"not modified: check catalog= {instead}"
-        return f"not modified: check url= and the network, or work offline from a mirror with catalog=DIR {instead}"
+            return "not modified: check catalog="
+        return "not modified: check url= and the network, or resolve offline from a mirror (catalog=DIR)"
 
     def _system_step(self, label: CubeLabel | None, name: str, reasons: list[str], base: dict[str, Any]) -> Resolution:
         """SYSTEM (the data area's kernel database), else the ellipsoid."""
