@@ -545,3 +545,31 @@ def test_the_public_names_are_a_literal_all_that_type_checkers_read():
     for fn in (resolve, write_batch):
         assert "Unpack[ResolverOptions]" in str(inspect.signature(fn).parameters[list(inspect.signature(fn).parameters)[-1]])
         assert "Shape" in str(inspect.signature(fn).parameters["shape"].annotation)
+
+
+# ---------------------------------------------------------------- 14. the bundled SYSTEM DEM is a real DEM
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def test_every_bundled_model_path_opens_and_passes_the_model_check(tmp_path, env):
+    from shaperesolver import Resolver
+
+    area = DATA / "isisdata"
+    moon = shutil.copy(DATA / "cubes" / "lro_moon.cub", tmp_path / "lro_moon.cub")
+    dem = "$base/dems/ldem_128ppd_Mar2011_clon180_radius_pad.cub"
+    assert 0 < (area / "base" / "dems" / dem.split("/")[-1]).stat().st_size <= 512 * 1024
+    p = run(f"from={moon}", "shape=user", f"model={dem}", f"isisdata={area}", "verify=yes", "--json", env=env)
+    assert p.returncode == 0, p.stderr
+    assert jsonl(p.stdout)[0]["shape_model"] == dem and read_label(moon).shape_model == dem
+    p = run(f"from={moon}", "shape=system", f"isisdata={area}", "--json", env=env)  # what the example writes
+    assert p.returncode == 0 and jsonl(p.stdout)[0]["shape_model"] == dem, p.stderr
+    with Resolver(isisdata=area, cache="no") as r:
+        res = r.resolve(moon, shape="system")
+        ds = r.open_model(res, verify=True)
+        assert ds.GetDriver().ShortName == "ISIS3" and ds.RasterXSize >= 360
+        assert "Moon" in ds.GetProjection()
+        values = ds.GetRasterBand(1).ReadAsArray()
+        assert 1728000 <= values.min() and values.max() <= 1748000  # radii in metres
+        with pytest.raises(Exception, match="Titan"):  # and it is checked against the body like any DEM
+            r.resolve(target="Titan", shape="user", model=dem)
