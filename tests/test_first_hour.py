@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -570,6 +571,56 @@ def test_every_bundled_model_path_opens_and_passes_the_model_check(tmp_path, env
         assert ds.GetDriver().ShortName == "ISIS3" and ds.RasterXSize >= 360
         assert "Moon" in ds.GetProjection()
         values = ds.GetRasterBand(1).ReadAsArray()
-        assert 1728000 <= values.min() and values.max() <= 1748000  # radii in metres
+        assert values.min() >= 1728000 and values.max() <= 1748000  # radii in metres
         with pytest.raises(Exception, match="Titan"):  # and it is checked against the body like any DEM
             r.resolve(target="Titan", shape="user", model=dem)
+
+
+# ---------------------------------------------------------------- 15. a model server without HTTP Range
+
+
+@pytest.fixture
+def plain_http_server(tmp_path):
+    """``python -m http.server`` (no Range support) serving a 3 MB COG of Moon radii."""
+    from dems import make_cog
+
+    www = tmp_path / "www"
+    www.mkdir()
+    make_cog(www / "moonDem0003.tif", "Moon", 1024, 512)
+    port = int(dead_address().rsplit(":", 1)[1])
+    srv = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", www],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert srv.poll() is None, "python -m http.server did not start"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/moonDem0003.tif"
+    finally:
+        srv.terminate()
+        srv.wait(10)
+
+
+RANGE_HINT = "the model's server must answer HTTP Range requests"
+
+
+def test_a_model_server_without_range_support_is_named_as_the_cause(tmp_path, env, plain_http_server):
+    d = tmp_path / "cubes"
+    moons = [retargeted(d, f"moon{i}.cub", "MOON") for i in range(2)]
+    lst = write_list(tmp_path / "list.txt", moons)
+    p = run(f"from={moons[0]}", "shape=user", f"model=/vsicurl/{plain_http_server}", "--json", env=env)
+    assert p.returncode == 1 and RANGE_HINT in p.stderr, p.stderr
+    assert "Range downloading not supported" in jsonl(p.stdout)[0]["error"]
+    assert "(python -m http.server does not): serve it from one that does, or download it (mirror=DIR)" in p.stderr
+    with StacServer([item("moonDem0003", ["Moon"], "0003", href=plain_http_server)]) as srv:
+        p = run(f"fromlist={lst}", "jobs=4", f"url={srv.url}", "--json", env=env)
+        assert p.returncode == 1
+        assert all(RANGE_HINT in r["error"] for r in jsonl(p.stdout)), p.stdout
+        mirror = tmp_path / "mirror"  # mirroring through such a server works
+        p = run("target=Moon", f"mirror={mirror}", f"url={srv.url}", env=env)
+        assert p.returncode == 0, p.stderr
+    p = run(f"fromlist={lst}", "jobs=4", f"catalog={mirror / 'catalog.json'}", "--json", env=env)
+    assert p.returncode == 0, p.stderr
+    assert all(r["source"] == "web" and r["item_id"] == "moonDem0003" for r in jsonl(p.stdout))
