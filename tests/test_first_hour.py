@@ -189,15 +189,16 @@ def titan_with_elevation_model(directory: Path, name: str) -> Path:
     return cubes.write_attached(directory / name, text, data_bytes=256)
 
 
-@pytest.mark.parametrize("door", ["fromlist", "batchlist"])
-def test_batches_and_log_say_the_elevation_model_was_removed(tmp_path, env, door):
+@pytest.mark.parametrize("door", ["fromlist", "batchlist", pytest.param("dask", marks=pytest.mark.cluster)])
+def test_batches_and_log_say_the_elevation_model_was_removed(tmp_path, env, door, request):
     d = tmp_path / "cubes"
     titan, moon = titan_with_elevation_model(d, "titan.cub"), retargeted(d, "moon.cub", "MOON")
     lst = write_list(tmp_path / "list.txt", [titan, moon])
     log = tmp_path / "run.prt"
     with StacServer(ITEMS) as srv:
         common = [f"url={srv.url}", "verify=no", f"-log={log}"]
-        door_args = [f"fromlist={lst}", "jobs=4"] if door == "fromlist" else [f"-batchlist={lst}", "from=$1"]
+        door_args = {"fromlist": [f"fromlist={lst}", "jobs=4"], "batchlist": [f"-batchlist={lst}", "from=$1"]}.get(door) \
+            or [f"fromlist={lst}", f"scheduler={request.getfixturevalue('dask_cluster')[0].scheduler_address}"]
         p = run(*door_args, "dryrun=yes", *common, env=env)
         assert p.returncode == 0, p.stderr
         assert f"{titan}: Titan -> {TITAN} (web) [would write]; would remove ElevationModel = {ELEVATION}" in p.stdout

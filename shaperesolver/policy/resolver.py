@@ -360,6 +360,8 @@ class Resolver(WebLookup):
         """What to do about no answer, as one stage (a long reason is shortened in its
         middle; this never is).  ``fallback=always`` is not offered: that is a choice of
         policy, not a fix (the manual's Fallback section says what it does)."""
+        if "refusing" in str(exc):  # a link or redirect the address rules refuse: no setting makes it safe
+            return "not modified"
         if isinstance(exc, _UncheckedModel):
             return "not modified: verify=no writes it unchecked, or mirror it (mirror=DIR) and resolve offline with catalog=DIR"
         if self.catalog:
