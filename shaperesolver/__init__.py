@@ -20,14 +20,40 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from . import errors as _errors
 from ._version import __version__
-from .errors import *  # noqa: F403 - the whole exception tree is public
+from .errors import (  # the whole exception tree is public
+    CatalogError,
+    CubeChangedError,
+    CubeLockedError,
+    CubeNotFoundError,
+    DataAreaError,
+    InvalidValueError,
+    JournalError,
+    KernelDbError,
+    LabelError,
+    LabelFullError,
+    LabelSyntaxError,
+    LabelWriteError,
+    MirrorError,
+    MissingTargetError,
+    ModelError,
+    ModelUnreachableError,
+    NoAnswerError,
+    NoMatchError,
+    NotACubeError,
+    ReadOnlyCubeError,
+    ShapeResolverError,
+    StacShapeError,
+    UnsafeFileError,
+    UsageError,
+    VersionNotFoundError,
+)
 
 if TYPE_CHECKING:
     from .base.bodies import Body, canonical, lookup
     from .cube.label import CubeLabel, WriteOutcome, read_label, write_shape_model
     from .net.settings import HttpSettings
+    from .policy.options import ResolverOptions, Shape
     from .policy.resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolution, ResolutionError, Resolver, resolve
     from .scale.batch import write_batch
 
@@ -42,6 +68,7 @@ _LAZY = {
     "DEFAULT_COLLECTION": "policy.resolver", "DEFAULT_URL": "policy.resolver", "Resolution": "policy.resolver",
     "ResolutionError": "policy.resolver", "Resolver": "policy.resolver", "resolve": "policy.resolver",
     "write_batch": "scale.batch",
+    "Shape": "policy.options", "ResolverOptions": "policy.options",
 }
 
 
@@ -58,6 +85,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
+# a literal list (type checkers read it; tests/test_first_hour.py checks it against errors.__all__ and _LAZY)
 __all__ = [
     "__version__",
     "Body",
@@ -75,4 +103,32 @@ __all__ = [
     "HttpSettings",
     "DEFAULT_URL",
     "DEFAULT_COLLECTION",
-] + _errors.__all__
+    "Shape",
+    "ResolverOptions",
+    # the exception tree (errors.__all__)
+    "ShapeResolverError",
+    "LabelError",
+    "NotACubeError",
+    "CubeNotFoundError",
+    "LabelSyntaxError",
+    "MissingTargetError",
+    "LabelWriteError",
+    "LabelFullError",
+    "ReadOnlyCubeError",
+    "InvalidValueError",
+    "UsageError",
+    "CatalogError",
+    "StacShapeError",
+    "ModelError",
+    "KernelDbError",
+    "DataAreaError",
+    "VersionNotFoundError",
+    "NoMatchError",
+    "NoAnswerError",
+    "ModelUnreachableError",
+    "UnsafeFileError",
+    "JournalError",
+    "CubeChangedError",
+    "CubeLockedError",
+    "MirrorError",
+]

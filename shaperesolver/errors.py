@@ -6,10 +6,13 @@ callers who already catch those keep working.
 
 from __future__ import annotations
 
+import errno as _errno
+
 __all__ = [
     "ShapeResolverError",
     "LabelError",
     "NotACubeError",
+    "CubeNotFoundError",
     "LabelSyntaxError",
     "MissingTargetError",
     "LabelWriteError",
@@ -57,6 +60,24 @@ class LabelError(ShapeResolverError):
 
 class NotACubeError(LabelError, ValueError):
     """The file is not an ISIS cube or label (missing, a directory, binary, ...)."""
+
+
+class CubeNotFoundError(NotACubeError, FileNotFoundError):
+    """The cube or label does not exist.  Also a :class:`FileNotFoundError`, so
+    ``except OSError`` catches it as it catches :class:`ReadOnlyCubeError`."""
+
+    def __init__(self, path: object, problem: str = "no such file") -> None:
+        super().__init__(path, problem)
+        self.errno, self.strerror, self.filename = _errno.ENOENT, self.problem, self.path
+
+    def __str__(self) -> str:  # OSError's __str__ would not name the path our way
+        return f"{self.path}: {self.problem}"
+
+
+def not_a_cube(path: object, problem: str, code: int | None) -> NotACubeError:
+    """:class:`CubeNotFoundError` when ``code`` (an errno) says the file does not exist, else
+    :class:`NotACubeError`."""
+    return CubeNotFoundError(path, problem) if code == _errno.ENOENT else NotACubeError(path, problem)
 
 
 class LabelSyntaxError(LabelError, ValueError):

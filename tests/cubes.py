@@ -58,3 +58,17 @@ def data_area(root: Path) -> Path:
     for name in ("ldem_0001.cub", "titan_0001.cub"):
         (dems / name).write_bytes(b"")
     return root
+
+
+def hold_lock(path: Path, seconds: float):
+    """Hold ``path``'s lock (an exclusive flock, as a writer does) for ``seconds`` from now,
+    in this process: a run that reads the cube waits that long (a slow run, made on purpose)."""
+    import fcntl
+    import os
+    import threading
+
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    timer = threading.Timer(seconds, os.close, (fd,))
+    timer.start()
+    return timer

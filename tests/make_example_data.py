@@ -55,8 +55,39 @@ def main() -> None:
         "  EndGroup\n"
         "EndObject\n"
     )
-    # an empty stand-in for the 2 GB LOLA DEM: SYSTEM models must exist in the data area
-    (ROOT / "isisdata" / "base" / "dems" / "ldem_128ppd_Mar2011_clon180_radius_pad.cub").write_bytes(b"")
+    # a small stand-in for the 2 GB LOLA DEM (1 pixel per degree instead of 128): a real ISIS cube
+    moon_dem(ROOT / "isisdata" / "base" / "dems" / "ldem_128ppd_Mar2011_clon180_radius_pad.cub")
+
+
+MOON_RADIUS = 1737400.0  # metres (IAU)
+
+
+def moon_dem(path: Path, ppd: int = 1) -> Path:
+    """An attached ISIS cube of Moon radii (metres), written as ISIS writes a DEM: one
+    Real band, an Equirectangular Mapping group (centre longitude 180, as LOLA's
+    ``clon180``) on the Moon's sphere; the values are the radius plus a smooth +-9 km of
+    made-up topography (LOLA's range is -9.1 to +10.8 km)."""
+    import numpy as np
+    from osgeo import gdal, osr
+
+    width, height = 360 * ppd, 180 * ppd
+    lat = np.radians(np.linspace(90 - 0.5 / ppd, -90 + 0.5 / ppd, height))[:, None]
+    lon = np.radians(np.linspace(0.5 / ppd, 360 - 0.5 / ppd, width))[None, :]
+    radii = (MOON_RADIUS + 9000.0 * np.sin(3 * lon) * np.cos(2 * lat)).astype(np.float32)
+    srs = osr.SpatialReference()
+    srs.SetProjCS("Equirectangular Moon")
+    srs.SetGeogCS("GCS_Moon", "D_Moon", "Moon", MOON_RADIUS, 0.0)
+    srs.SetEquirectangular2(0.0, 180.0, 0.0, 0.0, 0.0)
+    res = 2 * np.pi * MOON_RADIUS / width  # metres per pixel
+    path.unlink(missing_ok=True)
+    ds = gdal.GetDriverByName("ISIS3").Create(str(path), width, height, 1, gdal.GDT_Float32,
+                                               options=["DATA_LOCATION=LABEL", "FORCE_360=YES",
+                                                        "BOUNDING_DEGREES=0,-90,360,90", "ADD_GDAL_HISTORY=NO"])
+    ds.SetProjection(srs.ExportToWkt())
+    ds.SetGeoTransform((-width / 2 * res, res, 0.0, height / 2 * res, 0.0, -res))
+    ds.GetRasterBand(1).WriteArray(radii)
+    ds = None
+    return path
 
 
 if __name__ == "__main__":

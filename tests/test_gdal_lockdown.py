@@ -548,17 +548,15 @@ def test_overviews_with_radii_over_full_resolution_heights_fail(tmp_path, make_c
 # ---------------------------------------------------------------- 9. LOCAL_CS
 
 
-def test_local_cs_dem_is_not_reported_as_earth(tmp_path, caplog):
+def test_local_cs_dem_is_refused_and_not_reported_as_earth(tmp_path):
     good = write_tif(tmp_path / "moon_local.tif", moon_values(), local=True)
     heights = write_tif(tmp_path / "phobos_local.tif", moon_values(heights=True) / 9.0, local=True)
     assert raster.crs_facts(gdal.Open(str(good))).unconfirmed == "a LOCAL_CS"
     r = Resolver(cache="no")
-    with caplog.at_level("WARNING", logger="shaperesolver"):
-        assert r.resolve(target="Moon", shape="user", model=str(good)).source == "user"
-    assert any("LOCAL_CS, which cannot confirm the body" in m and "Moon" in m for m in caplog.messages)
-    with pytest.raises(errors.ModelError) as info:
-        r.resolve(target="Phobos", shape="user", model=str(heights))
-    assert "values check for Phobos" in str(info.value) and "Earth" not in str(info.value)
+    for target, model in (("Moon", good), ("Phobos", heights)):  # radii or not: no latitude and longitude
+        with pytest.raises(errors.ModelError) as info:
+            r.resolve(target=target, shape="user", model=str(model))
+        assert "a LOCAL_CS, which gives no latitude and longitude" in str(info.value) and "Earth" not in str(info.value)
 
 
 # ---------------------------------------------------------------- helpers

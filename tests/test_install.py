@@ -211,3 +211,73 @@ def test_installed_runs_the_bundled_example(installed, tmp_path):
     p = _run([installed / "python", "-c", code, work / "viking_mars.cub"], cwd=tmp_path, env=_clean_env(tmp_path))
     assert p.stdout.strip() == recs["viking_mars.cub"]["shape_model"]
     assert p.stdout.strip().endswith("/molaMarsPlanetaryRadius0005.tiff")
+
+
+# ---------------------------------------------------------------- types a user's editor and mypy understand
+
+@pytest.fixture(scope="module")
+def editable(tmp_path_factory):
+    """A fresh venv with the checkout installed editable, as the development set-up does
+    (``pip install -e .``, here offline: setuptools, pip and the run dependencies come from
+    this environment through a ``.pth`` file); returns its python."""
+    tmp = tmp_path_factory.mktemp("editable")
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=SKIP_COPY, symlinks=True)
+    venv = tmp / "venv"
+    system_site = sys.prefix != sys.base_prefix and \
+        "include-system-site-packages = true" in (Path(sys.prefix) / "pyvenv.cfg").read_text().lower()
+    _run([sys.executable, "-m", "venv", "--without-pip", *(["--system-site-packages"] if system_site else []), venv])
+    py = venv / "bin" / "python"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    shim = tmp / "deps"
+    shim.mkdir()
+    own_site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    for dist in _closure([*project["dependencies"], "numpy", "setuptools", "pip"]):
+        site = Path(dist.locate_file("")).resolve()
+        if system_site and site != own_site:
+            continue
+        info_dir = getattr(dist, "_path", None)
+        for name in _top_level(dist) | ({Path(str(info_dir)).name} if info_dir else set()):
+            target = site / name
+            if not target.exists():
+                target = site / f"{name}.py"
+            if target.exists() and not (shim / target.name).exists():
+                (shim / target.name).symlink_to(target)
+    fresh_site = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    (fresh_site / "zz-test-deps.pth").write_text(f"{shim}\n")
+    _run([py, "-m", "pip", "install", "--no-index", "--no-build-isolation", "-e", src], cwd=tmp, env=_clean_env(tmp))
+    where = _run([py, "-c", "import shaperesolver; print(shaperesolver.__file__)"], cwd=tmp, env=_clean_env(tmp)).stdout
+    assert Path(where.strip()).resolve() == (src / "shaperesolver" / "__init__.py").resolve()
+    return py
+
+
+def _mypy(py: Path, code: str, tmp: Path) -> subprocess.CompletedProcess:
+    user = tmp / "pipeline.py"
+    user.write_text(code)
+    return subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--python-executable", py,
+                           user], capture_output=True, text=True, cwd=tmp, env=_clean_env(tmp), timeout=600)
+
+
+def test_mypy_strict_sees_the_public_api_of_an_editable_install(editable, tmp_path):
+    pytest.importorskip("mypy")
+    good = (
+        "from shaperesolver import CubeNotFoundError, NoAnswerError, Resolver, Shape, resolve, write_batch\n"
+        "from shaperesolver.policy.inventory import ItemInfo\n\n\n"
+        "def run(cubes: list[str], shape: Shape) -> list[ItemInfo]:\n"
+        "    try:\n"
+        "        resolve(cubes[0], shape='ellipsoid', url='http://127.0.0.1:9/', verify=False, fallback='always')\n"
+        "    except (CubeNotFoundError, NoAnswerError):\n"
+        "        pass\n"
+        "    write_batch(cubes, shape=shape, catalog='/data/catalog.json', cache='no')\n"
+        "    with Resolver(cache='refresh') as r:\n"
+        "        return r.items('Moon')\n")
+    p = _mypy(editable, good, tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    bad = good.replace("cache='no'", "catlog='/data/catalog.json'").replace("shape='ellipsoid'", "shape='elipsoid'")
+    bad += "\n\nx: int = Resolver().items('Moon')[0].item_id\n"
+    p = _mypy(editable, bad, tmp_path)
+    assert p.returncode == 1
+    assert 'Unexpected keyword argument "catlog" for "write_batch"' in p.stdout, p.stdout
+    assert "Literal['elipsoid']" in p.stdout, p.stdout
+    assert 'Incompatible types in assignment (expression has type "str", variable has type "int")' in p.stdout
+    assert "does not explicitly export" not in p.stdout and "import-not-found" not in p.stdout

@@ -88,10 +88,10 @@ def test_list_human_marks_the_chosen_item(stac):
     assert "deprecated" in [ln for ln in lines if "0006" in ln][0]
 
 
-def test_list_unknown_body_is_one_line_and_exit_1(stac):
+def test_list_a_body_with_no_items_is_a_note_and_exit_0(stac):
     p = run(f"url={stac.url}", "cache=no", "target=Io", "list=yes")
-    assert p.returncode == 1 and p.stdout == ""
-    assert p.stderr.strip().splitlines() == [f"shaperesolver: no items for Io in isis-global-dtms at {stac.url}"]
+    assert p.returncode == 0 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == [f"shaperesolver: note: no items for Io in isis-global-dtms at {stac.url}"]
 
 
 def test_list_bodies_of_a_fromlist(stac, make_cube, tmp_path):

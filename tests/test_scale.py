@@ -132,7 +132,9 @@ def test_jobs4_duplicates_hard_link_and_bad_cube_match_jobs1(tmp_path, env):
         assert "error" in recs[4][6] and recs[4][6]["source"] is None
         assert len(srv.searches) == 4  # j1 filled the cache; j4 searched nothing
         p = cli(f"fromlist={lst}", f"url={srv.url}", "verify=no", "jobs=0", "-q", env=env)
-        assert p.returncode == 1 and p.stdout == ""
+        assert p.returncode == 1 and p.stdout.count("[unchanged]") == 11  # -q quiets stderr only
+        assert p.stderr.splitlines() == [f"shaperesolver: {bad}: not an ISIS cube label (it does not start with "
+                                         "'Object = IsisCube')"]
 
 
 def test_jobs_usage_errors(tmp_path, env):

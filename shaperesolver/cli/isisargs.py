@@ -8,8 +8,10 @@ tokens.  ``-name`` options are ISIS's reserved options; ``--json``, ``-v``/``-q`
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -29,24 +31,30 @@ class Param:
     default: str | None = None
     options: tuple[str, ...] = ()
     kind: str = "string"  # string, file, list, integer
+    #: the environment variable that gives the value when the command line does not
+    env: str | None = None
+    #: the value that applies when neither does (shown by -help; not a default to substitute)
+    builtin: str | None = None
 
 
 PARAMS: tuple[Param, ...] = (
     Param("from", "an attached cube (.cub) or a detached label (.lbl)", kind="file"),
     Param("fromlist", "a file with one cube per line (# comments and blank lines ignored)", kind="file"),
-    Param("shape", "web: newest DEM in the STAC API, else SYSTEM, else the ellipsoid; system: the data area's "
-          "DEM database; ellipsoid: ShapeModel = Null; ringplane: ShapeModel = RingPlane (ring "
-          "observations); user: model=", "web", ("web", "system", "ellipsoid", "ringplane", "user"), "list"),
+    Param("shape", "web: the newest DEM for the target in the STAC API, else SYSTEM, else the ellipsoid; "
+          "system: the ISIS data area's DEM kernel database; ellipsoid: ShapeModel = Null; ringplane: "
+          "ShapeModel = RingPlane (ring observations, as spiceinit); user: the DEM or NAIF DSK that model=PATH "
+          "names", "web", ("web", "system", "ellipsoid", "ringplane", "user"), "list"),
     Param("model", "shape=user: a DEM (.cub, GeoTIFF, /vsi... path, $base/dems/...) or a NAIF DSK (.bds)",
           kind="file"),
-    Param("url", f"STAC API root (default $SHAPERESOLVER_STAC_URL or {DEFAULT_URL})"),
+    Param("url", f"STAC API root (default $SHAPERESOLVER_STAC_URL, else {DEFAULT_URL})", env="SHAPERESOLVER_STAC_URL",
+          builtin=DEFAULT_URL),
     Param("catalog", "a static STAC catalog (path or URL) to search instead of the API", kind="file"),
     Param("collection", "the STAC collection to search", DEFAULT_COLLECTION),
     Param("target", "use this target instead of the label's TargetName"),
     Param("version", "shape=web: pin a model version (version=5 matches \"0005\")"),
     Param("verify", "open each web/user model and check it fits the body", "yes", ("yes", "no"), "list"),
     Param("cache", "the on-disk search cache ($SHAPERESOLVER_CACHE_DIR)", "yes", ("yes", "no", "refresh"), "list"),
-    Param("isisdata", "the ISIS data area (default $ISISDATA)", kind="file"),
+    Param("isisdata", "the ISIS data area (default $ISISDATA)", kind="file", env="ISISDATA"),
     Param("dryrun", "show what would be written, write nothing", "no", ("yes", "no"), "list"),
     Param("jobs", "write N cubes at a time (0 = one per core)", "1", kind="integer"),
     Param("scheduler", "run the batch on a Dask cluster (tcp://host:8786; the shaperesolver[dask] extra)"),
@@ -264,6 +272,8 @@ def checked(params: dict[str, str]) -> dict[str, str]:
                  "mirror", "scheduler"):
         if name in out and not out[name].strip():
             raise UsageError(f"{name}= is empty; give a value or leave it out")
+    if "from" in out and "fromlist" in out:
+        raise UsageError("give from=CUBE or fromlist=LIST, not both (add the cube to the list)")
     shape = out.get("shape", "web")
     if "version" in out and shape != "web":
         raise UsageError(f"version= pins a web model; shape={shape} does not use it")
@@ -284,18 +294,33 @@ def checked(params: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def help_text(params: dict[str, str], only: str | None = None) -> str:
-    """ISIS's -help: every parameter with its value (or default) and options; or one."""
+def in_effect(param: Param, params: dict[str, str], environ: Mapping[str, str]) -> tuple[str, str | None]:
+    """(the value that applies, where it came from: None for the command line, else
+    ``default``, ``from $VAR`` or ``none``)."""
+    value = params.get(param.name)
+    if value is not None:
+        return value, None
+    if param.env and environ.get(param.env):
+        return environ[param.env], f"from ${param.env}"
+    if param.default is not None or param.builtin is not None:
+        return param.default if param.default is not None else str(param.builtin), "default"
+    return "(none)", "none"
+
+
+def help_text(params: dict[str, str], only: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """ISIS's -help: every parameter with the value in effect (the command line's, an
+    environment variable's or the default, saying which) and its options; or one, described."""
+    environ = os.environ if environ is None else environ
     lines = []
     for p in PARAMS:
         if only and p.name != only:  # (-help= with no name: every parameter)
             continue
-        value = params.get(p.name)
-        shown = value if value is not None else (p.default if p.default is not None else "(none)")
-        head = f"{p.name.upper():<11}= {shown}" + ("" if value is not None or p.default is None else "  (default)")
+        shown, where = in_effect(p, params, environ)
+        head = f"{p.name.upper():<11}= {shown}" + (f"  ({where})" if where not in (None, "none") else "")
         lines.append(head)
         if only:
-            lines.append(f"  {p.help}")
+            lines += textwrap.wrap(p.help.rstrip(".") + ".", 78, initial_indent="  ", subsequent_indent="  ",
+                                   break_on_hyphens=False)
             if p.options:
                 lines.append(f"  options: {', '.join(o.upper() for o in p.options)}")
         elif p.options:

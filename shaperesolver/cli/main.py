@@ -15,12 +15,13 @@ import os
 import sys
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, cast
 
 from .._version import __version__
 from ..base import safeio
 from ..errors import ShapeResolverError, UnsafeFileError, UsageError
-from ..policy.job import BatchOptions, CubeResult, write_chunk
+from ..policy.job import BatchOptions, CubeResult, record, write_chunk
+from ..policy.options import CacheMode, Fallback
 from ..policy.resolver import DEFAULT_COLLECTION, Resolver
 from .plan import RESOLVER_KEYS, Plan, Run, plan
 from .report import Reporter, append_text
@@ -87,7 +88,11 @@ def _main(argv: Sequence[str]) -> int:
             return 2
     report = Reporter(todo.total, as_json=todo.json, verbose=todo.verbose, quiet=todo.quiet, log_file=todo.log_file)
     with report.running():
-        code = _execute(todo.runs, report, todo.abort, todo.errlist)
+        try:
+            code = _execute(todo.runs, report, todo.abort, todo.errlist)
+        except KeyboardInterrupt:  # the summary still says what was done and what was not run
+            report.finish()
+            raise
         report.finish()
     return max(code, 1) if report.log_failed else code
 
@@ -109,7 +114,11 @@ def _run_mode(todo: Plan) -> int | None:
 
 
 def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None) -> int:
-    """Run every row (consecutive rows with the same settings as one batch); the exit code."""
+    """Run every row (consecutive rows with the same settings as one batch); the exit code.
+
+    A row that cannot start (its settings or model are unusable, the Dask scheduler cannot
+    be reached) fails as a whole: one line, and a failed record for each of its cubes.
+    """
     code = 0
     failed_rows: list[int] = []
     resolvers: dict[tuple[Any, ...], Resolver] = {}
@@ -123,26 +132,29 @@ def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None
             while j < len(runs) and {k: v for k, v in runs[j].params.items() if k not in ("from", "fromlist")} == settings:
                 j += 1
             group = runs[i:j]
+            reported = report.done
             try:
                 key = tuple(settings.get(k) for k in RESOLVER_KEYS)
                 if key not in resolvers:
                     resolvers[key] = stack.enter_context(_resolver(settings))
                 sched = settings.get("scheduler")
                 if sched not in executors:
-                    executors[sched] = stack.enter_context(_executor(settings))
+                    try:
+                        executors[sched] = stack.enter_context(_executor(settings))
+                    except _SchedulerError as exc:
+                        executors[sched] = exc  # the later rows that use it fail at once
+                if isinstance(executors[sched], _SchedulerError):
+                    raise executors[sched]
                 failed, stopped_at = _group(group, i, resolvers[key], executors[sched], settings, report, abort)
-            except UsageError as exc:
-                report.error(str(exc) if group[0].row is None else f"row {group[0].row.line.strip()!r}: {exc}")
-                code = max(code, 2)
-                failed = [i]
-                stopped_at = i if abort else None
-                failed += [] if abort else list(range(i + 1, j))
-            except _SchedulerError as exc:
-                report.error(str(exc))
-                return 1
-            except ShapeResolverError as exc:  # the group's model or settings: none of its cubes was touched
-                report.error(" ".join(str(exc).split()))
-                report.counts["failed"] += sum(len(run.cubes) for run in group)
+            except ShapeResolverError as exc:  # the group's model, settings or scheduler: no cube was touched
+                text = " ".join(str(exc).split())
+                report.error(text if group[0].row is None or not isinstance(exc, UsageError)
+                             else f"row {group[0].row.line.strip()!r}: {text}")
+                code = max(code, 2 if isinstance(exc, UsageError) else 1)
+                left = [c if isinstance(c, str) else c[0] for run in group for c in run.cubes][report.done - reported:]
+                for cube in left:  # silent: the line above says why
+                    report.cube(record(cube, None, None, exc), None, settings.get("shape", "web"),
+                                settings.get("dryrun", "no") == "yes")
                 failed = list(range(i, j))
                 stopped_at = i if abort else None
             if failed:
@@ -160,7 +172,10 @@ def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None
 
 def _group(group: list[Run], first: int, resolver: Resolver, executor: Any, settings: dict[str, str],
            report: Reporter, abort: bool) -> tuple[list[int], int | None]:
-    """Run consecutive rows with the same settings; (failed row indexes, row aborted at)."""
+    """Run consecutive rows with the same settings; (failed row indexes, row aborted at).
+
+    Ctrl-C: the results the batch finished before it stopped are reported, then it goes on up.
+    """
     opts = BatchOptions(shape=settings.get("shape", "web"), model=settings.get("model"),
                         target=settings.get("target"), version=settings.get("version"),
                         dryrun=settings.get("dryrun", "no") == "yes")
@@ -168,22 +183,46 @@ def _group(group: list[Run], first: int, resolver: Resolver, executor: Any, sett
     cubes = [c for run in group for c in run.cubes]
     failed: list[int] = []
     shown: set[int] = set()
+
+    def take(result: CubeResult) -> int | None:
+        """Report one result; the row to stop at (-onerror=abort), else None."""
+        row = owner[result.index]
+        run = group[row - first]
+        if run.shown is not None and row not in shown and not report.quiet:
+            shown.add(row)
+            report.write(run.shown + "\n", report.err)
+        report.cube(result.record, result.kernels_text, opts.shape, opts.dryrun, result.error)
+        if result.error is not None and row not in failed:
+            failed.append(row)
+            return row if abort else None
+        return None
+
     results = _results(resolver, cubes, opts, int(settings.get("jobs", "1")), executor)
     try:
-        for n, result in enumerate(results):
-            row = owner[n]
-            run = group[row - first]
-            if run.shown is not None and row not in shown and not report.quiet:
-                shown.add(row)
-                report.write(run.shown + "\n", report.err)
-            report.cube(result.record, result.kernels_text, opts.shape, opts.dryrun, result.error)
-            if result.error is not None and row not in failed:
-                failed.append(row)
-                if abort:
-                    return failed, row
+        for result in results:
+            if (stop := take(result)) is not None:
+                return failed, stop
+    except KeyboardInterrupt as exc:
+        for result in _finished(results, exc):
+            take(result)
+        raise
     finally:
         results.close()
     return failed, None
+
+
+def _finished(results: Generator[CubeResult, None, None], exc: KeyboardInterrupt) -> list[CubeResult]:
+    """The results a batch finished before Ctrl-C and had not yet given (see
+    :class:`~shaperesolver.scale.batch.BatchInterrupted`)."""
+    done = getattr(exc, "results", None)
+    if done is None:  # the interrupt came while a result was being reported: ask the batch
+        try:
+            results.throw(exc)
+        except KeyboardInterrupt as stopped:
+            done = getattr(stopped, "results", None)
+        except StopIteration:
+            pass
+    return list(done or [])
 
 
 def _results(resolver: Resolver, cubes: list[Any], opts: BatchOptions, jobs: int,
@@ -223,9 +262,10 @@ def _write_errlist(path: str, runs: list[Run], rows: list[int], report: Reporter
 def _make_resolver(settings: dict[str, str]) -> Resolver:
     try:
         return Resolver(url=settings.get("url"), catalog=settings.get("catalog"),
-                        collection=settings.get("collection", DEFAULT_COLLECTION), cache=settings.get("cache", "yes"),
-                        isisdata=settings.get("isisdata"), verify=settings.get("verify", "yes") == "yes",
-                        fallback=settings.get("fallback", "nomatch"))
+                        collection=settings.get("collection", DEFAULT_COLLECTION),
+                        cache=cast(CacheMode, settings.get("cache", "yes")), isisdata=settings.get("isisdata"),
+                        verify=settings.get("verify", "yes") == "yes",
+                        fallback=cast(Fallback, settings.get("fallback", "nomatch")))  # (checked by the plan)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -250,7 +290,7 @@ def _versions() -> str:
     return "\n".join(parts)
 
 
-class _SchedulerError(Exception):
+class _SchedulerError(ShapeResolverError):
     """The Dask scheduler cannot be reached."""
 
 

@@ -73,7 +73,7 @@ def run(opts: dict[str, Any], cubes: Callable[[], Sequence[Any]], make_resolver:
             assert done is not None
             if opts["json"]:
                 sys.stdout.write(json.dumps(done.record()) + "\n")
-            elif not opts["quiet"]:
+            else:  # a result: on stdout also with -q
                 what = {"present": "already there", "downloaded": "downloaded", "resumed": "resumed"}[done.status]
                 print(f"{done.body}: {done.item_id} -> {done.path} [{what}, {done.size} bytes]")
                 for old in done.pruned:
@@ -94,9 +94,8 @@ def _list(resolver: Resolver, targets: Sequence[str | None], as_json: bool) -> i
             print(f"shaperesolver: {printable(exc)}", file=sys.stderr)
             code = 1
             continue
-        if target is not None and not infos:
-            print(printable(f"shaperesolver: no items for {target} in {resolver._where()}"), file=sys.stderr)
-            code = 1
+        if target is not None and not infos:  # a note, not a failure: the catalog answered
+            print(printable(f"shaperesolver: note: no items for {canonical(target)} in {resolver._where()}"), file=sys.stderr)
         body = None
         for info in infos:
             if as_json:

@@ -1,9 +1,11 @@
 """What the command prints: per-cube lines, one copy of each warning, progress, the summary, -log.
 
 One cube: the Kernels group as ISIS prints it.  A list: one line per cube (the whole
-block with ``-v``), a ``tqdm`` bar on a terminal (log lines go above it) or, when stderr
-is not a terminal, a progress line every 10 s or 10 %, and at the end how often each
-repeated warning came and the counts.
+block with ``-v``); a run that lasts more than a few seconds shows progress: a ``tqdm``
+bar on a terminal (log lines go above it, and it is closed before the summary) or, when
+stderr is not a terminal, a progress line every 10 s or 10 %.  At the end: how often each
+repeated warning came, and the counts, which add up (every cube is written, would be
+written, unchanged, failed or not run).  ``-q`` quiets stderr only: results on stdout stay.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -19,12 +23,15 @@ from typing import Any, TextIO
 
 from ..base import safeio
 from ..errors import shorten
+from ..policy.options import SKY
 
 __all__ = ["Reporter", "Counts", "state_of"]
 
 LOGGER = "shaperesolver"
 PROGRESS_SECONDS = 10.0
 PROGRESS_MIN_CUBES = 100
+#: no progress at all for a run that ends within this many seconds
+PROGRESS_DELAY = 3.0
 
 
 def state_of(rec: dict[str, Any], dryrun: bool) -> str:
@@ -39,15 +46,25 @@ def state_of(rec: dict[str, Any], dryrun: bool) -> str:
     return "would write" if would else "unchanged"
 
 
+def is_sky(rec: dict[str, Any]) -> bool:
+    """An image of the sky: no shape model by definition (not a fallback)."""
+    return str(rec.get("body") or "").upper() == SKY and not rec.get("error")
+
+
 def fell_back(rec: dict[str, Any], shape: str) -> bool:
-    """The cube got another kind of model than it asked for (SYSTEM under shape=system is not)."""
-    return not rec.get("error") and rec.get("source") is not None and rec["source"] != shape
+    """The cube got another kind of model than it asked for (SYSTEM under shape=system is
+    not, nor the Null of a sky image)."""
+    return not rec.get("error") and rec.get("source") is not None and rec["source"] != shape and not is_sky(rec)
 
 
 class Counts(dict[str, int]):
-    """written, would write (shown when there are some), unchanged, fell back, failed."""
+    """What happened to the cubes of a run: written (or would write), unchanged, failed and
+    not run add up to the total; fell back and sky count some of the written or unchanged ones.
+    Would write, sky and not run are shown when there are some."""
 
-    KEYS = ("written", "would write", "unchanged", "fell back", "failed")
+    KEYS = ("written", "would write", "unchanged", "fell back", "sky", "failed")
+    #: how a count reads in the summary
+    WORDS = {"sky": "sky (no shape model)"}
 
     def __init__(self) -> None:
         super().__init__({k: 0 for k in self.KEYS})
@@ -56,8 +73,12 @@ class Counts(dict[str, int]):
 
     def line(self, total: int) -> str:
         skip = "written" if self.dry and not self["written"] else "would write"
-        shown = [k for k in self.KEYS if k != skip or self[k]]
-        return f"{total} cube{'s' if total != 1 else ''}: " + ", ".join(f"{self[k]} {k}" for k in shown)
+        shown = [k for k in self.KEYS if k not in (skip, "sky") or self[k]]
+        parts = [f"{self[k]} {self.WORDS.get(k, k)}" for k in shown]
+        not_run = total - sum(self[k] for k in ("written", "would write", "unchanged", "failed"))
+        if not_run > 0:
+            parts.append(f"{not_run} not run")
+        return f"{total} cube{'s' if total != 1 else ''}: " + ", ".join(parts)
 
 
 class _Repeats(logging.Filter):
@@ -97,6 +118,7 @@ class Reporter:
         self._repeats = _Repeats()
         self._t0 = self._last = time.monotonic()
         self._last_tenth = 0
+        self._in_cube = self._interrupted = False
 
     # ---------------------------------------------------------------- setup
 
@@ -116,13 +138,16 @@ class Reporter:
                 from tqdm.contrib.logging import logging_redirect_tqdm
 
                 self._bar = stack.enter_context(tqdm(total=self.total, file=self.err, unit="cube", leave=True,
-                                                     ncols=_columns(self.err)))
+                                                     ncols=_columns(self.err), delay=PROGRESS_DELAY))
                 stack.enter_context(logging_redirect_tqdm(loggers=[logger]))
             elif not show:
                 self._last_tenth = 11  # no progress lines
             for h in logger.handlers:
                 if self.listing:
                     h.addFilter(self._repeats)
+            if threading.current_thread() is threading.main_thread() and \
+                    signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                stack.callback(signal.signal, signal.SIGINT, signal.signal(signal.SIGINT, self._sigint))
             try:
                 yield self
             finally:
@@ -144,9 +169,27 @@ class Reporter:
         """A one-line error on stderr."""
         self.write(f"shaperesolver: {printable(text)}\n", self.err)
 
+    def _sigint(self, signum: int, frame: Any) -> None:
+        """Ctrl-C: a KeyboardInterrupt, after the cube being reported (its record, -log and
+        count agree)."""
+        if self._in_cube:
+            self._interrupted = True
+            return
+        raise KeyboardInterrupt
+
     def cube(self, rec: dict[str, Any], kernels_text: str | None, shape: str, dryrun: bool,
              error: str | None = None) -> None:
-        """Count, print and log one cube's outcome."""
+        """Count, print and log one cube's outcome, whole (Ctrl-C waits until it is told)."""
+        self._in_cube = True
+        try:
+            self._cube(rec, kernels_text, shape, dryrun, error)
+        finally:
+            self._in_cube = False
+        if self._interrupted:
+            self._interrupted = False
+            raise KeyboardInterrupt
+
+    def _cube(self, rec: dict[str, Any], kernels_text: str | None, shape: str, dryrun: bool, error: str | None) -> None:
         state = state_of(rec, dryrun)
         self.counts[state] += 1
         self.counts.dry = self.counts.dry or dryrun
@@ -155,14 +198,16 @@ class Reporter:
         fb = fell_back(rec, shape)
         if fb:
             self.counts["fell back"] += 1
-        if error is not None:
+        if is_sky(rec):
+            self.counts["sky"] += 1
+        if error is not None:  # (a failed record without ``error``: a line already said why)
             self.error(error)
         if self.as_json:
             import json
 
             self.out.write(json.dumps(rec) + "\n")
             self.out.flush()
-        elif error is None and not self.quiet:
+        elif state != "failed":  # a result: on stdout also with -q
             if self.listing and not self.verbose:
                 self.write(_line(rec, state, fb))
             else:
@@ -184,6 +229,8 @@ class Reporter:
             return
         now = time.monotonic()
         tenth = (10 * self.done) // self.total
+        if now - self._t0 < PROGRESS_DELAY or self.done == self.total:
+            return  # a short run, or the end (the summary follows): no line
         if tenth > self._last_tenth or now - self._last >= PROGRESS_SECONDS:
             self._last_tenth, self._last = tenth, now
             self.err.write(f"shaperesolver: progress {self.done}/{self.total} cubes "
@@ -193,7 +240,10 @@ class Reporter:
     # ---------------------------------------------------------------- the end
 
     def finish(self) -> None:
-        """The repeated-warning counts and the summary (for lists)."""
+        """The repeated-warning counts and the summary (for lists), below the closed bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
         for key, n in self._repeats.seen.items():
             if n > 1:
                 self.write(f"shaperesolver: the warning above came for {n} cubes in all: {shorten(key, 160)}\n", self.err)
@@ -226,8 +276,11 @@ def printable(text: object) -> str:
 
 
 def _line(rec: dict[str, Any], state: str, fb: bool) -> str:
-    how = f"{rec['source']}, fell back" if fb else rec["source"]
+    how = f"{rec['source']}, fell back" if fb else f"{rec['source']}, sky: no shape model" if is_sky(rec) else rec["source"]
     line = f"{rec['cube']}: {rec.get('body') or rec.get('target')} -> {rec['shape_model']} ({how}) [{state}]"
+    if rec.get("removed_elevation_model"):
+        verb = "would remove" if state == "would write" else "removed"
+        line += f"; {verb} ElevationModel = {rec['removed_elevation_model']} (it would override ShapeModel)"
     return printable(line) + "\n"
 
 
@@ -246,14 +299,16 @@ def _block(rec: dict[str, Any], kernels_text: str | None, state: str, dryrun: bo
     if rec.get("fallback_reason"):
         lines.append(f"  fell back: {rec['fallback_reason']}")
     if rec.get("removed_elevation_model"):
-        lines.append(f"  removed ElevationModel = {rec['removed_elevation_model']} (it would override ShapeModel)")
+        verb = "would remove" if dryrun else "removed"
+        lines.append(f"  {verb} ElevationModel = {rec['removed_elevation_model']} (it would override ShapeModel)")
     text = "\n".join(map(printable, lines)) + "\n"
     return text + (kernels_text or "")
 
 
 _LOG_KEYS = (("From", "cube"), ("TargetName", "target"), ("Body", "body"), ("ShapeModel", "shape_model"),
              ("Source", "source"), ("ItemId", "item_id"), ("Version", "version"), ("Previous", "previous"),
-             ("FallbackReason", "fallback_reason"), ("Error", "error"))
+             ("RemovedElevationModel", "removed_elevation_model"), ("FallbackReason", "fallback_reason"),
+             ("Error", "error"))
 
 
 def _pvl_string(value: Any) -> str:
@@ -263,9 +318,25 @@ def _pvl_string(value: Any) -> str:
     return f'"{text}"'
 
 
+def kept(cube: str) -> str:
+    """What a cube whose run failed holds now: its ShapeModel, ``(none)``, or why it cannot be told."""
+    from ..cube.label import read_label
+    from ..errors import ShapeResolverError
+
+    try:
+        return read_label(cube).shape_model or "(none)"
+    except (ShapeResolverError, OSError, ValueError) as exc:
+        return f"(unknown: {shorten(str(exc), 120)})"
+
+
 def _append_log(path: str, rec: dict[str, Any], state: str, fb: bool) -> None:
-    """Append the cube's result to ``path`` as a PVL group (ISIS's -log)."""
-    pairs = [(k, rec.get(f)) for k, f in _LOG_KEYS if rec.get(f) is not None or f in ("cube", "shape_model")]
+    """Append the cube's result to ``path`` as a PVL group (ISIS's -log).  A failed cube's
+    group has no ShapeModel (nothing was written) but ``KeptShapeModel``: what it still holds."""
+    failed = state == "failed"
+    pairs = [(k, rec.get(f)) for k, f in _LOG_KEYS
+             if (rec.get(f) is not None or f in ("cube", "shape_model")) and not (failed and f == "shape_model")]
+    if failed:
+        pairs.append(("KeptShapeModel", kept(str(rec.get("cube")))))
     pairs += [("Status", state), ("FellBack", "Yes" if fb else "No")]
     width = max(len(k) for k, _ in pairs)
     text = "Group = Results\n" + "".join(f"  {k.ljust(width)} = {_pvl_string(v)}\n" for k, v in pairs) + "End_Group\n"

@@ -33,7 +33,8 @@ write it into IsisCube > Kernels > ShapeModel without touching the rest of the l
   shape=ringplane  ShapeModel = RingPlane (ring observations, as spiceinit)
   shape=user       model=PATH: a DEM file or NAIF DSK (.bds), a $base/... path under
                    ISISDATA, or a /vsi... path
-  url=URL          STAC API root (default $SHAPERESOLVER_STAC_URL or {DEFAULT_URL})
+  url=URL          STAC API root (default $SHAPERESOLVER_STAC_URL, else
+                   {DEFAULT_URL})
   catalog=PATH     a static STAC catalog (path or URL) to search instead of the API
   collection=ID    STAC collection (default {DEFAULT_COLLECTION})
   target=NAME      use this target instead of the label's TargetName
@@ -42,6 +43,9 @@ write it into IsisCube > Kernels > ShapeModel without touching the rest of the l
   cache=yes|no|refresh   use the on-disk search cache (default yes;
                    $SHAPERESOLVER_CACHE_DIR overrides where it lives)
   isisdata=DIR     ISIS data area (default $ISISDATA)
+  fallback=nomatch|always|never   shape=web: fall back to SYSTEM, then the ellipsoid,
+                   when the catalog has no model for the body (nomatch, default),
+                   also when it gives no answer (always), or never
   dryrun=yes       show what would be written, write nothing
   jobs=N           write N cubes at a time (default 1; 0 = one per core)
   scheduler=ADDR   run the batch on a Dask cluster (tcp://host:8786; needs the
@@ -55,16 +59,20 @@ write it into IsisCube > Kernels > ShapeModel without touching the rest of the l
   prune=yes        drop older mirrored versions of the bodies mirrored now
   maxsize=SIZE     largest file to download (default 64G; K, M, G, T suffixes)
   --json           one JSON object per cube (item, mirrored DEM) on stdout (JSON Lines)
-  -v, -q           more or less chatter on stderr
+  -v, -q           more or less chatter on stderr (results on stdout stay with -q)
 
   -batchlist=FILE  run once per row of FILE, $1..$9 in any value = the row's columns
   -errlist=FILE    write the failed rows (or fromlist= cubes) to FILE, to run again
   -onerror=abort|continue   what -batchlist does after a failed row (default abort)
   -log[=FILE]      append each cube's result to FILE (print.prt) as a PVL group
-  -help[=PARAM]    the parameters with their values and defaults (or one of them)
+  -help[=PARAM]    the parameters with the values in effect and where each came
+                   from (the command line, $SHAPERESOLVER_STAC_URL, $ISISDATA, the
+                   default); -help=PARAM describes one
 
 Names and list values are case-insensitive and may be shortened to a unique prefix
 (FR=x.cub sh=ell); --from x.cub and --from=x.cub work too.  File names expand ~,
 $ISISDATA, $base-style data area directories and environment variables.
-Exit status: 0 all cubes done, 1 a cube failed, 2 usage error.
+Exit status: 0 all cubes done, 1 a cube failed, 2 usage error, 130 interrupted
+(Ctrl-C), 141 stdout closed (| head); with 130 and 141 every cube holds its old
+or its new label.
 """

@@ -24,6 +24,7 @@ from ..base import bodies
 from ..base.safeio import open_regular, read_fd
 from ..errors import (
     CubeChangedError,
+    CubeNotFoundError,
     LabelFullError,
     LabelSyntaxError,
     LabelWriteError,
@@ -31,6 +32,7 @@ from ..errors import (
     NotACubeError,
     ReadOnlyCubeError,
     UnsafeFileError,
+    not_a_cube,
 )
 from . import txn
 from .pvlformat import check_round_trip, check_value, format_statement
@@ -132,11 +134,46 @@ def _read_text(fd: int, path: str, size: int) -> str:
         text = (data if nul < 0 else data[:nul]).decode("latin-1")
         if not checked:
             if not _START.match(text, skip_blank(text[:4096], 0)):
-                raise NotACubeError(path, "not an ISIS cube label (it does not start with 'Object = IsisCube')")
+                lbl = detached_label_of(path)
+                raise NotACubeError(path, f"not an ISIS cube label but the data file of the detached label "
+                                          f"{os.path.basename(lbl)} beside it: give that .lbl instead" if lbl else
+                                    "not an ISIS cube label (it does not start with 'Object = IsisCube')")
             checked = True
         if nul >= 0 or len(data) >= size or want >= MAX_LABEL_SCAN or _END_LINE.search(text):
             return text
         want *= 4
+
+
+#: how many ``.lbl`` files of a directory :func:`detached_label_of` looks into
+MAX_LABELS_LOOKED_AT = 64
+_POINTER = re.compile(r'^\s*\^\w+\s*=\s*\(?\s*"?([^"\s,)]+)', re.M)
+
+
+def detached_label_of(path: str) -> str | None:
+    """The detached label (``.lbl`` beside ``path``) whose pointer names ``path`` as its
+    data file, or None (looks at ``NAME.lbl`` first, then at most
+    :data:`MAX_LABELS_LOOKED_AT` others; only to say where the label is)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    stem = os.path.splitext(name)[0]
+    try:
+        others = [e.name for e in os.scandir(folder) if e.name.lower().endswith(".lbl")][:MAX_LABELS_LOOKED_AT]
+    except OSError:
+        return None
+    for cand in sorted(others, key=lambda n: os.path.splitext(n)[0] != stem):
+        full = os.path.join(folder, cand)
+        try:
+            fd, _ = open_regular(full, what="label")
+        except OSError:
+            continue
+        try:
+            text = read_fd(fd, _CHUNK).decode("latin-1")
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        if _START.match(text, skip_blank(text[:4096], 0)) and name in _POINTER.findall(text):
+            return full
+    return None
 
 
 def _parse(path: str, text: str, size: int) -> CubeLabel:
@@ -225,7 +262,7 @@ def _open_cube(path: str) -> tuple[int, os.stat_result]:
     try:
         return open_regular(path, what="cube")
     except UnsafeFileError as exc:
-        raise NotACubeError(path, txn._problem(exc)) from None
+        raise not_a_cube(path, txn._problem(exc), exc.errno) from None
 
 
 def read_label(path: str | os.PathLike[str], *, lock_wait: float = txn.DEFAULT_LOCK_WAIT) -> CubeLabel:
@@ -338,7 +375,7 @@ def _check_writable(path: str) -> None:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise NotACubeError(path, f"cannot open: {exc.strerror or exc}; not modified") from None
+        raise not_a_cube(path, f"cannot open: {exc.strerror or exc}; not modified", exc.errno) from None
     if not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
         raise ReadOnlyCubeError(path, "file is read-only (no write permission bits); not modified")
     if not os.access(path, os.W_OK):
@@ -407,7 +444,7 @@ def write_shape_model(
         new_text, removed, new_scan = _plan(lab, value)
         return _outcome(lab, p, value, new_text, new_scan, removed, written=False, would=new_text != lab.text)
     if not os.path.lexists(p):
-        raise NotACubeError(p, "no such file")
+        raise CubeNotFoundError(p)
     if os.path.isdir(p):
         raise NotACubeError(p, "is a directory, not a cube")
     _check_writable(p)

@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..base.safeio import open_regular, read_fd
-from ..errors import CubeLockedError, JournalError, LabelWriteError, NotACubeError, ReadOnlyCubeError, UnsafeFileError
+from ..errors import CubeLockedError, JournalError, LabelWriteError, ReadOnlyCubeError, UnsafeFileError, not_a_cube
 
 __all__ = ["journal_path", "temp_path", "locked", "recover", "write_region", "replace_file", "clear_temp", "Hook",
            "DEFAULT_LOCK_WAIT"]
@@ -182,7 +182,7 @@ def locked(path: str, write: bool = True, wait: float = DEFAULT_LOCK_WAIT) -> It
         except UnsafeFileError as exc:
             if write and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
                 raise ReadOnlyCubeError(path, f"cannot open for writing: {os.strerror(exc.errno)}; not modified") from None
-            raise NotACubeError(path, _problem(exc)) from None
+            raise not_a_cube(path, _problem(exc), exc.errno) from None
         try:
             _flock(fd, path, wait)
             try:

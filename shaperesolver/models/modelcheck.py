@@ -17,8 +17,8 @@ body's triaxial radii (NAIF pck00011.tpc, in :mod:`shaperesolver.base.bodies`):
 * **CRS** (:func:`check_crs`): the semi-major axis of the model's coordinate system must
   be within 1 % of the body's ``a`` (or, for DEMs on a mean-radius sphere, within 1 %
   of the interval ``[c, a]``), and its datum/ellipsoid names must not name another body.
-  A CRS with no ellipsoid (a ``LOCAL_CS``) cannot confirm a body: it passes, and the
-  caller says so.
+  A CRS with no ellipsoid (a ``LOCAL_CS``) gives no latitude and longitude: ISIS cannot
+  map a ground point into such a model, so it is refused, whatever its values.
 
 Both return ``None`` when the model fits, else a one-line reason.  Bodies without
 radii (``Body.radii_km is None``) skip the radius tests; the caller logs it.
@@ -41,11 +41,12 @@ __all__ = [
     "radius_range",
     "check_values",
     "check_crs",
+    "no_lonlat",
     "describe_range",
 ]
 
 #: Bumped when the rules change, so cached results of older rules are not reused.
-VERSION = 1
+VERSION = 2
 #: Topography margin for large bodies (km); small bodies use half their longest radius.
 MARGIN_KM = 25.0
 #: Fraction of the valid sample that must lie inside the radius range.
@@ -75,7 +76,7 @@ class CrsFacts:
 
     semi_major_m: float | None
     names: tuple[str, ...] = ()  # GEOGCS, datum and ellipsoid names
-    #: why the CRS cannot confirm any body (e.g. "a LOCAL_CS"), or None
+    #: why the CRS gives no latitude and longitude (e.g. "a LOCAL_CS"): the model is refused; or None
     unconfirmed: str | None = None
 
 
@@ -173,8 +174,18 @@ def _fits_axis(body: Body, a_m: float) -> bool:
     return small * (1 - CRS_TOLERANCE) <= a_m <= big * (1 + CRS_TOLERANCE)
 
 
+def no_lonlat(crs: CrsFacts) -> str | None:
+    """Why a model whose CRS gives no latitude and longitude is unusable for any body, or None."""
+    if not crs.unconfirmed:
+        return None
+    return (f"its coordinate system is {crs.unconfirmed}, which gives no latitude and longitude: ISIS "
+            "cannot map a ground point into it; not a usable shape model")
+
+
 def check_crs(crs: CrsFacts, body: Body, others: Sequence[Body] | None = None) -> str | None:
-    """``None`` when the model's CRS agrees with ``body`` (or says nothing); else why not."""
+    """``None`` when the model's CRS agrees with ``body`` (or names nothing); else why not."""
+    if crs.unconfirmed:
+        return no_lonlat(crs)
     pool = [b for b in (others if others is not None else all_bodies()) if b.name != body.name]
     tokens = _tokens(crs.names)
     names = ", ".join(n for n in crs.names if n)

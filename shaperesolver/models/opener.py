@@ -139,6 +139,7 @@ class ModelOpener:
         except ModelError as exc:
             why = RELAY.failure(local, since=mark)  # this open's request the server failed (not recovered): no answer
             if why:
+                why = why.removeprefix(f"{url}: ")  # (the relay names the URL; the path already does)
                 raise ModelUnreachableError(f"GDAL cannot open {path}: {why}") from None
             raise type(exc)(str(exc).replace(local[len("/vsicurl/"):], url)) from None
 
@@ -184,14 +185,14 @@ class ModelOpener:
         """Does the open dataset ``ds`` hold radii of ``name``: ``{'ok': bool, 'reason': str | None}``."""
         from . import modelcheck, raster  # (GDAL's side: loaded when a model is opened)
 
+        facts = raster.crs_facts(ds)
+        why = modelcheck.no_lonlat(facts)  # unusable whatever the body
+        if why:
+            return {"ok": False, "reason": f"{path}: {why}"}
         body = bodies.lookup(name)
         if body is None:
             log.info("%s: %s is not in the body table; the model is not checked against it", path, name)
             return {"ok": True, "reason": None}
-        facts = raster.crs_facts(ds)
-        if facts.unconfirmed:
-            log.warning("%s: its coordinate system is %s, which cannot confirm the body; only its pixel values "
-                        "are checked against %s", path, facts.unconfirmed, body.name)
         why = modelcheck.check_crs(facts, body)
         if why:
             return {"ok": False, "reason": f"{path} failed the CRS check for {body.name}: {why}"}

@@ -32,7 +32,8 @@ from ..errors import ModelError, ModelUnreachableError, shorten
 from .modelcheck import CrsFacts, Sample
 
 __all__ = ["VSICURL_OPTIONS", "WEB_DRIVERS", "LOCAL_DRIVERS", "gdal_options", "open_model", "gdal_version",
-           "sample_values", "full_resolution_sample", "crs_facts", "identity", "SAMPLE_PIXELS", "MAX_BLOCK_BYTES"]
+           "sample_values", "full_resolution_sample", "crs_facts", "identity", "gdal_reason", "SAMPLE_PIXELS",
+           "MAX_BLOCK_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,20 @@ def _try_open(gdal: Any, path: str, drivers: Sequence[str]) -> tuple[Any, str]:
     return ds, _last_error()
 
 
+#: what GDAL says when a web server ignores HTTP Range requests (``python -m http.server``)
+_NO_RANGE = "range downloading not supported"
+
+
+def gdal_reason(message: str) -> str:
+    """GDAL's error message on one line, shortened, with what to do when the cause is known
+    (that part is never shortened)."""
+    reason = shorten(message) or "unknown error"
+    if _NO_RANGE in message.lower():
+        reason += ("; the model's server must answer HTTP Range requests, as GDAL reads parts of a model "
+                   "(python -m http.server does not): serve it from one that does, or download it (mirror=DIR)")
+    return reason
+
+
 def open_model(path: str, verify: bool = True, options: Mapping[str, str] | None = None,
                drivers: Sequence[str] = WEB_DRIVERS, name: str | None = None) -> Any:
     """Open ``path`` with one of ``drivers`` and return the ``gdal.Dataset``.
@@ -177,7 +192,7 @@ def open_model(path: str, verify: bool = True, options: Mapping[str, str] | None
         if "not recognized as" in err or "not recognised as" in err:
             fmt = _FORMATS.get(drivers, " or ".join(drivers))
             raise ModelError(f"GDAL cannot open {name}: not {fmt} (the only format opened here)")
-        raise ModelUnreachableError(f"GDAL cannot open {name}: {shorten(err.replace(path, name)) or 'unknown error'}")
+        raise ModelUnreachableError(f"GDAL cannot open {name}: {gdal_reason(err.replace(path, name))}")
     if verify:
         problem = _problem(gdal, ds)
         if problem:
@@ -282,7 +297,7 @@ def _reader(gdal: Any, ds: Any, band: Any) -> Any:
             b.FlushCache()  # drop the decompressed block: at most one is held at a time
             if raw is None:
                 msg = msg.replace(f"{path}, ", "") if path else msg  # (GDAL's "PATH, band 1: ..." names it again)
-                raise ModelUnreachableError(f"GDAL cannot read {name} of {path or 'the model'}: {shorten(msg) or 'unknown error'}")
+                raise ModelUnreachableError(f"GDAL cannot read {name} of {path or 'the model'}: {gdal_reason(msg)}")
             vals.frombytes(bytes(raw))
         good = tuple(v * scale + offset for v in vals
                      if v == v and abs(v) < 1e37 and v != nodata and not (isis16 and v in _ISIS_INT16_SPECIAL))

@@ -90,15 +90,29 @@ def one_line(err: Exception | str, cube: str, limit: int = 300) -> str:
     lengths = [len(x) for x in stages[:-1]]
     cap = max((c for c in range(24, max(lengths, default=0) + 1) if sum(min(n, c) for n in lengths) <= room),
               default=24)
-    return cube + "; ".join([*(_middle(x, cap) for x in stages[:-1]), _middle(stages[-1], max(limit // 2, room))])
+    last = max(limit // 2, limit - len(cube) - 26 * (len(stages) - 1))  # whole unless it crowds out the reasons
+    return cube + "; ".join([*(_middle(x, cap) for x in stages[:-1]), _middle(stages[-1], last)])
+
+
+#: the longest word :func:`_middle` drops rather than cut
+WORD = 16
 
 
 def _middle(text: str, width: int) -> str:
-    """``text`` cut to ``width`` characters in its middle (its start and end are kept)."""
+    """``text`` cut to ``width`` characters in its middle (its start and end are kept),
+    between words when a blank is near."""
     if len(text) <= width:
         return text
-    tail = (width - 3) // 3
-    return text[: width - 3 - tail] + "..." + text[len(text) - tail :]
+    tail_n = (width - 5) // 3
+    head_n = width - 5 - tail_n
+    head, tail = text[:head_n], text[len(text) - tail_n:]
+    blank = head.rfind(" ")  # a word cut short is dropped when it is short (a long one, a URL, is kept in part)
+    if blank >= max(head_n * 2 // 3, head_n - WORD):
+        head = head[:blank]
+    blank = tail.find(" ")
+    if 0 <= blank <= min(tail_n // 3, WORD):
+        tail = tail[blank + 1:]
+    return f"{head} ... {tail}"
 
 
 def write_chunk(resolver: Resolver, opts: BatchOptions, entries: Sequence[tuple[int, str]],

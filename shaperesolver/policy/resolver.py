@@ -37,8 +37,10 @@ from ..errors import (
 from ..models import kerneldb
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from ..catalog.choice import Choice
-    pass
+    from .inventory import ItemInfo
 from .options import (
     DEFAULT_COLLECTION,
     DEFAULT_URL,
@@ -48,6 +50,8 @@ from .options import (
     RINGPLANE,
     SHAPES,
     SKY,
+    ResolverOptions,
+    Shape,
 )
 from .state import ResolverState
 
@@ -56,6 +60,8 @@ __all__ = [
     "DEFAULT_COLLECTION",
     "SHAPES",
     "FALLBACKS",
+    "Shape",
+    "ResolverOptions",
     "Resolution",
     "Resolver",
     "ResolutionError",
@@ -157,7 +163,7 @@ class Resolver(ResolverState):
         self,
         cube: str | os.PathLike[str] | CubeLabel | None = None,
         *,
-        shape: str = "web",
+        shape: Shape = "web",
         model: str | None = None,
         target: str | None = None,
         version: str | None = None,
@@ -168,7 +174,7 @@ class Resolver(ResolverState):
         and there is no ISIS data area), :class:`~shaperesolver.errors.LabelError` for
         an unreadable cube and :class:`UsageError` for bad parameters.
         """
-        shape = shape.lower()
+        shape = str(shape).lower()  # type: ignore[assignment]  # (any case at run time)
         if shape not in SHAPES:
             raise UsageError(f"shape={shape!r} is not one of {', '.join(SHAPES)}")
         if shape == "user" and not model:
@@ -184,7 +190,8 @@ class Resolver(ResolverState):
         name = target if target is not None else (label.target if label else None)
         if name is None or not name.strip():
             raise UsageError("give a cube or target=NAME")
-        body = self._body(name)
+        # only a search (web) or a model check (user) uses the body table: warn about an unknown body then
+        body = self._body(name) if shape == "user" else bodies.canonical(name)
         base: dict[str, Any] = dict(target=name, body=body, cube=cube_path, label_target=label.target if label else None)
         if label is not None and label.kernels is None and shape != "ellipsoid":
             log.warning("%s: no Kernels group (not spiceinit'ed): a later spiceinit replaces the ShapeModel "
@@ -221,10 +228,22 @@ class Resolver(ResolverState):
         except (NoAnswerError, VersionNotFoundError) as exc:
             if self.fallback != "always":
                 if isinstance(exc, NoAnswerError):
-                    raise NoAnswerError(f"{exc}; not falling back (fallback=always would)") from None
+                    raise NoAnswerError(f"{exc}; {self._no_answer_fix(exc)}") from None
                 raise
             reasons.append(str(exc))
         return None
+
+    def _no_answer_fix(self, exc: NoAnswerError) -> str:
+        """What to do about no answer, as one stage (a long reason is shortened in its
+        middle; this never is).  ``fallback=always`` is not offered: that is a choice of
+        policy, not a fix (the manual's Fallback section says what it does)."""
+        if "refusing" in str(exc):  # a link or redirect the address rules refuse: no setting makes it safe
+            return "not modified"
+        if isinstance(exc, _UncheckedModel):
+            return "not modified: verify=no writes it unchecked, or mirror it (mirror=DIR) and resolve offline with catalog=DIR"
+        if self.catalog:
+            return "not modified: check catalog="
+        return "not modified: check url= and the network, or resolve offline from a mirror (catalog=DIR)"
 
     def _system_step(self, label: CubeLabel | None, name: str, reasons: list[str], base: dict[str, Any]) -> Resolution:
         """SYSTEM (the data area's kernel database), else the ellipsoid."""
@@ -269,7 +288,7 @@ class Resolver(ResolverState):
         choice: Choice = self._web.get((body, pin), lambda: self._find_web(target, body, pin))
         return choice
 
-    def items(self, target: str | None = None) -> list[Any]:
+    def items(self, target: str | None = None) -> list[ItemInfo]:
         """Every item the catalog holds for ``target`` (None: every body), as
         :class:`~shaperesolver.policy.inventory.ItemInfo`, marking the one a resolve would choose."""
         from . import inventory
@@ -316,7 +335,7 @@ class Resolver(ResolverState):
             try:
                 self.models.verified(choice.vsi_path, body, (choice.item_id, choice.version), web=True)
             except ModelUnreachableError as exc:
-                raise NoAnswerError(f"web model {choice.item_id} could not be checked: {exc}") from None
+                raise _UncheckedModel(f"web model {choice.item_id} could not be checked: {exc}") from None
             except ModelError as exc:
                 raise NoMatchError(f"web model {choice.item_id} failed verification: {exc}") from None
         return choice
@@ -325,6 +344,10 @@ class Resolver(ResolverState):
         """(the file to open, the ShapeModel value, whether it is a NAIF file) of ``model=``;
         :class:`UsageError` if unusable (see :meth:`.ModelOpener.user_model_path`)."""
         return self.models.user_model_path(model)
+
+
+class _UncheckedModel(NoAnswerError):
+    """The web model could not be reached for its check (``verify=yes``)."""
 
 
 def _rings(label: CubeLabel | None, target: str) -> bool:
@@ -344,15 +367,15 @@ def _keywords(label: CubeLabel | None, target: str) -> dict[tuple[str, str], str
     return keywords
 
 
-def resolve(cube: str | os.PathLike[str] | None = None, *, shape: str = "web", **kwargs: Any) -> Resolution:
+def resolve(cube: str | os.PathLike[str] | None = None, *, shape: Shape = "web", model: str | None = None,
+            target: str | None = None, version: str | None = None, **options: Unpack[ResolverOptions]) -> Resolution:
     """One-call resolution with a throw-away :class:`Resolver`.
 
-    Keyword arguments are those of :class:`Resolver` and of :meth:`Resolver.resolve`
-    (``model``, ``target``, ``version``).
+    ``options`` are the settings of :class:`Resolver` (``url``, ``catalog``, ``verify``, ...);
+    ``model``, ``target`` and ``version`` those of :meth:`Resolver.resolve`.
     """
-    per_call = {k: kwargs.pop(k) for k in ("model", "target", "version") if k in kwargs}
-    with Resolver(**kwargs) as r:
-        return r.resolve(cube, shape=shape, **per_call)
+    with Resolver(**options) as r:
+        return r.resolve(cube, shape=shape, model=model, target=target, version=version)
 
 
 def iter_resolve(resolver: Resolver, cubes: Iterable[str], **kwargs: Any) -> Iterator[tuple[str, Resolution | None, ShapeResolverError | None]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..base import claims
 from ..base.memo import Memo
@@ -17,7 +17,17 @@ from ..cube import txn
 from ..errors import ShapeResolverError
 from ..models.opener import ModelOpener
 from ..net.settings import HttpSettings, check_api_url
-from .options import DEFAULT_COLLECTION, DEFAULT_URL, FALLBACKS, check_types, one_of, seconds, yes_no
+from .options import (
+    DEFAULT_COLLECTION,
+    DEFAULT_URL,
+    FALLBACKS,
+    CacheMode,
+    Fallback,
+    check_types,
+    one_of,
+    seconds,
+    yes_no,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -38,12 +48,12 @@ class ResolverState(WebLookup):
         url: str | None = None,
         catalog: str | os.PathLike[str] | None = None,
         collection: str = DEFAULT_COLLECTION,
-        cache: str = "yes",
+        cache: CacheMode = "yes",
         cache_dir: str | os.PathLike[str] | None = None,
         cache_ttl: float | None = None,
         isisdata: str | os.PathLike[str] | None = None,
-        verify: bool | str = True,
-        fallback: str = "nomatch",
+        verify: bool | Literal["yes", "no"] = True,
+        fallback: Fallback = "nomatch",
         http: HttpSettings | None = None,
         gdal_options: dict[str, str] | None = None,
         claim_wait: float | None = None,
@@ -53,7 +63,7 @@ class ResolverState(WebLookup):
                         isisdata=isisdata, http=http, gdal_options=gdal_options)
         self.verify = yes_no("verify", verify)
         self.fallback = one_of("fallback", fallback, FALLBACKS)
-        cache = one_of("cache", cache, CACHE_MODES)
+        cache_mode = one_of("cache", cache, CACHE_MODES)
         self.claim_wait = seconds("claim_wait", claim_wait, "SHAPERESOLVER_CLAIM_WAIT", claims.DEFAULT_WAIT)
         self.lock_wait = seconds("lock_wait", lock_wait, "SHAPERESOLVER_LOCK_WAIT", txn.DEFAULT_LOCK_WAIT)
         self.url = check_api_url(url or os.environ.get("SHAPERESOLVER_STAC_URL") or DEFAULT_URL)
@@ -62,7 +72,7 @@ class ResolverState(WebLookup):
         self.isisdata = os.fspath(isisdata) if isisdata is not None else None
         self.gdal_options = dict(gdal_options or {})
         kw: dict[str, Any] = {} if cache_ttl is None else {"ttl": cache_ttl}
-        self.cache = DiskCache(cache_dir, mode=cache, **kw)
+        self.cache = DiskCache(cache_dir, mode=cache_mode, **kw)
         self._http_settings = http or HttpSettings(deadline=seconds("deadline", None, "SHAPERESOLVER_HTTP_DEADLINE",
                                                                     HttpSettings.deadline))
         self._http: Http | None = None

@@ -20,6 +20,11 @@ few chunks per worker are in flight or waiting to be yielded, so memory does not
 with the list.  Every record says what happened to its own cube: an unexpected error
 stays with the cube it happened to, and a cube whose task was lost is re-read and
 reported as it is now (``written: null`` when this run cannot know).
+
+Ctrl-C (a ``KeyboardInterrupt`` in the thread that reads the results, or thrown into the
+generator) stops the batch between two cubes and raises :class:`BatchInterrupted`, which
+carries every result that was finished but not yet yielded: each completed write is
+reported, also when interrupted.
 """
 
 from __future__ import annotations
@@ -30,18 +35,23 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cube.label import read_label
 from ..errors import ShapeResolverError, UsageError
 from ..policy.job import BatchOptions, CubeResult, record, reread, why, write_chunk
-from ..policy.resolver import SHAPES, Resolver
+from ..policy.resolver import SHAPES, Resolver, ResolverOptions, Shape
 
-__all__ = ["BatchOptions", "CubeResult", "record", "run_batch", "write_batch", "default_jobs"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["BatchOptions", "BatchInterrupted", "CubeResult", "record", "run_batch", "write_batch", "default_jobs"]
 
 log = logging.getLogger(__name__)
 
 MAX_CHUNK = 1000
+#: seconds an interrupted batch waits for another executor's running tasks (its own threads: until they stop)
+DRAIN_WAIT = 30.0
 #: the options of a batch that gives none (web, no pin, a real write)
 DEFAULT_OPTIONS = BatchOptions()
 
@@ -99,12 +109,14 @@ def _chunks(items: list[tuple[int, str]], size: int) -> Iterator[list[tuple[int,
     return (items[i : i + size] for i in range(0, len(items), size))
 
 
-def _stream(ex: cf.Executor, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]],
-            window: int) -> Iterator[tuple[tuple[Any, ...], cf.Future[Any]]]:
+def _stream(ex: cf.Executor, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]], window: int,
+            queue: deque[tuple[tuple[Any, ...], cf.Future[Any]]] | None = None,
+            ) -> Iterator[tuple[tuple[Any, ...], cf.Future[Any]]]:
     """Submit ``fn(*args)`` for each ``args``, at most ``window`` not yet consumed at a
     time; yields (args, future) in submission order (the caller waits on the result).
-    A consumed future is dropped, so finished results never pile up."""
-    queue: deque[tuple[tuple[Any, ...], cf.Future[Any]]] = deque()
+    A consumed future is dropped, so finished results never pile up.  ``queue`` (the
+    futures submitted and not yet yielded) may be given, to collect them after an interrupt."""
+    queue = deque() if queue is None else queue
     todo = iter(calls)
     try:
         while True:
@@ -266,22 +278,52 @@ def _run(resolver: Resolver, items: list[tuple[int, str]], bad: dict[int, CubeRe
 
     done: dict[int, CubeResult] = dict(bad)
     nxt = 0
-    while nxt in done:
-        yield done.pop(nxt)
-        nxt += 1
-    for (_, _, chunk, *_), fut in _stream(ex, write_chunk, chunks(), window):
-        try:
-            results = fut.result()
-        except UsageError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the task is lost: say what each of its cubes holds now
-            results = [reread(i, c, f"worker failed ({why(exc)})") for i, c in chunk]
-        for r in results:
-            done[r.index] = r
+    pending: deque[tuple[tuple[Any, ...], cf.Future[Any]]] = deque()
+    current: list[cf.Future[Any]] = []  # the future being waited on (no longer in ``pending``)
+    try:
         while nxt in done:
             yield done.pop(nxt)
             nxt += 1
+        for (_, _, chunk, *_), fut in _stream(ex, write_chunk, chunks(), window, pending):
+            current[:] = [fut]
+            try:
+                results = fut.result()
+            except UsageError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the task is lost: say what each of its cubes holds now
+                results = [reread(i, c, f"worker failed ({why(exc)})") for i, c in chunk]
+            current.clear()
+            for r in results:
+                done[r.index] = r
+            while nxt in done:
+                yield done.pop(nxt)
+                nxt += 1
+    except KeyboardInterrupt:
+        raise BatchInterrupted(_finished(done, [*current, *(f for _, f in pending)], stop)) from None
     yield from (done[i] for i in sorted(done))
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a batch; ``results`` are the cubes it finished and had not yet yielded."""
+
+    def __init__(self, results: list[CubeResult]) -> None:
+        super().__init__()
+        self.results = results
+
+
+def _finished(done: dict[int, CubeResult], futures: list[cf.Future[Any]],
+              stop: threading.Event | None) -> list[CubeResult]:
+    """After an interrupt: stop the tasks between two cubes, wait for the running ones,
+    and return every finished result not yet yielded, in input order."""
+    if stop is not None:
+        stop.set()  # our threads end their chunks after the cube in hand
+    running = [f for f in futures if not f.cancel()]
+    cf.wait(running, timeout=None if stop is not None else DRAIN_WAIT)
+    out = dict(done)
+    for f in running:
+        if f.done() and not f.cancelled() and f.exception() is None:
+            out.update((r.index, r) for r in f.result())
+    return [out[i] for i in sorted(out)]
 
 
 def _shippable(resolver: Resolver) -> Resolver:
@@ -299,13 +341,13 @@ def write_batch(
     *,
     jobs: int = 1,
     resolver: Resolver | None = None,
-    shape: str = "web",
+    shape: Shape = "web",
     model: str | None = None,
     target: str | None = None,
     version: str | None = None,
     dryrun: bool = False,
     chunk_size: int | None = None,
-    **resolver_kwargs: Any,
+    **resolver_kwargs: Unpack[ResolverOptions],
 ) -> list[dict[str, Any]]:
     """Resolve and write a ShapeModel into every cube; returns the records in input order.
 
