@@ -37,6 +37,7 @@ from .errors import (  # the whole exception tree is public
     MirrorError,
     MissingTargetError,
     ModelError,
+    ModelMissingError,
     ModelUnreachableError,
     NoAnswerError,
     NoMatchError,
@@ -53,9 +54,10 @@ if TYPE_CHECKING:
     from .base.bodies import Body, canonical, lookup
     from .cube.label import CubeLabel, WriteOutcome, read_label, write_shape_model
     from .net.settings import HttpSettings
+    from .policy.audit import Audit
     from .policy.options import ResolverOptions, Shape
     from .policy.resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolution, ResolutionError, Resolver, resolve
-    from .scale.batch import write_batch
+    from .scale.batch import audit_batch, iter_batch, write_batch
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -67,7 +69,8 @@ _LAZY = {
     "HttpSettings": "net.settings",
     "DEFAULT_COLLECTION": "policy.resolver", "DEFAULT_URL": "policy.resolver", "Resolution": "policy.resolver",
     "ResolutionError": "policy.resolver", "Resolver": "policy.resolver", "resolve": "policy.resolver",
-    "write_batch": "scale.batch",
+    "write_batch": "scale.batch", "iter_batch": "scale.batch", "audit_batch": "scale.batch",
+    "Audit": "policy.audit",
     "Shape": "policy.options", "ResolverOptions": "policy.options",
 }
 
@@ -100,6 +103,9 @@ __all__ = [
     "ResolutionError",
     "resolve",
     "write_batch",
+    "iter_batch",
+    "audit_batch",
+    "Audit",
     "HttpSettings",
     "DEFAULT_URL",
     "DEFAULT_COLLECTION",
@@ -126,6 +132,7 @@ __all__ = [
     "NoMatchError",
     "NoAnswerError",
     "ModelUnreachableError",
+    "ModelMissingError",
     "UnsafeFileError",
     "JournalError",
     "CubeChangedError",

@@ -29,6 +29,7 @@ __all__ = [
     "NoMatchError",
     "NoAnswerError",
     "ModelUnreachableError",
+    "ModelMissingError",
     "UnsafeFileError",
     "JournalError",
     "CubeChangedError",
@@ -144,6 +145,10 @@ class ModelError(ShapeResolverError):
 
 class ModelUnreachableError(ModelError):
     """GDAL could not open or read a model: that says nothing about whether it fits."""
+
+
+class ModelMissingError(ModelError):
+    """A local model a label names is not there (no such file, or not a regular file)."""
 
 
 class DataAreaError(ShapeResolverError, OSError):

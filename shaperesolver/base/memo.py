@@ -39,6 +39,11 @@ class Memo:
                 self.values[key] = value
             return self._unwrap(value)
 
+    def put(self, key: Any, value: Any) -> None:
+        """Remember ``value`` for ``key`` unless one is already there."""
+        with self.lock:
+            self.values.setdefault(key, ("ok", value))
+
     def snapshot(self) -> dict[Any, Any]:
         """The values so far (ok or error), to ship with a pickled owner."""
         with self.lock:

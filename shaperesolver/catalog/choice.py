@@ -26,7 +26,8 @@ from . import stacdoc
 if TYPE_CHECKING:
     from ..net.transport import AddressPolicy
 
-__all__ = ["Choice", "version_key", "item_targets", "choose_item", "choose_asset", "check_href"]
+__all__ = ["Choice", "KnownModel", "known_models", "version_key", "item_targets", "choose_item", "choose_asset",
+           "check_href"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,35 @@ class Choice:
         return self.href if self.local else "/vsicurl/" + self.href
 
 
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """One item the catalog holds for a body (any version, deprecated or not), with every
+    asset href it names: what an audit compares a cube's ShapeModel against."""
+
+    item_id: str
+    version: str | None
+    deprecated: bool
+    hrefs: tuple[str, ...]
+
+
+def known_models(items: Iterable[Any], names: Iterable[str]) -> tuple[KnownModel, ...]:
+    """The readable items among ``items`` that name one of ``names`` (a body's names),
+    newest first; an item whose assets cannot be read is listed with none."""
+    wanted = set(names)
+    out = []
+    for index, raw in enumerate(items):
+        item = stacdoc.read_item(raw, f"items[{index}]")
+        if not isinstance(item, stacdoc.Item) or not wanted.intersection(item.targets):
+            continue
+        try:
+            hrefs = tuple(a.href for a in stacdoc.assets(item.raw))
+        except CatalogError:
+            hrefs = ()
+        out.append((item, KnownModel(item.id, item.version, item.deprecated, hrefs)))
+    out.sort(key=lambda pair: version_key(pair[0]), reverse=True)
+    return tuple(k for _, k in out)
 
 
 def version_key(item: stacdoc.Item) -> tuple[int, int, str, str]:

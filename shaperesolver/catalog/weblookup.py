@@ -20,9 +20,10 @@ from ..errors import CatalogError, NoAnswerError, NoMatchError, VersionNotFoundE
 from .endpoints import FILTER, QUERY, search_url
 
 if TYPE_CHECKING:
+    from ..base.memo import Memo
     from ..net.transport import AddressPolicy
     from .cache import DiskCache
-    from .choice import Choice
+    from .choice import Choice, KnownModel
     from .stac import StacClient, StaticCatalog
 
 __all__ = ["WebLookup", "ModeStore"]
@@ -39,7 +40,10 @@ class WebLookup:
     collection: str
     cache: DiskCache
     claim_wait: float
+    searches_allowed: bool
     _static: StaticCatalog | None
+    #: body -> the KnownModel tuple of its items (see :meth:`known_models`)
+    _listing: Memo
 
     @property
     def _client(self) -> StacClient:
@@ -56,6 +60,27 @@ class WebLookup:
         if self._static is not None:
             return self._static.items()
         return self._client.items(self.collection, names)
+
+    def known_models(self, target: str) -> tuple[KnownModel, ...]:
+        """Every item the catalog holds for ``target``'s body, any version, deprecated or
+        not, newest first: listed once per body and resolver (a search for the body that
+        already ran gave the list).  Raises :class:`NoAnswerError` when the catalog cannot
+        be read."""
+        body = bodies.canonical(target)
+        listed: tuple[KnownModel, ...] = self._listing.get(body, lambda: self._list(target, body))
+        return listed
+
+    def _list(self, target: str, body: str) -> tuple[KnownModel, ...]:
+        from ..errors import ShapeResolverError
+        from .choice import known_models
+
+        if not self.searches_allowed:
+            raise ShapeResolverError(f"{body} is not in the batch's table of listed bodies "
+                                     "(did the cube change during the batch?)")
+        try:
+            return known_models(self.catalog_items(target), bodies.query_names(target))
+        except CatalogError as exc:
+            raise self._no_answer(exc) from None
 
     def choose(self, items: Iterable[Any], target: str, version: str | None = None) -> Choice | None:
         """The item a resolve would choose among ``items`` for ``target`` (None if none fits)."""
@@ -137,10 +162,11 @@ class WebLookup:
     def _search(self, names: tuple[str, ...], body: str, pin: str | None, key: str,
                 note: Callable[[Any], None] = lambda value: None) -> Choice:
         """Search the API; ``note`` tells processes waiting on our claim what came of it."""
-        from .choice import choose_item
+        from .choice import choose_item, known_models
 
         try:
             items = self._client.items(self.collection, names)
+            self._listing.put(body, known_models(items, names))  # (an audit's list of the body: no second search)
             choice = choose_item(items, names, pin, self._where(), self._client.allow_http, self._client.policy)
         except VersionNotFoundError as exc:
             note({"kind": "version", "reason": str(exc)})

@@ -60,6 +60,8 @@ PARAMS: tuple[Param, ...] = (
     Param("scheduler", "run the batch on a Dask cluster (tcp://host:8786; the shaperesolver[dask] extra)"),
     Param("fallback", "shape=web: when to fall back to SYSTEM/the ellipsoid: nomatch (no model for the body), "
           "always (also when the search fails), never", "nomatch", ("nomatch", "always", "never"), "list"),
+    Param("audit", "report what the ShapeModel each cube names is worth now (current, stale, missing, unreachable, "
+          "wrong-body, unset, user), write nothing; -errlist lists the cubes to fix", "no", ("yes", "no"), "list"),
     Param("list", "list every item of the bodies (all bodies without target=/from=): id, version, date, "
           "deprecated, href, size; * marks the one a resolve would choose", "no", ("yes", "no"), "list"),
     Param("mirror", "download the chosen DEM of each body into DIR, a static catalog (DIR/catalog.json); "

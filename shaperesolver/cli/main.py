@@ -3,13 +3,16 @@
 One direction: :func:`.plan.plan` turns the words into a checked plan (the grammar is
 :mod:`.isisargs`), this module executes it over the API (:func:`.scale.batch.run_batch`)
 and :mod:`.report` says what happened.
-Exit codes: 0 every cube got a ShapeModel, 1 at least one cube failed, 2 usage error.
+Exit codes: 0 every cube got a ShapeModel, 1 at least one cube failed, 2 usage error
+(``audit=yes``: 0 every cube is current or user, 1 any other status).
 With ``--json`` stdout carries one JSON object per cube (JSON Lines) and everything
 meant for people goes to stderr.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import os
 import sys
@@ -20,7 +23,7 @@ from typing import Any, cast
 from .._version import __version__
 from ..base import safeio
 from ..errors import ShapeResolverError, UnsafeFileError, UsageError
-from ..policy.job import BatchOptions, CubeResult, record, write_chunk
+from ..policy.job import BatchOptions, CubeResult, audit_failed, record, write_chunk
 from ..policy.options import CacheMode, Fallback
 from ..policy.resolver import DEFAULT_COLLECTION, Resolver
 from .plan import RESOLVER_KEYS, Plan, Run, plan
@@ -123,6 +126,7 @@ def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None
     failed_rows: list[int] = []
     resolvers: dict[tuple[Any, ...], Resolver] = {}
     stopped_at: int | None = None
+    errors = _ErrList(errlist)
     with ExitStack() as stack:
         executors: dict[str | None, Any] = {}
         i = 0
@@ -145,16 +149,21 @@ def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None
                         executors[sched] = exc  # the later rows that use it fail at once
                 if isinstance(executors[sched], _SchedulerError):
                     raise executors[sched]
-                failed, stopped_at = _group(group, i, resolvers[key], executors[sched], settings, report, abort)
+                failed, stopped_at = _group(group, i, resolvers[key], executors[sched], settings, report, abort,
+                                            errors)
             except ShapeResolverError as exc:  # the group's model, settings or scheduler: no cube was touched
                 text = " ".join(str(exc).split())
                 report.error(text if group[0].row is None or not isinstance(exc, UsageError)
                              else f"row {group[0].row.line.strip()!r}: {text}")
                 code = max(code, 2 if isinstance(exc, UsageError) else 1)
-                left = [c if isinstance(c, str) else c[0] for run in group for c in run.cubes][report.done - reported:]
-                for cube in left:  # silent: the line above says why
-                    report.cube(record(cube, None, None, exc), None, settings.get("shape", "web"),
-                                settings.get("dryrun", "no") == "yes")
+                left = itertools.islice(((run, c if isinstance(c, str) else c[0]) for run in group for c in run.cubes),
+                                        report.done - reported, None)
+                for run, cube in left:  # silent: the line above says why
+                    rec = (audit_failed(0, cube, text).record if settings.get("audit") == "yes"
+                           else record(cube, None, None, exc))
+                    report.cube(rec, None, settings.get("shape", "web"), settings.get("dryrun", "no") == "yes")
+                    if run.row is None:
+                        errors.add([cube], report)
                 failed = list(range(i, j))
                 stopped_at = i if abort else None
             if failed:
@@ -163,7 +172,8 @@ def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None
             i = j
     if stopped_at is not None:
         failed_rows = sorted(set(failed_rows) | set(range(stopped_at, len(runs))))
-    listed = bool(errlist and failed_rows) and _write_errlist(errlist or "", runs, failed_rows, report)
+    errors.add([run.row.line.strip() for run in (runs[i] for i in failed_rows) if run.row is not None], report)
+    listed = bool(failed_rows) and errors.ok and errors.written > 0
     if stopped_at is not None:  # (-errlist is named only when the rows really are in it)
         report.error(f"stopped at a failed row (-onerror=abort); {len(runs) - stopped_at} row(s) not done"
                      + (f", listed in {errlist}" if listed else ""))
@@ -171,33 +181,49 @@ def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None
 
 
 def _group(group: list[Run], first: int, resolver: Resolver, executor: Any, settings: dict[str, str],
-           report: Reporter, abort: bool) -> tuple[list[int], int | None]:
+           report: Reporter, abort: bool, errors: _ErrList) -> tuple[list[int], int | None]:
     """Run consecutive rows with the same settings; (failed row indexes, row aborted at).
 
-    Ctrl-C: the results the batch finished before it stopped are reported, then it goes on up.
+    The cubes stream through: nothing here grows with the list but the counts (a failed
+    cube of a ``fromlist=`` run goes to ``-errlist`` as it comes).  Ctrl-C: the results
+    the batch finished before it stopped are reported, then it goes on up.
     """
     opts = BatchOptions(shape=settings.get("shape", "web"), model=settings.get("model"),
                         target=settings.get("target"), version=settings.get("version"),
-                        dryrun=settings.get("dryrun", "no") == "yes")
-    owner = [first + n for n, run in enumerate(group) for _ in run.cubes]
-    cubes = [c for run in group for c in run.cubes]
+                        dryrun=settings.get("dryrun", "no") == "yes", audit=settings.get("audit", "no") == "yes")
+    starts: list[int] = []  # the index of each row's first cube, filled as the rows are read
+
+    def cubes() -> Iterator[Any]:
+        n = 0
+        for run in group:
+            starts.append(n)
+            for cube in run.cubes:
+                yield cube
+                n += 1
+
     failed: list[int] = []
     shown: set[int] = set()
 
     def take(result: CubeResult) -> int | None:
         """Report one result; the row to stop at (-onerror=abort), else None."""
-        row = owner[result.index]
+        row = first + bisect.bisect_right(starts, result.index) - 1
         run = group[row - first]
         if run.shown is not None and row not in shown and not report.quiet:
             shown.add(row)
             report.write(run.shown + "\n", report.err)
         report.cube(result.record, result.kernels_text, opts.shape, opts.dryrun, result.error)
-        if result.error is not None and row not in failed:
+        if result.error is None:
+            return None
+        if run.row is None:
+            errors.add([str(result.record.get("cube"))], report)
+        if row not in failed:
             failed.append(row)
-            return row if abort else None
+            # (an audit's finding is its result, not a failure of the run: only a cube it could not audit stops it)
+            return row if abort and (not opts.audit or result.record.get("status") == "failed") else None
         return None
 
-    results = _results(resolver, cubes, opts, int(settings.get("jobs", "1")), executor)
+    results = _results(resolver, cubes(), sum(len(run.cubes) for run in group), opts,
+                       int(settings.get("jobs", "1")), executor)
     try:
         for result in results:
             if (stop := take(result)) is not None:
@@ -225,38 +251,57 @@ def _finished(results: Generator[CubeResult, None, None], exc: KeyboardInterrupt
     return list(done or [])
 
 
-def _results(resolver: Resolver, cubes: list[Any], opts: BatchOptions, jobs: int,
+def _results(resolver: Resolver, cubes: Iterator[Any], count: int, opts: BatchOptions, jobs: int,
              executor: Any) -> Generator[CubeResult, None, None]:
     """The cubes' results in order: one cube is one job here (no batch machinery loads);
     more go through :func:`~shaperesolver.scale.batch.run_batch`."""
-    if len(cubes) == 1 and isinstance(cubes[0], str) and executor is None:
-        yield from write_chunk(resolver, opts, [(0, cubes[0])])
-        return
+    if count == 1 and executor is None:
+        cube = next(cubes, None)
+        if isinstance(cube, str):
+            yield from write_chunk(resolver, opts, [(0, cube)])
+            return
+        cubes = itertools.chain([] if cube is None else [cube], cubes)
     from ..scale.batch import run_batch  # (threads, executors, Dask: only for a list)
 
-    results = run_batch(resolver, cubes, opts, jobs=jobs, executor=executor)
+    results = run_batch(resolver, _Counted(cubes, count), opts, jobs=jobs, executor=executor)
     try:
         yield from results
     finally:
         results.close()
 
 
-def _write_errlist(path: str, runs: list[Run], rows: list[int], report: Reporter) -> bool:
-    """The failed batch rows as they were written (fromlist: the failed cubes), to run again;
-    False (and one line) when they could not be written."""
-    lines = []
-    for i in rows:
-        run = runs[i]
-        if run.row is not None:
-            lines.append(run.row.line.strip())
-    if not lines:  # fromlist=: the cubes that failed
-        lines = report.failed_cubes
-    try:
-        append_text(path, "".join(f"{line}\n" for line in lines))
-    except OSError as exc:
-        report.error(f"-errlist={path}: {exc.strerror}")
-        return False
-    return True
+class _Counted:
+    """An iterator of cubes with a known count (run_batch sizes its chunks by ``len()``)."""
+
+    def __init__(self, it: Iterator[Any], count: int) -> None:
+        self.it, self.count = it, count
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.it
+
+    def __len__(self) -> int:
+        return self.count
+
+
+class _ErrList:
+    """ISIS's ``-errlist``: the failed batch rows as they were written, a ``fromlist=``
+    run's failed cubes as they come.  A file that cannot be written is said once; the
+    cubes go on."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path, self.ok, self.written = path, path is not None, 0
+
+    def add(self, lines: Sequence[str], report: Reporter) -> None:
+        if not self.ok or not lines:
+            return
+        assert self.path is not None
+        try:
+            append_text(self.path, "".join(f"{line}\n" for line in lines))
+        except OSError as exc:
+            report.error(f"-errlist={self.path}: {exc.strerror}")
+            self.ok = False
+            return
+        self.written += len(lines)
 
 
 def _make_resolver(settings: dict[str, str]) -> Resolver:

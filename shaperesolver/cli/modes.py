@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TextIO
 
 from ..base.bodies import canonical
@@ -29,7 +29,7 @@ def wanted(opts: dict[str, Any]) -> bool:
     return opts.get("list") == "yes" or "mirror" in opts
 
 
-def _targets(opts: dict[str, Any], cubes: Sequence[Any]) -> tuple[list[str], list[str]]:
+def _targets(opts: dict[str, Any], cubes: Collection[Any]) -> tuple[list[str], list[str]]:
     """(targets, errors): ``target=`` (a comma list) or the cubes' TargetNames."""
     if "target" in opts:
         return [t.strip() for t in opts["target"].strip("() ").split(",") if t.strip()], []
@@ -46,7 +46,7 @@ def _targets(opts: dict[str, Any], cubes: Sequence[Any]) -> tuple[list[str], lis
     return found, errors
 
 
-def run(opts: dict[str, Any], cubes: Callable[[], Sequence[Any]], make_resolver: Callable[..., Resolver]) -> int | None:
+def run(opts: dict[str, Any], cubes: Callable[[], Collection[Any]], make_resolver: Callable[..., Resolver]) -> int | None:
     """Run a list or mirror; the exit code, or None when a resolve run should follow
     (``mirror=`` with ``from=``/``fromlist=``: ``opts['catalog']`` now names the mirror)."""
     listed = cubes() if ("from" in opts or "fromlist" in opts) else []

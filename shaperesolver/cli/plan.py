@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from ..models import kerneldb
 from . import isisargs
 from .usage import HELP
 
-__all__ = ["Plan", "Run", "plan", "ListLineError", "MODE_KEYS", "parse_size"]
+__all__ = ["Plan", "Run", "plan", "ListLineError", "CubeList", "cube_list", "MODE_KEYS", "parse_size"]
 
 #: parameters of the list and mirror modes (not of a resolve run)
 MODE_KEYS = ("list", "mirror", "prune", "maxsize")
@@ -40,7 +41,7 @@ class Plan:
     #: the ``list=yes`` / ``mirror=DIR`` step's parameters (checked, expanded), or None
     mode: dict[str, str] | None = None
     #: the cubes the mode step names (from=/fromlist=), for its bodies
-    mode_cubes: list[Any] = field(default_factory=list)
+    mode_cubes: CubeList = field(default_factory=lambda: CubeList(None, None))
     #: the resolve runs (after the mode step, when it is ``mirror=`` with cubes)
     runs: list[Run] = field(default_factory=list)
     json: bool = False
@@ -66,15 +67,17 @@ def plan(argv: list[str] | tuple[str, ...]) -> Plan:
     if args.show_version:
         return Plan(show_version=True)
     common: dict[str, Any] = dict(json=args.json, verbose=args.verbose, quiet=args.quiet)
-    mode, mode_cubes, checked = None, [], None
+    mode, mode_cubes, checked = None, CubeList(None, None), None
     if "batchlist" in args.reserved:
         if any(k in args.params for k in MODE_KEYS):  # they would be silently ignored
             raise UsageError("list=, mirror=, prune= and maxsize= do not go with -batchlist; run them once "
                              "with target=, from= or fromlist=")
     else:
         params = checked = _expanded(isisargs.checked(args.params))
+        if params.get("audit") == "yes" and (params.get("list") == "yes" or "mirror" in params):
+            raise UsageError("audit=yes goes with from=, fromlist= or -batchlist, not with list= or mirror=")
         if params.get("list") == "yes" or "mirror" in params:
-            mode, mode_cubes = params, (cube_list(params) if ("from" in params or "fromlist" in params) else [])
+            mode, mode_cubes = params, cube_list(params)
             _check_mode(params, mode_cubes)
             if params.get("list") == "yes" or not mode_cubes:
                 return Plan(mode=mode, mode_cubes=mode_cubes, **common)
@@ -95,13 +98,10 @@ class Run:
     """One run of the application: a batch row's (or the command line's) parameters and cubes."""
 
     params: dict[str, str]
-    cubes: list[str | tuple[str, ListLineError]]
+    cubes: CubeList
     row: isisargs.Row | None = None
     #: the row's own command line, echoed before its cubes (a -batchlist row only)
     shown: str | None = None
-
-
-_RESOLVER_KEYS = ("url", "catalog", "collection", "cache", "isisdata", "verify", "fallback")
 
 
 def _expanded(params: dict[str, str]) -> dict[str, str]:
@@ -126,7 +126,7 @@ def _env_only(value: str) -> str:
     return expanded
 
 
-def _check_mode(params: dict[str, str], cubes: list[Any]) -> None:
+def _check_mode(params: dict[str, str], cubes: Collection[Any]) -> None:
     """The ``list=``/``mirror=`` parameters together (each alone is checked by the grammar)."""
     if params.get("list") == "yes" and "mirror" in params:
         raise UsageError("give list=yes or mirror=DIR, not both")
@@ -178,36 +178,99 @@ def _runs(args: isisargs.Args, params: dict[str, str] | None = None) -> list[Run
     return runs
 
 
-MAX_LIST_BYTES = 64 * 2**20  # a fromlist= file: about a million paths
+#: longest line of a ``fromlist=`` file that can name a cube (a path is at most 4096 bytes)
+MAX_LIST_LINE = 64 * 1024
+_BLOCK = 64 * 1024
 
 
 class ListLineError(ShapeResolverError, ValueError):
-    """One line of a ``fromlist=`` file cannot name a cube (not UTF-8, a NUL byte)."""
+    """One line of a ``fromlist=`` file cannot name a cube (not UTF-8, a NUL byte, too long)."""
 
 
-def cube_list(opts: dict[str, Any]) -> list[str | tuple[str, ListLineError]]:
-    """The cubes to process; a bad ``fromlist`` line is a (shown name, error) pair."""
-    cubes: list[str | tuple[str, ListLineError]] = []
-    if "from" in opts:
-        cubes.append(opts["from"])
-    if "fromlist" in opts:
-        path = opts["fromlist"]
+class CubeList:
+    """The cubes of one run, as a stream: ``from=``, then the lines of ``fromlist=``.
+
+    The list file is checked when the plan is made (a regular file that can be read, or
+    a usage error); every iteration opens it again and reads it a block at a time, so a
+    list of a million lines is never held in memory.  A line that cannot name a cube is a
+    (shown name, :class:`ListLineError`) pair, and so is the list itself when it cannot
+    be read again.  ``len()`` counts the entries (one pass, remembered).
+    """
+
+    def __init__(self, single: str | None, path: str | None) -> None:
+        self.single, self.path = single, path
+        self._len: int | None = None
+        if path is not None:
+            os.close(self._open())
+
+    def _open(self) -> int:
+        assert self.path is not None
         try:
-            data, _ = safeio.read_regular(path, MAX_LIST_BYTES, what="fromlist")
+            return safeio.open_regular(self.path, what="fromlist")[0]
         except UnsafeFileError as exc:
             raise UsageError(str(exc)) from None
-        for n, raw in enumerate(data.split(b"\n"), 1):
+
+    def __iter__(self) -> Iterator[str | tuple[str, ListLineError]]:
+        if self.single is not None:
+            yield self.single
+        if self.path is None:
+            return
+        try:
+            fd = self._open()
+        except UsageError as exc:  # it went away since the plan was made
+            yield self.path, ListLineError(f"{exc}; its cubes were not read")
+            return
+        try:
+            yield from self._entries(fd)
+        finally:
+            os.close(fd)
+
+    def _entries(self, fd: int) -> Iterator[str | tuple[str, ListLineError]]:
+        for n, raw in enumerate(_lines(fd), 1):
+            if raw is None:
+                yield ("(a line of more than 64 KiB)",
+                       ListLineError(f"{self.path} line {n}: longer than {MAX_LIST_LINE} bytes; not a file name"))
+                continue
             raw = raw.strip()
             if not raw or raw.startswith(b"#"):
                 continue
             shown = raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
             if b"\0" in raw:
-                cubes.append((shown, ListLineError(f"{path} line {n}: contains a NUL byte; not a file name")))
+                yield shown, ListLineError(f"{self.path} line {n}: contains a NUL byte; not a file name")
                 continue
             try:
-                cubes.append(raw.decode("utf-8"))
+                yield raw.decode("utf-8")
             except UnicodeDecodeError:
-                cubes.append((shown, ListLineError(f"{path} line {n}: not valid UTF-8; not a file name")))
-    return cubes
+                yield shown, ListLineError(f"{self.path} line {n}: not valid UTF-8; not a file name")
+
+    def __contains__(self, cube: object) -> bool:
+        return any(c == cube for c in self)
+
+    def __len__(self) -> int:
+        if self._len is None:
+            self._len = sum(1 for _ in self)
+        return self._len
 
 
+def _lines(fd: int) -> Iterator[bytes | None]:
+    """The file's lines (without the newline); None for one too long to name a file."""
+    offset, rest, long = 0, b"", False
+    while True:
+        block = os.pread(fd, _BLOCK, offset)
+        if not block:
+            break
+        offset += len(block)
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield None if long or len(line) > MAX_LIST_LINE else line
+            long = False
+        if len(rest) > MAX_LIST_LINE:
+            rest, long = b"", True
+    if rest or long:
+        yield None if long else rest
+
+
+def cube_list(opts: dict[str, Any]) -> CubeList:
+    """The cubes to process (``from=``, then ``fromlist=``'s lines), read as a stream."""
+    return CubeList(opts.get("from"), opts.get("fromlist"))

@@ -82,7 +82,12 @@ class Counts(dict[str, int]):
 
 
 class _Repeats(logging.Filter):
-    """Lets the first copy of each warning through; counts the rest (by text without the cube)."""
+    """Lets the first copy of each warning through; counts the rest (by text without the cube).
+
+    At most ``KEEP`` different texts are counted (a warning that names something else
+    per cube is then shown each time, and memory stays bounded)."""
+
+    KEEP = 1000
 
     def __init__(self) -> None:
         super().__init__()
@@ -94,6 +99,8 @@ class _Repeats(logging.Filter):
         msg = record.getMessage()
         first = record.args[0] if isinstance(record.args, tuple) and record.args else None
         key = msg[len(first) + 2:] if isinstance(first, str) and msg.startswith(f"{first}: ") else msg
+        if key not in self.seen and len(self.seen) >= self.KEEP:
+            return True
         self.seen[key] = self.seen.get(key, 0) + 1
         return self.seen[key] == 1
 
@@ -110,7 +117,7 @@ class Reporter:
         self.human = self.err if as_json else self.out
         self.listing = total != 1  # (0: an empty fromlist still gets its summary)
         self.counts = Counts()
-        self.failed_cubes: list[str] = []
+        self.audits: dict[str, int] = {}  # an audit's count of each status
         self.done = 0
         self.log_file = log_file
         self.log_failed = False
@@ -190,11 +197,12 @@ class Reporter:
             raise KeyboardInterrupt
 
     def _cube(self, rec: dict[str, Any], kernels_text: str | None, shape: str, dryrun: bool, error: str | None) -> None:
+        if "status" in rec:
+            self._audited(rec)
+            return
         state = state_of(rec, dryrun)
         self.counts[state] += 1
         self.counts.dry = self.counts.dry or dryrun
-        if state == "failed":
-            self.failed_cubes.append(str(rec.get("cube")))
         fb = fell_back(rec, shape)
         if fb:
             self.counts["fell back"] += 1
@@ -216,6 +224,26 @@ class Reporter:
             try:
                 _append_log(self.log_file, rec, state, fb)
             except OSError as exc:  # one line, the cubes go on; the run ends with exit 1
+                self.error(f"-log={self.log_file}: {exc.strerror or exc}; no more results are logged")
+                self.log_file, self.log_failed = None, True
+        self.done += 1
+        self._progress()
+
+    def _audited(self, rec: dict[str, Any]) -> None:
+        """One cube's audit: its line (or JSON record) on stdout, counted by status."""
+        status = str(rec["status"])
+        self.audits[status] = self.audits.get(status, 0) + 1
+        if self.as_json:
+            import json
+
+            self.out.write(json.dumps(rec) + "\n")
+            self.out.flush()
+        else:
+            self.write(_audit_line(rec))
+        if self.log_file:
+            try:
+                append_text(self.log_file, _pvl_group("Audit", [(k, rec.get(f)) for k, f in _AUDIT_LOG_KEYS]))
+            except OSError as exc:
                 self.error(f"-log={self.log_file}: {exc.strerror or exc}; no more results are logged")
                 self.log_file, self.log_failed = None, True
         self.done += 1
@@ -248,7 +276,18 @@ class Reporter:
             if n > 1:
                 self.write(f"shaperesolver: the warning above came for {n} cubes in all: {shorten(key, 160)}\n", self.err)
         if self.listing and not self.quiet:
-            self.write(f"shaperesolver: {self.counts.line(self.total)}\n", self.err)
+            self.write(f"shaperesolver: {self._summary()}\n", self.err)
+
+    def _summary(self) -> str:
+        if not self.audits:
+            return self.counts.line(self.total)
+        from ..policy.audit import STATUSES
+
+        parts = [f"{self.audits[s]} {s}" for s in STATUSES if self.audits.get(s)]
+        left = self.total - sum(self.audits.values())
+        if left > 0:
+            parts.append(f"{left} not run")
+        return f"{self.total} cube{'s' if self.total != 1 else ''} audited: " + (", ".join(parts) or "none")
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -281,6 +320,17 @@ def _line(rec: dict[str, Any], state: str, fb: bool) -> str:
     if rec.get("removed_elevation_model"):
         verb = "would remove" if state == "would write" else "removed"
         line += f"; {verb} ElevationModel = {rec['removed_elevation_model']} (it would override ShapeModel)"
+    return printable(line) + "\n"
+
+
+def _audit_line(rec: dict[str, Any]) -> str:
+    """``cube: status: what it names [-> what a resolve chooses] (why)``."""
+    status = rec["status"]
+    line = f"{rec['cube']}: {status}: {rec.get('current') or '(none)'}"
+    if status not in ("current", "user") and rec.get("chosen") and rec.get("chosen") != rec.get("current"):
+        line += f" -> {rec['chosen']}"
+    if rec.get("reason"):
+        line += f" ({rec['reason']})"
     return printable(line) + "\n"
 
 
@@ -338,9 +388,17 @@ def _append_log(path: str, rec: dict[str, Any], state: str, fb: bool) -> None:
     if failed:
         pairs.append(("KeptShapeModel", kept(str(rec.get("cube")))))
     pairs += [("Status", state), ("FellBack", "Yes" if fb else "No")]
+    append_text(path, _pvl_group("Results", pairs))
+
+
+_AUDIT_LOG_KEYS = (("From", "cube"), ("TargetName", "target"), ("Body", "body"), ("ShapeModel", "current"),
+                   ("Chosen", "chosen"), ("Status", "status"), ("Reason", "reason"))
+
+
+def _pvl_group(name: str, pairs: list[tuple[str, Any]]) -> str:
+    """A PVL group of ``pairs`` (strings quoted, None as Null), as -log appends it."""
     width = max(len(k) for k, _ in pairs)
-    text = "Group = Results\n" + "".join(f"  {k.ljust(width)} = {_pvl_string(v)}\n" for k, v in pairs) + "End_Group\n"
-    append_text(path, text)
+    return f"Group = {name}\n" + "".join(f"  {k.ljust(width)} = {_pvl_string(v)}\n" for k, v in pairs) + "End_Group\n"
 
 
 def append_text(path: str, text: str) -> None:

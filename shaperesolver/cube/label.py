@@ -8,7 +8,12 @@ the file and before every data byte the label points at (Core, History, Tables..
 
 Writing replaces, inserts or creates exactly one statement in ``IsisCube > Kernels``
 (and removes a non-null ``ElevationModel``) and leaves every other byte alone; how the
-bytes reach the disk safely is :mod:`.txn`'s job.
+bytes reach the disk safely is :mod:`.txn`'s job.  On the write path
+(:func:`update_shape_model`) each label is read and scanned once, under the cube's lock
+(shared for a dry run, which opens nothing for writing); the caller chooses the value
+from that label, and the splice is proven before a byte changes by scanning again only
+the Kernels group it moved and checking that every byte outside it is the old one.
+:data:`on_io` counts the reads, scans and checks.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import logging
 import os
 import re
 import stat
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..base import bodies
@@ -36,10 +42,11 @@ from ..errors import (
 )
 from . import txn
 from .pvlformat import check_round_trip, check_value, format_statement
-from .pvlscan import Scan, ScanError, ScanTruncated, scan, skip_blank
+from .pvlscan import MAX_STATEMENTS, Scan, ScanError, ScanTruncated, scan, skip_blank
 from .txn import journal_path
 
-__all__ = ["CubeLabel", "WriteOutcome", "read_label", "write_shape_model", "journal_path", "MAX_LABEL_SCAN"]
+__all__ = ["CubeLabel", "WriteOutcome", "read_label", "write_shape_model", "update_shape_model", "journal_path",
+           "MAX_LABEL_SCAN", "on_io"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,18 @@ _KERNELS = ("IsisCube", "Kernels")
 _CORE = ("IsisCube", "Core")
 _START = re.compile(r"(?:BEGIN_)?OBJECT[ \t]*=[ \t]*\"?ISISCUBE\b", re.I)
 _END_LINE = re.compile(r"^[ \t]*END[ \t]*\r?$", re.I | re.M)
+
+
+#: Instrumentation: when set, called as ``on_io(event, path)`` for every ``"read"`` (a
+#: label's bytes read from disk), ``"scan"`` (a whole label scanned) and ``"check"`` (the
+#: region a splice moved scanned again to prove it).  None (the default) costs nothing.
+on_io: Callable[[str, str], None] | None = None
+
+
+def _note(event: str, path: str) -> None:
+    hook = on_io
+    if hook is not None:
+        hook(event, path)
 
 
 def _null(value: str | None) -> bool:
@@ -114,22 +133,39 @@ class WriteOutcome:
     written: bool
     removed_elevation_model: str | None
     kernels_text: str
-    label: CubeLabel
     #: True when a real run would change the file's bytes (equals ``written`` in a real run)
     would_write: bool = False
+    #: the new label text (what the cube holds after a real run)
+    new_text: str = field(default="", repr=False)
+    file_size: int = field(default=0, repr=False)
+    _label: CubeLabel | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def label(self) -> CubeLabel:
+        """The new label, read from ``new_text`` on first use (the write path itself
+        proves the splice without scanning the whole label again)."""
+        if self._label is None:
+            object.__setattr__(self, "_label", _parse(self.path, self.new_text, self.file_size))
+        assert self._label is not None
+        return self._label
 
 
 # ---------------------------------------------------------------- reading
 
 
-def _read_text(fd: int, path: str, size: int) -> str:
-    """The label text up to the first NUL, the ``End`` line or the scan limit."""
+def _read_area(fd: int, path: str, size: int, overlay: bytes | None = None) -> tuple[str, bytes]:
+    """(the label text up to the first NUL, the ``End`` line or the scan limit, the bytes
+    read from the start of the file).  ``overlay`` stands for the file's first bytes (the
+    label a dry run must see where an interrupted write left a mix)."""
     if size == 0:
         raise NotACubeError(path, "empty file, not an ISIS cube")
+    _note("read", path)
     want = _CHUNK
     checked = False
     while True:
         data = read_fd(fd, min(want, MAX_LABEL_SCAN))
+        if overlay:
+            data = (overlay + data[len(overlay):])[: len(data)]
         nul = data.find(b"\0")
         text = (data if nul < 0 else data[:nul]).decode("latin-1")
         if not checked:
@@ -140,7 +176,7 @@ def _read_text(fd: int, path: str, size: int) -> str:
                                     "not an ISIS cube label (it does not start with 'Object = IsisCube')")
             checked = True
         if nul >= 0 or len(data) >= size or want >= MAX_LABEL_SCAN or _END_LINE.search(text):
-            return text
+            return text, data
         want *= 4
 
 
@@ -177,6 +213,7 @@ def detached_label_of(path: str) -> str | None:
 
 
 def _parse(path: str, text: str, size: int) -> CubeLabel:
+    _note("scan", path)
     try:
         sc = scan(text)
     except ScanTruncated as exc:
@@ -265,13 +302,21 @@ def _open_cube(path: str) -> tuple[int, os.stat_result]:
         raise not_a_cube(path, txn._problem(exc), exc.errno) from None
 
 
-def read_label(path: str | os.PathLike[str], *, lock_wait: float = txn.DEFAULT_LOCK_WAIT) -> CubeLabel:
+def read_label(path: str | os.PathLike[str], *, lock_wait: float = txn.DEFAULT_LOCK_WAIT,
+               shared: bool = False) -> CubeLabel:
     """Read the label of an attached cube or a detached ``.lbl`` (label area only).
 
     If an earlier write of this cube was interrupted, it is first finished or rolled
     back (see :mod:`.txn`), waiting at most ``lock_wait`` seconds for the cube's lock.
+    ``shared`` (an audit): read under a shared lock, which only keeps writers out, with
+    nothing opened for writing; an interrupted write is then seen as the next writer
+    will leave it (as a dry run sees it) and left for that writer.
     """
     p = os.fspath(path)
+    if shared:
+        with txn.locked(p, write=False, shared=True, wait=lock_wait) as (fd, st):
+            overlay = txn.recover(fd, p, st, writable=False, dry=True)
+            return _parse(p, _read_area(fd, p, st.st_size, overlay)[0], st.st_size)
     try:
         pending = os.path.lexists(journal_path(p))
     except OSError:
@@ -280,14 +325,14 @@ def read_label(path: str | os.PathLike[str], *, lock_wait: float = txn.DEFAULT_L
         try:
             with txn.locked(p, wait=lock_wait) as (fd, st):
                 txn.recover(fd, p, st)
-                return _parse(p, _read_text(fd, p, st.st_size), st.st_size)
+                return _parse(p, _read_area(fd, p, st.st_size)[0], st.st_size)
         except ReadOnlyCubeError:
             with txn.locked(p, write=False, wait=lock_wait) as (fd, st):
                 txn.recover(fd, p, st, writable=False)
-                return _parse(p, _read_text(fd, p, st.st_size), st.st_size)
+                return _parse(p, _read_area(fd, p, st.st_size)[0], st.st_size)
     fd, st = _open_cube(p)
     try:
-        return _parse(p, _read_text(fd, p, st.st_size), st.st_size)
+        return _parse(p, _read_area(fd, p, st.st_size)[0], st.st_size)
     finally:
         os.close(fd)
 
@@ -311,12 +356,28 @@ def _kernels_layout(lab: CubeLabel, sc: Scan, group_start: int, group_end: int) 
     return indent, width
 
 
-def _splice(lab: CubeLabel, value: str) -> tuple[str, str | None]:
-    """Return (new label text, removed ElevationModel value or None)."""
+@dataclass(frozen=True)
+class _Plan:
+    """A splice: the new text, what it removed, and the one region of the label it moved
+    (``[start, old_end)`` of the old text became ``[start, new_end)`` of the new)."""
+
+    text: str
+    removed: str | None
+    start: int
+    old_end: int
+    new_end: int
+    #: the enclosing path of the region's statements (None: the region is not one
+    #: Kernels group, so the whole label is scanned again to prove the splice)
+    within: tuple[str, ...] | None
+
+
+def _splice(lab: CubeLabel, value: str) -> _Plan:
+    """Splice ``ShapeModel = value`` into the label (and drop a non-null ElevationModel)."""
     sc = lab.scan
     text, nl = lab.text, sc.newline
     edits: list[tuple[int, int, str]] = []  # (start, end, replacement), non-overlapping
     removed = None
+    within: tuple[str, ...] | None
     group = sc.aggregate(_KERNELS)
     if group is None:
         cube = sc.aggregate(("IsisCube",))
@@ -326,6 +387,7 @@ def _splice(lab: CubeLabel, value: str) -> tuple[str, str | None]:
         pad = " " * (indent + 2)
         block = f"{nl}{pad}Group = Kernels{nl}{format_statement('ShapeModel', value, indent + 4, 0, nl)}{pad}End_Group{nl}"
         edits.append((cube.end_line, cube.end_line, block))
+        region, within = (cube.end_line, cube.end_line), cube.path + (cube.name,)
     else:
         indent, width = _kernels_layout(lab, sc, group.start, group.end)
         stmt = format_statement("ShapeModel", value, indent, width, nl)
@@ -340,6 +402,7 @@ def _splice(lab: CubeLabel, value: str) -> tuple[str, str | None]:
         if elev is not None and not _null(_str(elev.value)):
             removed = _str(elev.value)
             edits.append((elev.start, elev.end, ""))
+        region, within = (group.start, group.end), group.path
     out = []
     last = 0
     for start, end, rep in sorted(edits):
@@ -347,25 +410,70 @@ def _splice(lab: CubeLabel, value: str) -> tuple[str, str | None]:
         out.append(rep)
         last = end
     out.append(text[last:])
-    return "".join(out), removed
+    new_text = "".join(out)
+    if not all(region[0] <= start <= end <= region[1] for start, end, _ in edits):
+        region, within = (0, len(text)), None  # an edit outside the first Kernels group: prove it all
+    return _Plan(new_text, removed, region[0], region[1], region[1] + len(new_text) - len(text),
+                 within if len(sc.statements) + len(sc.aggregates) + 2 < MAX_STATEMENTS else None)
 
 
-def _verify(lab: CubeLabel, new_text: str, value: str, removed: str | None) -> Scan:
-    """Check that the spliced label reads back as intended; return its scan."""
+def _others(statements: list[Any], removed: str | None) -> list[tuple[tuple[str, ...], str, str]]:
+    """The statements a splice must leave alone: all but Kernels' ShapeModel (and the
+    ElevationModel it removed), as (upper-cased path, name, raw value)."""
+    skip = {"SHAPEMODEL"} | ({"ELEVATIONMODEL"} if removed is not None else set())
+    out = []
+    for s in statements:
+        path = tuple(p.upper() for p in s.path)
+        if not (s.name.upper() in skip and path == ("ISISCUBE", "KERNELS")):
+            out.append((path, s.name, s.raw))
+    return out
+
+
+def _prove(lab: CubeLabel, plan: _Plan, value: str) -> str:
+    """Prove that the spliced label reads back as intended; return its Kernels group text.
+
+    Only the region the splice moved is scanned again: the bytes before and after it
+    are checked to be the old ones, and the region alone must read as one complete
+    Kernels group that holds ``ShapeModel = value`` and every other statement it held.
+    The scanner carries nothing across a group's last line but the nesting, which the
+    region leaves as it was, so the rest of the label reads exactly as before.  A splice
+    that is not one such region is proven by scanning the whole new label.
+    """
+    old, new = lab.text, plan.text
+    fail = "internal check failed, nothing written: "
+    if plan.within is None:
+        try:
+            full = scan(new)
+        except ScanError as exc:
+            raise LabelWriteError(lab.path, f"{fail}new label unreadable ({exc})") from None
+        got = full.find(_KERNELS, "ShapeModel")
+        if got is None or got.value != value or _others(full.statements, plan.removed) != _others(
+                lab.scan.statements, plan.removed):
+            raise LabelWriteError(lab.path, f"{fail}the edited label does not read back as intended")
+        group = full.aggregate(_KERNELS)
+        assert group is not None
+        return new[group.start : group.end]
+    _note("check", lab.path)
+    a, b, nb = plan.start, plan.old_end, plan.new_end
+    region = new[a:nb]
+    if new[:a] != old[:a] or new[nb:] != old[b:] or not region.endswith("\n"):
+        raise LabelWriteError(lab.path, f"{fail}the splice changed bytes outside the Kernels group")
+    tail = "End" + lab.scan.newline
     try:
-        new = scan(new_text)
+        part = scan(region + tail)
     except ScanError as exc:
-        raise LabelWriteError(lab.path, f"internal check failed, nothing written: new label unreadable ({exc})") from None
-
-    def others(sc: Scan) -> list[tuple[tuple[str, ...], str, str]]:
-        skip = {"SHAPEMODEL"} | ({"ELEVATIONMODEL"} if removed is not None else set())
-        return [(s.path, s.name, s.raw) for s in sc.statements
-                if not (s.name.upper() in skip and tuple(p.upper() for p in s.path) == ("ISISCUBE", "KERNELS"))]
-
-    got = new.find(_KERNELS, "ShapeModel")
-    if got is None or got.value != value or others(new) != others(lab.scan):
-        raise LabelWriteError(lab.path, "internal check failed, nothing written: the edited label does not read back as intended")
-    return new
+        raise LabelWriteError(lab.path, f"{fail}new Kernels group unreadable ({exc})") from None
+    top = [ag for ag in part.aggregates if not ag.path]
+    if (part.end != len(region) + len(tail) or len(top) != 1 or top[0].name.upper() != "KERNELS"
+            or top[0].kind != "GROUP" or region[: top[0].start].strip() or top[0].end != len(region)):
+        raise LabelWriteError(lab.path, f"{fail}the new Kernels group is not one complete group")
+    moved = [st._replace(path=plan.within + st.path) for st in part.statements]
+    before = [st for st in lab.scan.statements if a <= st.start < b]
+    got = next((st for st in moved if st.name.upper() == "SHAPEMODEL"
+                and tuple(p.upper() for p in st.path) == ("ISISCUBE", "KERNELS")), None)
+    if got is None or got.value != value or _others(moved, plan.removed) != _others(before, plan.removed):
+        raise LabelWriteError(lab.path, f"{fail}the edited label does not read back as intended")
+    return region[top[0].start :]
 
 
 # ---------------------------------------------------------------- writing
@@ -389,35 +497,36 @@ def _check_writable(path: str) -> None:
         raise ReadOnlyCubeError(path, f"directory {d} is not writable (needed for the write journal); not modified")
 
 
-def _plan(lab: CubeLabel, value: str) -> tuple[str, str | None, Scan]:
-    """Splice, check the result and the layout; (new text, removed ElevationModel, scan)."""
-    new_text, removed = _splice(lab, value)
-    new_scan = _verify(lab, new_text, value, removed)
-    if new_text != lab.text:
+def _plan(lab: CubeLabel, value: str) -> tuple[_Plan, str]:
+    """Splice, prove the result and check the layout; (the splice, the new Kernels group)."""
+    plan = _splice(lab, value)
+    kernels = _prove(lab, plan, value)
+    if plan.text != lab.text:
         if lab.layout_problem:
             raise LabelWriteError(lab.path, f"{lab.layout_problem}; not modified")
         if lab.attached:
             assert lab.label_bytes is not None
-            if len(new_text) >= lab.label_bytes:
-                raise LabelFullError(lab.path, f"label space is full: the new label needs {len(new_text)} bytes but "
+            if len(plan.text) >= lab.label_bytes:
+                raise LabelFullError(lab.path, f"label space is full: the new label needs {len(plan.text)} bytes but "
                                                f"Label Bytes is {lab.label_bytes}; not modified")
-    return new_text, removed, new_scan
+    return plan, kernels
 
 
-def _write(fd: int, st: os.stat_result, lab: CubeLabel, new_text: str, hook: txn.Hook) -> None:
+def _write(fd: int, st: os.stat_result, lab: CubeLabel, new_text: str, data: bytes, hook: txn.Hook) -> None:
+    """Write ``new_text`` over the locked cube, whose first bytes (read under this lock) are ``data``."""
     old = lab.text.encode("latin-1")
     new = new_text.encode("latin-1")
     if lab.attached:
         width = max(len(old), len(new))
-        old_region = read_fd(fd, width)
+        old_region = data[:width] if len(data) >= width else read_fd(fd, width)
         if len(old_region) != width or not old_region.startswith(old):
             raise LabelWriteError(lab.path, "the label changed while it was read; not modified")
         txn.write_region(fd, lab.path, st, old_region, new + b"\0" * (width - len(new)), hook)
     else:
-        data = read_fd(fd, MAX_LABEL_SCAN + 1)
-        if len(data) != st.st_size or not data.startswith(old):
+        whole = data if len(data) == st.st_size else read_fd(fd, MAX_LABEL_SCAN + 1)
+        if len(whole) != st.st_size or not whole.startswith(old):
             raise LabelWriteError(lab.path, "the label changed while it was read; not modified")
-        txn.replace_file(fd, lab.path, st, new + data[len(old):], hook)
+        txn.replace_file(fd, lab.path, st, new + whole[len(old):], hook)
 
 
 def write_shape_model(
@@ -429,48 +538,71 @@ def write_shape_model(
     ``value`` is the decoded string (``"Null"`` for the ellipsoid).  Only the label text
     changes; a cube that already holds ``value`` is not rewritten (``written`` is
     False).  With ``dryrun`` nothing is written but every check still runs.  With
-    ``expect_target`` the write happens only if the cube (re-read under the lock) still
+    ``expect_target`` the write happens only if the cube (read under the lock) still
     names that body; otherwise :class:`CubeChangedError`.  A cube another process keeps
     locked for ``lock_wait`` seconds is not written (:class:`CubeLockedError`).
     """
-    p = os.fspath(path)
     value = value or "Null"
-    check_value(value)
-    check_round_trip(value)
-    hook = _hook or (lambda step: None)
-    if dryrun:
-        lab = read_label(p, lock_wait=lock_wait)
-        _expect(lab, expect_target)
-        new_text, removed, new_scan = _plan(lab, value)
-        return _outcome(lab, p, value, new_text, new_scan, removed, written=False, would=new_text != lab.text)
-    if not os.path.lexists(p):
-        raise CubeNotFoundError(p)
-    if os.path.isdir(p):
-        raise NotACubeError(p, "is a directory, not a cube")
-    _check_writable(p)
-    with txn.locked(p, wait=lock_wait) as (fd, st):
-        txn.recover(fd, p, st)
-        lab = _parse(p, _read_text(fd, p, st.st_size), st.st_size)
-        _expect(lab, expect_target)
-        new_text, removed, new_scan = _plan(lab, value)
-        if new_text == lab.text:
-            if not lab.attached:
-                txn.clear_temp(p, st)  # a killed write's leftover, even when there is nothing to write
-            return _outcome(lab, p, value, new_text, new_scan, removed, written=False, would=False)
-        _write(fd, st, lab, new_text, hook)
-    return _outcome(lab, p, value, new_text, new_scan, removed, written=True, would=True)
+    _check(value)
+
+    def choose(lab: CubeLabel) -> str:
+        if expect_target is not None:
+            same_target(lab, expect_target)
+        return value
+
+    return update_shape_model(path, choose, dryrun=dryrun, lock_wait=lock_wait, _hook=_hook)
 
 
-def _expect(lab: CubeLabel, target: str | None) -> None:
-    if target is not None and bodies.canonical(lab.target) != bodies.canonical(target):
+def same_target(lab: CubeLabel, target: str) -> None:
+    """Raise :class:`CubeChangedError` unless the label still names the body of ``target``."""
+    if bodies.canonical(lab.target) != bodies.canonical(target):
         raise CubeChangedError(lab.path, f"the cube changed since it was resolved: its target is now {lab.target}, "
                                          f"not {target}; not modified")
 
 
-def _outcome(lab: CubeLabel, path: str, value: str, new_text: str, new_scan: Scan, removed: str | None,
-             written: bool, would: bool) -> WriteOutcome:
-    new = _from_scan(path, new_text, new_scan, lab.file_size)
-    return WriteOutcome(
-        path=path, value=value, previous=lab.shape_model, written=written,
-        removed_elevation_model=removed, kernels_text=new.kernels_text or "", label=new, would_write=would,
-    )
+def _check(value: str) -> None:
+    check_value(value)
+    check_round_trip(value)
+
+
+def update_shape_model(
+    path: str | os.PathLike[str], choose: Callable[[CubeLabel], str], *, dryrun: bool = False,
+    lock_wait: float = txn.DEFAULT_LOCK_WAIT, _hook: txn.Hook | None = None,
+) -> WriteOutcome:
+    """Set the ShapeModel that ``choose(label)`` picks from the cube's own label.
+
+    The label is read and scanned once, under the cube's lock: exclusive for a write, shared
+    for a dry run, which opens nothing for writing (an interrupted earlier write is then
+    seen as the next writer will leave it: a provably stale journal is removed, a torn
+    label is read as the journal's old bytes and left for that writer to restore).
+    ``choose`` runs under the lock; what it raises propagates and nothing is written.
+    The splice is proven before any byte changes (see :func:`_prove`).
+    """
+    p = os.fspath(path)
+    hook = _hook or (lambda step: None)
+    if not dryrun:
+        if not os.path.lexists(p):
+            raise CubeNotFoundError(p)
+        if os.path.isdir(p):
+            raise NotACubeError(p, "is a directory, not a cube")
+        _check_writable(p)
+    with txn.locked(p, write=not dryrun, shared=dryrun, wait=lock_wait) as (fd, st):
+        overlay = txn.recover(fd, p, st, writable=not dryrun, dry=dryrun)
+        text, data = _read_area(fd, p, st.st_size, overlay)
+        lab = _parse(p, text, st.st_size)
+        value = choose(lab) or "Null"
+        _check(value)
+        plan, kernels = _plan(lab, value)
+        changed = plan.text != lab.text
+        if dryrun or not changed:
+            if not changed and not dryrun and not lab.attached:
+                txn.clear_temp(p, st)  # a killed write's leftover, even when there is nothing to write
+            return _outcome(lab, value, plan, kernels, written=False, would=changed)
+        _write(fd, st, lab, plan.text, data, hook)
+    return _outcome(lab, value, plan, kernels, written=True, would=True)
+
+
+def _outcome(lab: CubeLabel, value: str, plan: _Plan, kernels: str, written: bool, would: bool) -> WriteOutcome:
+    return WriteOutcome(path=lab.path, value=value, previous=lab.shape_model, written=written,
+                        removed_elevation_model=plan.removed, kernels_text=kernels, would_write=would,
+                        new_text=plan.text, file_size=lab.file_size)

@@ -3,7 +3,8 @@
 A cube ends with exactly its old bytes or exactly its new label, whatever happens.
 
 * **Lock.** Writers (and readers that find a journal) hold an exclusive ``flock`` on the
-  cube file itself; the lock is re-taken if the path was replaced while waiting.
+  cube file itself (a dry run a shared one, on a descriptor opened read-only); the lock
+  is re-taken if the path was replaced while waiting.
 * **Attached cubes: journal, then write in place.**  Only the changed region at the
   start of the file is rewritten (the old and the new label text, padded with NULs).
   Before any byte of the cube changes:
@@ -14,9 +15,11 @@ A cube ends with exactly its old bytes or exactly its new label, whatever happen
      and the new region, and a checksum of itself; it is preallocated, written with
      every write checked for its full length, and fsynced with its directory.
 
-  Then the region is written (checked) and fsynced, and the journal removed.  Any
-  error rolls the cube back at once from memory.
-* **Recovery** (next open, even a read or a dry run) applies a journal only when it is
+  Then the region is written (checked) and fsynced, and the journal removed (three
+  fsyncs per cube: the journal, its directory, the cube).  Any error rolls the cube
+  back at once from memory.
+* **Recovery** (next open, even a read or a dry run: a dry run removes a stale
+  journal but never writes the cube; it reads a torn label as its old bytes) applies a journal only when it is
   provably this cube's: a regular file (opened without following links or blocking),
   owned by the cube's owner or by us, of bounded size, complete (checksum), naming this
   cube's device and inode, and the cube's current region made only of bytes of the old
@@ -151,13 +154,13 @@ def _why(exc: OSError) -> str:
 # ------------------------------------------------------------------ the lock
 
 
-def _flock(fd: int, path: str, wait: float) -> None:
-    """Take an exclusive flock on ``fd``, trying for at most ``wait`` seconds."""
+def _flock(fd: int, path: str, wait: float, shared: bool = False) -> None:
+    """Take an exclusive (or shared) flock on ``fd``, trying for at most ``wait`` seconds."""
     deadline = time.monotonic() + wait
     pause = _LOCK_POLL[0]
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             return
         except BlockingIOError:
             pass
@@ -169,8 +172,10 @@ def _flock(fd: int, path: str, wait: float) -> None:
 
 
 @contextmanager
-def locked(path: str, write: bool = True, wait: float = DEFAULT_LOCK_WAIT) -> Iterator[tuple[int, os.stat_result]]:
-    """Open the regular file ``path`` (following links) and hold an exclusive flock.
+def locked(path: str, write: bool = True, wait: float = DEFAULT_LOCK_WAIT,
+           shared: bool = False) -> Iterator[tuple[int, os.stat_result]]:
+    """Open the regular file ``path`` (following links) and hold an exclusive flock
+    (``shared``: a shared one, which only keeps writers out).
 
     Yields (fd, fstat).  If the path was replaced while we waited for the lock, the new
     file is locked instead.  Raises :class:`CubeLockedError` when another process holds
@@ -184,7 +189,7 @@ def locked(path: str, write: bool = True, wait: float = DEFAULT_LOCK_WAIT) -> It
                 raise ReadOnlyCubeError(path, f"cannot open for writing: {os.strerror(exc.errno)}; not modified") from None
             raise not_a_cube(path, _problem(exc), exc.errno) from None
         try:
-            _flock(fd, path, wait)
+            _flock(fd, path, wait, shared)
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(path))
             except FileNotFoundError:
@@ -243,17 +248,21 @@ def _mixed(cur: bytes, old: bytes, new: bytes) -> bool:
     return True
 
 
-def recover(fd: int, path: str, st: os.stat_result, writable: bool = True) -> None:
+def recover(fd: int, path: str, st: os.stat_result, writable: bool = True, dry: bool = False) -> bytes | None:
     """Finish or roll back an interrupted write of ``path`` (the caller holds the lock).
 
     Raises :class:`JournalError` when a file at the journal path is not provably this
-    cube's journal; the cube and that file are then left exactly as they are.
+    cube's journal; the cube and that file are then left exactly as they are.  With
+    ``dry`` (a dry run: a shared lock, the cube open read-only) the cube is never
+    written: a provably stale journal is still removed, and when the label is a mix of
+    the old and the new bytes the old bytes are returned (what the next writer restores,
+    so what the dry run must read); the journal then stays.  Otherwise returns None.
     """
     jp = _beside(os.path.realpath(path), st, "journal")
     try:
         os.lstat(jp)
     except FileNotFoundError:
-        return
+        return None
     except OSError as exc:
         raise LabelWriteError(path, f"cannot look for the journal {jp.name}: {_why(exc)}") from None
 
@@ -265,7 +274,7 @@ def recover(fd: int, path: str, st: os.stat_result, writable: bool = True) -> No
         jfd, jst = open_regular(jp, follow=False, what="journal")
     except UnsafeFileError as exc:
         if exc.errno == errno.ENOENT:
-            return
+            return None
         raise refuse("is not a regular file" if exc.errno in (errno.ELOOP, errno.EINVAL, errno.ENXIO)
                      else f"cannot be read ({os.strerror(exc.errno) if exc.errno else exc})") from None
     try:
@@ -283,8 +292,8 @@ def recover(fd: int, path: str, st: os.stat_result, writable: bool = True) -> No
         if _MAGIC.startswith(head) or head.startswith(_MAGIC) or not head.strip(b"\0"):
             # never completed, so the cube was never touched: drop it
             log.info("%s: removing an incomplete write journal %s (the cube was not modified)", path, jp)
-            _drop(jp, writable, path)
-            return
+            _drop(jp, writable, path, dry)
+            return None
         raise refuse("is not a shaperesolver journal")
     dev, ino, old, new = parsed
     if (dev, ino) != (st.st_dev, st.st_ino):
@@ -295,6 +304,8 @@ def recover(fd: int, path: str, st: os.stat_result, writable: bool = True) -> No
     elif cur == old:
         log.info("%s: an earlier write never started; removing its journal %s", path, jp)
     elif _mixed(cur, old, new):
+        if dry:
+            return old
         if not writable:
             raise LabelWriteError(path, f"an earlier write was interrupted ({jp.name}); open it with write access to restore the label")
         log.warning("%s: an earlier write was interrupted; restoring the label saved in %s", path, jp)
@@ -305,17 +316,23 @@ def recover(fd: int, path: str, st: os.stat_result, writable: bool = True) -> No
             raise LabelWriteError(path, f"restoring the label from {jp.name} failed ({_why(exc)}); the journal is kept") from None
     else:
         raise refuse("does not match this cube's label area")
-    _drop(jp, writable, path)
+    _drop(jp, writable, path, dry)
+    return None
 
 
-def _drop(jp: Path, writable: bool, path: str) -> None:
-    if not writable:
+def _drop(jp: Path, writable: bool, path: str, dry: bool = False) -> None:
+    """Remove a journal that recovery proved stale (a dry run tries, and leaves it to the
+    next writer when it may not)."""
+    if not (writable or dry):
         return
     try:
         jp.unlink()
     except FileNotFoundError:
         return
     except OSError as exc:
+        if dry:
+            log.debug("%s: cannot remove the stale journal %s (%s); the next write does", path, jp.name, _why(exc))
+            return
         raise LabelWriteError(path, f"cannot remove the journal {jp.name}: {_why(exc)}") from None
     _sync_after_commit(jp.parent, path)
 
@@ -374,7 +391,8 @@ def write_region(fd: int, path: str, st: os.stat_result, old: bytes, new: bytes,
     except BaseException:  # KeyboardInterrupt: finish the commit, then let it go on
         jp.unlink(missing_ok=True)
         raise
-    _sync_after_commit(jp.parent, path)
+    # (the removal is not synced: a journal a crash brings back matches the new label, and
+    # the next open drops it, so an fsync of the directory here would buy nothing)
     hook("journal-removed")
 
 

@@ -12,6 +12,7 @@ ISIS expands them.  GDAL, the relay and CSPICE load only when a model is opened.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from ..errors import (
     CatalogError,
     DataAreaError,
     ModelError,
+    ModelMissingError,
     ModelUnreachableError,
     UnsafeFileError,
     UsageError,
@@ -110,6 +112,48 @@ class ModelOpener:
         except (UnsafeFileError, OSError) as exc:
             raise UsageError(f"model={model}: {exc}") from None
         return real, value, dsk.naif_kind(head) is not None
+
+    def check_named(self, value: str, body: str | None) -> str:
+        """Open and check the model a label names (its ``ShapeModel`` value) as ISIS would
+        find it; returns what was opened (the expanded path, or the ``/vsicurl/`` URL).
+
+        Raises :class:`ModelMissingError` for a local file that is not there (or not a
+        regular file), :class:`ModelUnreachableError` for a URL that gives no answer
+        (through the relay and the address rules of a resolve) or a ``/vsi`` form this
+        tool does not open, and :class:`ModelError` when the model does not fit ``body``.
+        Each model is checked once per process (and cached as a resolve's check is).
+        """
+        from . import dsk
+
+        text = value.strip()
+        if text.startswith("/vsi") or "://" in text:
+            url = text[len("/vsicurl/"):] if text.startswith("/vsicurl/") else text
+            if text.startswith("/vsi") and not text.startswith("/vsicurl/") or not url.startswith(("http://", "https://")):
+                raise ModelUnreachableError(f"{text}: only local files and /vsicurl/ http(s) URLs are opened")
+            path = "/vsicurl/" + url
+            self.verified(path, body, web=True)
+            return path
+        try:
+            real = self.expand(text)
+        except DataAreaError as exc:
+            raise ModelMissingError(f"{text}: {exc}") from None
+        try:
+            fd, _ = safeio.open_regular(real, what="model")
+        except UnsafeFileError as exc:
+            raise ModelMissingError(f"{text}: {real} does not exist" if exc.errno == errno.ENOENT and real != text
+                                    else str(exc)) from None
+        try:
+            head = os.pread(fd, 8, 0)
+        except OSError as exc:
+            raise ModelUnreachableError(f"{text}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        real = os.path.realpath(real)
+        if dsk.naif_kind(head) is not None:  # ISIS tries a DSK before a cube
+            self.checked.get((real, body, "dsk"), lambda: dsk.check_dsk(real, text, body, True))
+        else:
+            self.verified(real, body)
+        return real
 
     def expand(self, path: str) -> str:
         """``path`` as ISIS expands it (``$base/...``, ``$ISISDATA/...``, ``~``)."""

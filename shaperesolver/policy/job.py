@@ -3,6 +3,11 @@
 The unit every door shares: the command's single-cube run calls it directly, and a batch
 (:mod:`shaperesolver.scale.batch`) ships it to threads, processes and Dask workers in
 chunks.  A failure stays with its cube; nothing here knows about executors.
+
+Each cube's label is read and scanned once: under the cube's lock (shared in a dry run),
+the resolver chooses from that label and the write path splices and proves it
+(:func:`~shaperesolver.cube.label.update_shape_model`), so the cube cannot change between
+the choice and the write.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cube.label import WriteOutcome, read_label
-from ..errors import ShapeResolverError
+from ..base import bodies
+from ..cube.label import CubeLabel, WriteOutcome, read_label, same_target, update_shape_model
+from ..errors import LabelError, LabelWriteError, ShapeResolverError
+from .options import SKY
 from .resolver import Resolution, Resolver
 
-__all__ = ["BatchOptions", "CubeResult", "record", "one_line", "write_chunk", "reread"]
+__all__ = ["BatchOptions", "CubeResult", "record", "one_line", "write_chunk", "audit_result", "audit_failed",
+           "reread"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +39,8 @@ class BatchOptions:
     target: str | None = None
     version: str | None = None
     dryrun: bool = False
+    #: audit each cube (:mod:`.audit`) instead of resolving and writing it
+    audit: bool = False
 
     def resolve_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`Resolver.resolve`."""
@@ -127,22 +137,115 @@ def write_chunk(resolver: Resolver, opts: BatchOptions, entries: Sequence[tuple[
     for index, cube in entries:
         if stop is not None and stop.is_set():
             break
-        res = out = err = None
-        try:
-            res = resolver.resolve(cube, **kw)
-            out = resolver.write(res, cube, dryrun=opts.dryrun)
-        except (ShapeResolverError, OSError, ValueError) as exc:  # one bad cube never stops the batch
-            err = exc
-        except Exception as exc:  # noqa: BLE001 - a surprise stays with its cube, too
-            log.debug("%s: unexpected error", cube, exc_info=True)
+        if opts.audit:
+            results.append(audit_result(resolver, opts, index, cube))
+            continue
+        res, out, err = resolve_and_write(resolver, cube, kw, opts.dryrun)
+        if err is not None and not isinstance(err, (ShapeResolverError, OSError, ValueError)):
+            log.debug("%s: unexpected error", cube, exc_info=err)
             if res is not None:  # in the write: what the cube holds now says what happened
-                results.append(reread(index, cube, f"unexpected {why(exc)}", res.shape_model))
+                results.append(reread(index, cube, f"unexpected {why(err)}", res.shape_model))
                 continue
-            err = ShapeResolverError(f"unexpected {why(exc)}; not modified")  # resolving never writes
+            err = ShapeResolverError(f"unexpected {why(err)}; not modified")  # resolving never writes
         rec = record(cube, res, out, err)
         results.append(CubeResult(index, cube, rec, out.kernels_text if out else None,
                                   one_line(err, cube) if err is not None else None))
     return results
+
+
+def audit_result(resolver: Resolver, opts: BatchOptions, index: int, cube: str) -> CubeResult:
+    """One cube's audit as a result: the audit's record; ``error`` (a line naming the cube)
+    when the cube needs something done."""
+    from .audit import audit
+
+    try:
+        got = audit(resolver, cube, **opts.resolve_kwargs())
+    except Exception as exc:  # noqa: BLE001 - a surprise stays with its cube (an audit never writes)
+        log.debug("%s: unexpected error", cube, exc_info=True)
+        return audit_failed(index, cube, f"unexpected {why(exc)}")
+    return CubeResult(index, cube, got.record(), None,
+                      None if got.ok else one_line(f"{got.status}: {got.reason}", cube))
+
+
+def audit_failed(index: int, cube: str, reason: str) -> CubeResult:
+    """The audit result of a cube this run could not audit (it was not touched)."""
+    rec = {"cube": cube, "target": None, "body": None, "current": None, "chosen": None, "status": "failed",
+           "reason": reason}
+    return CubeResult(index, cube, rec, None, one_line(f"failed: {reason}", cube))
+
+
+def resolve_and_write(resolver: Resolver, cube: str, kw: dict[str, Any],
+                      dryrun: bool) -> tuple[Resolution | None, WriteOutcome | None, Exception | None]:
+    """(resolution, outcome, error) of one cube: resolved from the label the write path
+    reads under the lock (one read, one scan).  Never raises an ``Exception``.
+
+    A subclass of :class:`Resolver` that overrides ``resolve`` or ``write`` (the API's
+    door for custom policy) is called through those two methods instead, one after the
+    other (the write then checks under the lock that the cube still names the body).
+    """
+    cls = type(resolver)
+    if cls.resolve is not Resolver.resolve or cls.write is not Resolver.write:
+        res = None
+        try:
+            res = resolver.resolve(cube, **kw)
+            return res, resolver.write(res, cube, dryrun=dryrun), None
+        except Exception as exc:  # noqa: BLE001 - the caller sorts expected from unexpected
+            return res, None, exc
+    chosen: list[Resolution] = []
+    searched: list[str] = []  # the target searched for, with no cube locked
+
+    def choose(label: CubeLabel) -> str:
+        if searched:  # read again after the search: it must still be that body (no search under the lock)
+            same_target(label, searched[0])
+        elif (pending := _search_needed(resolver, label, kw)) is not None:
+            raise _SearchFirst(label.target, *pending)
+        res = resolver.resolve(label, **kw)
+        chosen.append(res)
+        return res.shape_model
+
+    try:
+        try:
+            out = update_shape_model(cube, choose, dryrun=dryrun, lock_wait=resolver.lock_wait)
+        except _SearchFirst as need:  # search with no cube locked, then read the cube again
+            searched.append(need.target)
+            try:
+                resolver.web_model(need.name, need.pin)
+            except ShapeResolverError:
+                pass  # remembered: resolving the cube says what it means for it
+            out = update_shape_model(cube, choose, dryrun=dryrun, lock_wait=resolver.lock_wait)
+        return chosen[0], out, None
+    except Exception as exc:  # noqa: BLE001 - the caller sorts expected from unexpected
+        res = chosen[0] if chosen else None
+        if res is None and isinstance(exc, LabelError) and (
+                isinstance(exc, LabelWriteError) or (kw.get("target") and kw["shape"].lower() != "system")):
+            try:  # refused before its label was read (or target= needs none): the record says what it would get
+                res = resolver.resolve(cube, **kw)
+            except ShapeResolverError:
+                pass
+        return res, None, exc
+
+
+class _SearchFirst(Exception):
+    """The cube's body is not in the resolver's table yet: a web search comes first, and
+    it must not run while the cube is locked (a slow or stuck server would hold up every
+    other process that wants the cube)."""
+
+    def __init__(self, target: str, name: str, pin: str | None) -> None:
+        super().__init__(name)
+        self.target, self.name, self.pin = target, name, pin
+
+
+def _search_needed(resolver: Resolver, label: CubeLabel, kw: dict[str, Any]) -> tuple[str, str | None] | None:
+    """(name, pin) when resolving ``label`` would search the web now, else None."""
+    if kw["shape"].lower() != "web" or not resolver.searches_allowed:
+        return None
+    name = kw.get("target") or label.target
+    version = kw.get("version")
+    pin = None if version is None else str(version).strip()
+    body = bodies.canonical(name)
+    if body.upper() == SKY or (body, pin) in resolver.web_table():
+        return None
+    return name, pin
 
 
 def reread(index: int, cube: str, why: str, value: str | None = None) -> CubeResult:

@@ -11,12 +11,13 @@ import os
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 if TYPE_CHECKING:
+    from ..cube.label import CubeLabel
     from ..net.settings import HttpSettings
 
 from ..errors import UsageError, shorten
 
 __all__ = ["DEFAULT_URL", "DEFAULT_COLLECTION", "SHAPES", "Shape", "FALLBACKS", "Fallback", "CacheMode",
-           "ResolverOptions", "NULL", "SKY", "RINGPLANE", "RING_PROJECTIONS", "yes_no", "one_of", "check_types", "seconds"]
+           "ResolverOptions", "NULL", "SKY", "RINGPLANE", "RING_PROJECTIONS", "ring_observation", "yes_no", "one_of", "check_types", "seconds"]
 
 DEFAULT_URL = "https://astrogeology.usgs.gov/apis/isis-stac/"
 DEFAULT_COLLECTION = "isis-global-dtms"
@@ -53,6 +54,17 @@ SKY = "SKY"
 RINGPLANE = "RingPlane"
 #: Mapping projections of ring observations (ISIS's ring-plane projections)
 RING_PROJECTIONS = ("PLANAR", "RINGCYLINDRICAL")
+
+
+def ring_observation(label: CubeLabel | None, target: str) -> bool:
+    """Is this a ring observation (a ring-system target or a ring-plane Mapping group)?"""
+    if "RING" in target.upper():
+        return True
+    if label is None:
+        return False
+    kw = label.isiscube_keywords()
+    return (kw.get(("MAPPING", "PROJECTIONNAME"), "").upper() in RING_PROJECTIONS
+            or ("MAPPING", "RINGLONGITUDEDIRECTION") in kw)
 
 
 def yes_no(name: str, value: object) -> bool:

@@ -40,18 +40,19 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ..catalog.choice import Choice
+    from .audit import Audit
     from .inventory import ItemInfo
 from .options import (
     DEFAULT_COLLECTION,
     DEFAULT_URL,
     FALLBACKS,
     NULL,
-    RING_PROJECTIONS,
     RINGPLANE,
     SHAPES,
     SKY,
     ResolverOptions,
     Shape,
+    ring_observation,
 )
 from .state import ResolverState
 
@@ -200,7 +201,7 @@ class Resolver(ResolverState):
             return Resolution(shape_model=NULL, source="ellipsoid", **base)
         if shape == "ringplane":
             return Resolution(shape_model=RINGPLANE, source="ringplane", **base)
-        if shape in ("web", "system") and _rings(label, name):
+        if shape in ("web", "system") and ring_observation(label, name):
             log.warning("%s: %s is a ring observation; shape=ringplane writes ShapeModel = RingPlane as spiceinit "
                         "does", cube_path or name, name)
         if shape == "user":
@@ -267,6 +268,15 @@ class Resolver(ResolverState):
         # re-checked under the lock: a cube swapped since it was resolved is not written
         return write_shape_model(path, resolution.shape_model, dryrun=dryrun,
                                   expect_target=resolution.label_target, lock_wait=self.lock_wait)
+
+    def audit(self, cube: str | os.PathLike[str], *, shape: Shape = "web", model: str | None = None,
+              target: str | None = None, version: str | None = None) -> Audit:
+        """What the ShapeModel ``cube`` names is worth now (:mod:`.audit`): ``current``,
+        ``stale``, ``missing``, ``unreachable``, ``wrong-body``, ``unset``, ``user`` or
+        ``failed``, with why.  Reads the cube under a shared lock and never writes it."""
+        from .audit import audit
+
+        return audit(self, cube, shape=shape, model=model, target=target, version=version)
 
     def open_model(self, what: Resolution | str, verify: bool | None = None) -> Any:
         """Open a resolution's model (or a path) as a ``gdal.Dataset``."""
@@ -348,17 +358,6 @@ class Resolver(ResolverState):
 
 class _UncheckedModel(NoAnswerError):
     """The web model could not be reached for its check (``verify=yes``)."""
-
-
-def _rings(label: CubeLabel | None, target: str) -> bool:
-    """Is this a ring observation (a ring-system target or a ring-plane Mapping group)?"""
-    if "RING" in target.upper():
-        return True
-    if label is None:
-        return False
-    kw = label.isiscube_keywords()
-    return (kw.get(("MAPPING", "PROJECTIONNAME"), "").upper() in RING_PROJECTIONS
-            or ("MAPPING", "RINGLONGITUDEDIRECTION") in kw)
 
 
 def _keywords(label: CubeLabel | None, target: str) -> dict[tuple[str, str], str]:

@@ -85,6 +85,7 @@ class ResolverState(WebLookup):
 
             self._static = StaticCatalog(self.catalog, self.http)
         self._web = Memo()
+        self._listing = Memo()  # body -> its items, for an audit (see WebLookup.known_models)
         #: opening and checking models (GDAL, the relay, CSPICE load only when one is opened)
         self.models = ModelOpener(isisdata=self.isisdata, verify=self.verify, gdal_options=self.gdal_options,
                                   cache=self.cache, http=lambda: self.http, policy=self._policy)
@@ -98,6 +99,7 @@ class ResolverState(WebLookup):
                       verify=self.verify, fallback=self.fallback, http=self._http_settings, gdal_options=self.gdal_options,
                       claim_wait=self.claim_wait, lock_wait=self.lock_wait)
         return {"config": config, "web": self._web.snapshot(), "opened": self.models.checked.snapshot(),
+                "listed": self._listing.snapshot(),
                 "searches_allowed": self.searches_allowed}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -107,6 +109,7 @@ class ResolverState(WebLookup):
         self.__init__(**config)  # type: ignore[misc]
         self._web.values.update(state["web"])
         self.models.checked.values.update(state["opened"])
+        self._listing.values.update(state.get("listed", {}))
         self.searches_allowed = state["searches_allowed"]
 
     def web_table(self) -> dict[tuple[str, str | None], Choice | ShapeResolverError]:

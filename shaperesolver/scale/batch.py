@@ -3,23 +3,27 @@
 One code path takes threads (``jobs=N``), any :class:`concurrent.futures.Executor`
 (a process pool, ``distributed.Client.get_executor()``) or a ``distributed.Client``:
 
-1. *scan* (on the workers, in chunks): each cube's target and file identity;
-2. *resolve* (here, once per distinct body and version pin): the web table, which
-   ships with the tasks inside a copy of the :class:`~.resolver.Resolver` that may not
-   search, so workers never send a request;
+1. *scan* (on the workers, in chunks): each cube's file identity (a real run) and target
+   (when the table below needs it);
+2. *resolve* (here, once per distinct body and version pin, as bodies appear): the web
+   table, which ships with the tasks inside a copy of the :class:`~.resolver.Resolver`
+   that may not search, so workers never send a request;
 3. *write* (on the workers, in chunks): resolve each cube from the table (SYSTEM and the
    ellipsoid need only the label) and write it through the crash-safe write path.
 
-List entries that name the same file (twice, or through a hard or symbolic link) go
-to the same chunk in input order, so they are written one after the other and the
-first one reports ``written``.  Every task is idempotent (a cube that already holds
-its value is not rewritten, an interrupted write is finished or rolled back by the
-next reader), so an executor may run a task again after losing a worker.  Results
-come back in input order as the same records ``--json`` prints, streamed: at most a
-few chunks per worker are in flight or waiting to be yielded, so memory does not grow
-with the list.  Every record says what happened to its own cube: an unexpected error
-stays with the cube it happened to, and a cube whose task was lost is re-read and
-reported as it is now (``written: null`` when this run cannot know).
+The list is a stream, and so is everything after it: entries are read as the window
+moves on, at most a few chunks per worker are in flight or waiting to be yielded, and
+results come back in input order as they are done, so memory does not grow with the
+list (a million entries take what a thousand take).  In a real run, list entries that
+name the same file (twice, or through a hard or symbolic link) are written one after
+the other in input order, so the first one reports ``written``: a later entry joins the
+chunk of an earlier one not yet sent, or waits until the chunk that holds it is done.
+Every task is idempotent (a cube that already holds its value is not rewritten, an
+interrupted write is finished or rolled back by the next reader), so an executor may run
+a task again after losing a worker.  Results are the same records ``--json`` prints.
+Every record says what happened to its own cube: an unexpected error stays with the cube
+it happened to, and a cube whose task was lost is re-read and reported as it is now
+(``written: null`` when this run cannot know).
 
 Ctrl-C (a ``KeyboardInterrupt`` in the thread that reads the results, or thrown into the
 generator) stops the batch between two cubes and raises :class:`BatchInterrupted`, which
@@ -34,26 +38,34 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sized
 from typing import TYPE_CHECKING, Any
 
 from ..cube.label import read_label
 from ..errors import ShapeResolverError, UsageError
-from ..policy.job import BatchOptions, CubeResult, record, reread, why, write_chunk
+from ..policy.job import BatchOptions, CubeResult, audit_failed, record, reread, why, write_chunk
 from ..policy.resolver import SHAPES, Resolver, ResolverOptions, Shape
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["BatchOptions", "BatchInterrupted", "CubeResult", "record", "run_batch", "write_batch", "default_jobs"]
+__all__ = ["BatchOptions", "BatchInterrupted", "CubeResult", "record", "run_batch", "write_batch", "iter_batch",
+           "audit_batch", "default_jobs"]
 
 log = logging.getLogger(__name__)
 
-MAX_CHUNK = 1000
+#: the most cubes one task takes: enough to make a task's overhead small (a Dask task
+#: costs about a millisecond), few enough that what is in flight stays small
+MAX_CHUNK = 100
 #: seconds an interrupted batch waits for another executor's running tasks (its own threads: until they stop)
 DRAIN_WAIT = 30.0
 #: the options of a batch that gives none (web, no pin, a real write)
 DEFAULT_OPTIONS = BatchOptions()
+#: a list entry: a cube, or a (name, error) pair for a line that names none
+Entry = str | os.PathLike[str] | tuple[str, Exception]
+#: a scanned entry: (index, cube, hash of its file identity or None, TargetName or None,
+#: ShapeModel or None (an audit's scan only))
+_Scanned = tuple[int, str, int | None, str | None, str | None]
 
 
 def default_jobs() -> int:
@@ -80,17 +92,21 @@ def _entry_result(index: int, name: str, err: Exception) -> CubeResult:
     return CubeResult(index, name, record(name, None, None, err), None, " ".join(str(err).split()))
 
 
-def scan_chunk(entries: Sequence[tuple[int, str]], want_target: bool) -> list[tuple[int, tuple[Any, ...], str | None]]:
-    """Task: (index, file identity, TargetName or None) of each cube.  Never raises for a cube."""
+def scan_chunk(entries: list[tuple[int, str]], want_target: bool,
+               want_key: bool = True, shared: bool = False) -> list[tuple[int, int | None, str | None, str | None]]:
+    """Task: (index, hash of the file identity or None, TargetName or None, ShapeModel or
+    None) of each cube (``shared``: an audit's scan, read under a shared lock).  Never
+    raises for a cube."""
     out = []
     for index, cube in entries:
-        target = None
+        target = model = None
         if want_target:
             try:
-                target = read_label(cube).target
+                label = read_label(cube, shared=True) if shared else read_label(cube)
+                target, model = label.target, label.shape_model
             except ShapeResolverError:
                 pass  # the write task reports it
-        out.append((index, _identity(cube), target))
+        out.append((index, hash(_identity(cube)) if want_key else None, target, model))
     return out
 
 
@@ -105,18 +121,12 @@ def _as_executor(executor: Any) -> cf.Executor:
     raise UsageError(f"not an executor or a distributed.Client: {executor!r}")
 
 
-def _chunks(items: list[tuple[int, str]], size: int) -> Iterator[list[tuple[int, str]]]:
-    return (items[i : i + size] for i in range(0, len(items), size))
-
-
-def _stream(ex: cf.Executor, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]], window: int,
-            queue: deque[tuple[tuple[Any, ...], cf.Future[Any]]] | None = None,
-            ) -> Iterator[tuple[tuple[Any, ...], cf.Future[Any]]]:
+def _stream(ex: cf.Executor, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]],
+            window: int) -> Iterator[tuple[tuple[Any, ...], cf.Future[Any]]]:
     """Submit ``fn(*args)`` for each ``args``, at most ``window`` not yet consumed at a
     time; yields (args, future) in submission order (the caller waits on the result).
-    A consumed future is dropped, so finished results never pile up.  ``queue`` (the
-    futures submitted and not yet yielded) may be given, to collect them after an interrupt."""
-    queue = deque() if queue is None else queue
+    A consumed future is dropped, so finished results never pile up."""
+    queue: deque[tuple[tuple[Any, ...], cf.Future[Any]]] = deque()
     todo = iter(calls)
     try:
         while True:
@@ -150,9 +160,18 @@ def _check(resolver: Resolver, opts: BatchOptions) -> None:
         raise UsageError("model= is only used with shape=user")
 
 
+def _entries(cubes: Iterable[Entry]) -> Iterator[tuple[int, str] | CubeResult]:
+    """Each list entry as (index, cube), or the result of one that names no cube."""
+    for i, c in enumerate(cubes):
+        if isinstance(c, tuple):
+            yield _entry_result(i, c[0], c[1])
+        else:
+            yield i, os.fspath(c)
+
+
 def run_batch(
     resolver: Resolver,
-    cubes: Iterable[str | os.PathLike[str] | tuple[str, Exception]],
+    cubes: Iterable[Entry],
     opts: BatchOptions = DEFAULT_OPTIONS,
     *,
     jobs: int = 1,
@@ -161,36 +180,22 @@ def run_batch(
 ) -> Generator[CubeResult, None, None]:
     """Process ``cubes``; yields one :class:`CubeResult` per list entry, in input order.
 
-    Without ``executor`` the work runs on ``jobs`` threads of this process (``0``: one
-    per core).  With one (any :class:`concurrent.futures.Executor` or a
-    ``distributed.Client``) each body is resolved here once and the write tasks get
-    the table.  An entry may be a ``(name, error)`` pair (a list line that names no
-    cube): it is reported with that error.  Raises :class:`UsageError` for bad
-    parameters before any cube is touched.
+    ``cubes`` is read as a stream (a generator of a million paths is fine; when it has a
+    ``len()`` the chunks are sized from it).  Without ``executor`` the work runs on
+    ``jobs`` threads of this process (``0``: one per core).  With one (any
+    :class:`concurrent.futures.Executor` or a ``distributed.Client``) each body is
+    resolved here once and the write tasks get the table.  An entry may be a ``(name,
+    error)`` pair (a list line that names no cube): it is reported with that error.
+    Raises :class:`UsageError` for bad parameters before any cube is touched.
     """
-    items: list[tuple[int, str]] = []
-    bad: dict[int, CubeResult] = {}
-    for i, c in enumerate(cubes):
-        if isinstance(c, tuple):
-            bad[i] = _entry_result(i, c[0], c[1])
-        else:
-            items.append((i, os.fspath(c)))
     _check(resolver, opts)
-    if not items:
-        yield from (bad[i] for i in sorted(bad))
-        return
     jobs = default_jobs() if jobs == 0 else jobs
     if jobs < 0:
         raise UsageError(f"jobs={jobs} must be 0 (one per core) or more")
+    entries = _entries(cubes)
     if executor is None and jobs == 1:  # in order, here: nothing to group
-        nxt = 0
-        for item in items:
-            while nxt in bad:
-                yield bad.pop(nxt)
-                nxt += 1
-            yield from write_chunk(resolver, opts, [item])
-            nxt = item[0] + 1
-        yield from (bad[i] for i in sorted(bad))
+        for e in entries:
+            yield e if isinstance(e, CubeResult) else write_chunk(resolver, opts, [e])[0]
         return
     own = stop = None
     ex: cf.Executor
@@ -200,9 +205,13 @@ def run_batch(
     else:
         ex = _as_executor(executor)
         workers = _worker_count(executor)
-    size = chunk_size or _chunk_size(len(items), workers)
+    known = len(cubes) if isinstance(cubes, Sized) else 0
+
+    def size(seen: int) -> int:  # from the list's length, else from what was seen so far
+        return chunk_size or _chunk_size(max(known, seen), workers)
+
     try:
-        yield from _run(resolver, items, bad, opts, ex, size, max(2, 4 * workers), stop)
+        yield from _run(resolver, entries, opts, ex, size, max(2, 4 * workers), stop)
     finally:
         if own is not None:
             assert stop is not None
@@ -221,86 +230,192 @@ def _worker_count(executor: Any) -> int:
         return 8
 
 
-def _run(resolver: Resolver, items: list[tuple[int, str]], bad: dict[int, CubeResult], opts: BatchOptions,
-         ex: cf.Executor, size: int, window: int, stop: threading.Event | None) -> Iterator[CubeResult]:
-    shipped = stop is None  # not our own threads: the table travels with the tasks
-    web = opts.shape.lower() == "web"
-    user = opts.shape.lower() == "user" and resolver.verify
-    # 1. scan: which entries name the same file, and the targets when the shipped table needs them
-    want = shipped and (web or user) and opts.target is None
-    first: dict[int, int] = {}  # hash of a file's identity -> its first entry (a collision only groups)
-    later: dict[int, list[tuple[int, str]]] = {}
-    names: set[str] = set()
-    for (chunk, _), fut in _stream(ex, scan_chunk, ((c, want) for c in _chunks(items, size)), window):
+def _scanned(ex: cf.Executor, entries: Iterator[tuple[int, str] | CubeResult], size: Callable[[int], int],
+             window: int, want_target: bool, want_key: bool, shared: bool) -> Generator[_Scanned | CubeResult, None, None]:
+    """Step 1, streamed: the entries with their file identity, target and ShapeModel, in order."""
+    if not (want_target or want_key):
+        for e in entries:
+            yield e if isinstance(e, CubeResult) else (e[0], e[1], None, None, None)
+        return
+    bad: deque[list[CubeResult]] = deque()  # the bad entries met with each chunk, in step with the calls
+
+    def calls() -> Iterator[tuple[Any, ...]]:
+        cur: list[tuple[int, str]] = []
+        met: list[CubeResult] = []
+        for seen, e in enumerate(entries, 1):
+            if isinstance(e, CubeResult):
+                met.append(e)
+            else:
+                cur.append(e)
+            if len(cur) + len(met) >= size(seen):
+                bad.append(met)
+                yield (cur, want_target, want_key, shared)
+                cur, met = [], []
+        if cur or met:
+            bad.append(met)
+            yield (cur, want_target, want_key, shared)
+
+    for (chunk, *_), fut in _stream(ex, scan_chunk, calls(), window):
+        yield from bad.popleft()
         try:
-            scanned = fut.result()
+            scanned = fut.result() if chunk else []
         except UsageError:
             raise
         except Exception as exc:  # noqa: BLE001 - a lost scan only costs the grouping
             log.warning("a scan task failed (%s); its cubes are resolved where they are written", why(exc))
-            continue
-        for (i, cube), (_, key, target) in zip(chunk, scanned):
-            j = first.setdefault(hash(key), i)
-            if j != i:
-                later.setdefault(j, []).append((i, cube))
-            if target:
-                names.add(target)
-    del first
-    worker_resolver = resolver
-    if shipped:
-        # 2. resolve each distinct (body, pin) once, here (a user model: check it once per
-        # body); the table travels with the tasks
-        for name in sorted({opts.target} if opts.target is not None else names):
+            scanned = [(i, None, None, None) for i, _ in chunk]
+        for (i, cube), (_, key, target, model) in zip(chunk, scanned):
+            yield i, cube, key, target, model
+
+
+class _Table:
+    """Step 2: the shipped resolver, with every body met so far resolved here once."""
+
+    def __init__(self, resolver: Resolver, opts: BatchOptions, shipped: bool) -> None:
+        self.resolver, self.opts, self.shipped = resolver, opts, shipped
+        self.web = opts.shape.lower() == "web"
+        self.user = opts.shape.lower() == "user" and resolver.verify
+        self.done: set[str] = set()
+        self.checked: set[tuple[str, str]] = set()  # an audit's (ShapeModel, body) pairs checked here
+        self.copy: Resolver | None = None
+
+    def for_chunk(self, chunk: list[_Scanned]) -> Resolver:
+        """The resolver the chunk's task gets (threads here share ``resolver``, whose memo
+        searches each body once; shipped tasks get a copy that never searches)."""
+        if not self.shipped:
+            return self.resolver
+        names = {self.opts.target} if self.opts.target is not None else {e[3] for e in chunk if e[3]}
+        new = sorted(n for n in names if n not in self.done) if (self.web or self.user) else []
+        for name in new:
+            self.done.add(name)
             try:
-                if web:
-                    resolver.web_model(name, opts.version)
-                elif user:
-                    resolver.resolve(None, shape="user", model=opts.model, target=name)
+                if self.web:
+                    self.resolver.web_model(name, self.opts.version)
+                    if self.opts.audit:
+                        self.resolver.known_models(name)
+                else:
+                    self.resolver.resolve(None, shape="user", model=self.opts.model, target=name)
             except ShapeResolverError:
                 pass  # remembered in the table; each cube falls back (or fails) on its own
-        worker_resolver = _shippable(resolver)
-    # (threads of this process share ``resolver``, whose memo searches each body once)
-    # 3. write: same-file entries together, in input order
-    skip = {i for group in later.values() for i, _ in group}
+        models = self._audit_models(chunk) if self.opts.audit else []
+        if new or models or self.copy is None:
+            self.copy = _shippable(self.resolver)
+        return self.copy
 
-    def chunks() -> Iterator[tuple[Any, ...]]:
-        cur: list[tuple[int, str]] = []
-        for i, cube in items:
-            if i in skip:
-                continue  # written with the group's first entry
-            cur.append((i, cube))
-            cur.extend(later.get(i, ()))
-            if len(cur) >= size:
-                yield (worker_resolver, opts, cur) + (() if stop is None else (stop,))
-                cur = []
-        if cur:
-            yield (worker_resolver, opts, cur) + (() if stop is None else (stop,))
+    def _audit_models(self, chunk: list[_Scanned]) -> list[tuple[str, str]]:
+        """An audit: check here each model the chunk's cubes name, once (the results ship)."""
+        from ..base import bodies
 
-    done: dict[int, CubeResult] = dict(bad)
+        new = []
+        for *_, target, model in chunk:
+            name = self.opts.target or target
+            if not (model and name) or model.strip().upper() in ("", "NULL", "RINGPLANE"):
+                continue
+            pair = (model, bodies.canonical(name))
+            if pair in self.checked:
+                continue
+            self.checked.add(pair)
+            new.append(pair)
+            try:
+                self.resolver.models.check_named(*pair)
+            except ShapeResolverError:
+                pass  # remembered; the cube's audit says it
+        return new
+
+
+def _run(resolver: Resolver, entries: Iterator[tuple[int, str] | CubeResult], opts: BatchOptions,
+         ex: cf.Executor, size: Callable[[int], int], window: int, stop: threading.Event | None) -> Iterator[CubeResult]:
+    shipped = stop is None  # not our own threads: the table travels with the tasks
+    table = _Table(resolver, opts, shipped)
+    want_target = shipped and ((table.web or table.user) and opts.target is None or opts.audit)
+    source = _scanned(ex, entries, size, window, want_target, not (opts.dryrun or opts.audit), opts.audit)
+    limit = window * MAX_CHUNK  # entries read ahead of the writes, at most
+    done: dict[int, CubeResult] = {}
     nxt = 0
-    pending: deque[tuple[tuple[Any, ...], cf.Future[Any]]] = deque()
-    current: list[cf.Future[Any]] = []  # the future being waited on (no longer in ``pending``)
+    inflight: deque[tuple[int, list[_Scanned], cf.Future[Any]]] = deque()
+    where: dict[int, int] = {}  # identity hash -> the in-flight chunk that holds it
+    waiting: dict[int, list[_Scanned]] = {}  # chunk -> same-file entries to send once it is done
+    ready: deque[_Scanned] = deque()  # entries whose earlier same-file chunk is done: they go first
+    cur: list[_Scanned] = []
+    keys: set[int] = set()
+    held = seen = seq = 0  # entries read and not yet sent; entries read; chunks sent
+    exhausted = False
+
+    def send() -> None:
+        nonlocal cur, keys, held, seq
+        seq += 1
+        pairs = [(i, c) for i, c, *_ in cur]
+        fut = (ex.submit(write_chunk, table.for_chunk(cur), opts, pairs) if stop is None
+               else ex.submit(write_chunk, table.for_chunk(cur), opts, pairs, stop))
+        inflight.append((seq, cur, fut))
+        where.update((k, seq) for k in keys)
+        held -= len(cur)
+        cur, keys = [], set()
+
+    current: list[cf.Future[Any]] = []  # the future being waited on (no longer in ``inflight``)
     try:
-        while nxt in done:
-            yield done.pop(nxt)
-            nxt += 1
-        for (_, _, chunk, *_), fut in _stream(ex, write_chunk, chunks(), window, pending):
+        while True:
+            while len(inflight) < window and held < limit:
+                e: _Scanned
+                if ready:
+                    e = ready.popleft()
+                elif not exhausted:
+                    got = next(source, None)
+                    if got is None:
+                        exhausted = True
+                        break
+                    seen += 1
+                    if isinstance(got, CubeResult):
+                        done[got.index] = got
+                        continue
+                    e = got
+                    held += 1
+                else:
+                    break
+                key = e[2]
+                if key is not None and key not in keys and key in where:
+                    waiting.setdefault(where[key], []).append(e)  # after the chunk that holds its file
+                    continue
+                cur.append(e)
+                if key is not None:
+                    keys.add(key)
+                if len(cur) >= size(seen):
+                    send()
+            if cur and len(inflight) < window:
+                send()
+            while nxt in done:
+                yield done.pop(nxt)
+                nxt += 1
+            if not inflight:
+                if exhausted and not ready and not cur:
+                    break
+                continue
+            n, chunk, fut = inflight.popleft()
             current[:] = [fut]
             try:
                 results = fut.result()
             except UsageError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the task is lost: say what each of its cubes holds now
-                results = [reread(i, c, f"worker failed ({why(exc)})") for i, c in chunk]
-            current.clear()
+                results = [audit_failed(i, c, f"worker failed ({why(exc)})") if opts.audit
+                           else reread(i, c, f"worker failed ({why(exc)})") for i, c, *_ in chunk]
+            for _, _, key, *_ in chunk:
+                if key is not None and where.get(key) == n:
+                    del where[key]
+            ready.extend(waiting.pop(n, ()))
             for r in results:
                 done[r.index] = r
+            current.clear()
             while nxt in done:
                 yield done.pop(nxt)
                 nxt += 1
+        yield from (done[i] for i in sorted(done))
     except KeyboardInterrupt:
-        raise BatchInterrupted(_finished(done, [*current, *(f for _, f in pending)], stop)) from None
-    yield from (done[i] for i in sorted(done))
+        raise BatchInterrupted(_finished(done, [*current, *(f for _, _, f in inflight)], stop)) from None
+    finally:
+        for _, _, fut in inflight:
+            fut.cancel()
+        source.close()  # (its scan tasks not yet consumed are cancelled too)
 
 
 class BatchInterrupted(KeyboardInterrupt):
@@ -335,8 +450,44 @@ def _shippable(resolver: Resolver) -> Resolver:
     return copy
 
 
+def iter_batch(
+    cubes: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    executor: Any = None,
+    *,
+    jobs: int = 1,
+    resolver: Resolver | None = None,
+    shape: Shape = "web",
+    model: str | None = None,
+    target: str | None = None,
+    version: str | None = None,
+    dryrun: bool = False,
+    chunk_size: int | None = None,
+    audit: bool = False,
+    **resolver_kwargs: Unpack[ResolverOptions],
+) -> Generator[dict[str, Any], None, None]:
+    """:func:`write_batch` for long lists: yields each record, in input order, as soon as
+    it and all before it are done; memory does not grow with the list (``cubes`` may be
+    a generator, e.g. the lines of a file).  ``audit=True`` yields :func:`audit_batch`'s
+    records instead (nothing is written)."""
+    opts = BatchOptions(shape=shape, model=model, target=target, version=version, dryrun=dryrun, audit=audit)
+    if isinstance(cubes, (str, bytes, os.PathLike)):
+        cubes = [os.fsdecode(cubes)]  # one cube, not its characters
+    own = resolver is None
+    r = resolver if resolver is not None else Resolver(**resolver_kwargs)
+    try:
+        results = run_batch(r, cubes, opts, jobs=jobs, executor=executor, chunk_size=chunk_size)
+        try:
+            for res in results:
+                yield res.record
+        finally:
+            results.close()
+    finally:
+        if own:
+            r.close()
+
+
 def write_batch(
-    cubes: Iterable[str | os.PathLike[str]],
+    cubes: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
     executor: Any = None,
     *,
     jobs: int = 1,
@@ -355,15 +506,31 @@ def write_batch(
     (cubes must be on a file system its workers see); without one the cubes are written
     by ``jobs`` threads here.  Each body is searched once.  ``resolver`` (else a new
     :class:`Resolver` from ``resolver_kwargs``) supplies the settings.  A failed cube has
-    an ``error`` in its record and does not stop the others.
+    an ``error`` in its record and does not stop the others.  For a list too long to hold
+    its records, :func:`iter_batch` yields them one by one.
     """
-    opts = BatchOptions(shape=shape, model=model, target=target, version=version, dryrun=dryrun)
-    if isinstance(cubes, (str, bytes, os.PathLike)):
-        cubes = [os.fsdecode(cubes)]  # one cube, not its characters
-    own = resolver is None
-    r = resolver if resolver is not None else Resolver(**resolver_kwargs)
-    try:
-        return [res.record for res in run_batch(r, cubes, opts, jobs=jobs, executor=executor, chunk_size=chunk_size)]
-    finally:
-        if own:
-            r.close()
+    return list(iter_batch(cubes, executor, jobs=jobs, resolver=resolver, shape=shape, model=model, target=target,
+                           version=version, dryrun=dryrun, chunk_size=chunk_size, **resolver_kwargs))
+
+
+def audit_batch(
+    cubes: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    executor: Any = None,
+    *,
+    jobs: int = 1,
+    resolver: Resolver | None = None,
+    shape: Shape = "web",
+    model: str | None = None,
+    target: str | None = None,
+    version: str | None = None,
+    chunk_size: int | None = None,
+    **resolver_kwargs: Unpack[ResolverOptions],
+) -> list[dict[str, Any]]:
+    """Audit every cube (:meth:`Resolver.audit <shaperesolver.Resolver.audit>`); returns
+    the records in input order: ``cube``, ``target``, ``body``, ``current``, ``chosen``,
+    ``status`` and ``reason``.  Nothing is written; each body is searched once and each
+    model checked once, on threads, an executor or a Dask cluster as :func:`write_batch`.
+    For a list too long to hold its records: ``iter_batch(..., audit=True)``.
+    """
+    return list(iter_batch(cubes, executor, jobs=jobs, resolver=resolver, shape=shape, model=model, target=target,
+                           version=version, chunk_size=chunk_size, audit=True, **resolver_kwargs))

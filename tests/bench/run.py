@@ -15,6 +15,13 @@
    local copy against /vsicurl/ from a server adding 20 ms per request
 9. start-up (issue 18): one-cube runs (ellipsoid; web from the cache) against
    ``python -c pass``, median of paired runs
+10. scale (issue 26): ``fromlist=`` dry runs over 10,000, 100,000 and 1,000,000 hard links
+   to a few real cubes (ms per cube and the child's own peak memory, jobs=1 and jobs=2),
+   a real write run of 100,000 cubes, and ``pvl.loads`` on the same labels
+   (``SHAPERESOLVER_BENCH_SCALE=10000,100000`` picks other list lengths)
+11. audit (issue 25): ``audit=yes`` over 10,000 hard links to real cubes of two bodies that
+   name current, stale and no models (verify=yes: real GeoTIFFs over /vsicurl/ from a Range
+   server on 127.0.0.1), next to ``dryrun=yes`` on the same list; searches and model GETs
 """
 
 from __future__ import annotations
@@ -509,6 +516,163 @@ def bench_startup(tmp: Path) -> None:
 
 
 BENCHES["startup"] = bench_startup
+
+SCALE_LABELS = ("viking_mars", "ctx_mars", "lro_moon")  # attached Mars and Moon cubes of 84 KiB
+SCALE_AREA, SCALE_DATA = 65536, 16384 + 2048
+
+
+def _scale_cube(path: Path, text: str) -> None:
+    """An 84 KiB attached cube whose label area and data are sparse (a hole reads as NULs)."""
+    with open(path, "wb") as f:
+        f.write(text.encode("latin-1"))
+        f.truncate(SCALE_AREA + SCALE_DATA)
+
+
+def _scale_run(tmp: Path, env: dict[str, str], lst: Path, *args: str) -> tuple[float, float, str]:
+    """(seconds, peak MiB of the child itself, its summary line) of one ``fromlist=`` run."""
+    out = tmp / "scale-peak.txt"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", RSS, str(out), f"fromlist={lst}", *args], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    took = time.perf_counter() - t0
+    summary = [line for line in proc.stderr.splitlines() if " cubes: " in line]
+    return took, int(out.read_text()) / 1024, (summary[-1].split(": ", 1)[1] if summary else proc.stderr[-300:])
+
+
+def bench_scale(tmp: Path) -> None:
+    """Issue 26: a million cubes on one machine."""
+    sizes = [int(x) for x in os.environ.get("SHAPERESOLVER_BENCH_SCALE", "10000,100000,1000000").split(",")]
+    print("\n== 10. scale: fromlist= dry runs (warm cache, verify=no) over hard links to "
+          f"{16 * len(SCALE_LABELS)} real 84 KiB cubes; a real write run ==")
+    texts = {name: cubes.label_text(name) for name in SCALE_LABELS}
+    base_dir = tmp / "scale-base"
+    base_dir.mkdir()
+    base = []
+    for i in range(16 * len(SCALE_LABELS)):
+        name = SCALE_LABELS[i % len(SCALE_LABELS)]
+        p = base_dir / f"b{i:03d}_{name}.cub"
+        _scale_cube(p, texts[name])
+        base.append(p)
+    t0 = time.perf_counter()
+    links, per_dir = tmp / "scale-links", 10_000
+    names: list[str] = []
+    for i in range(max(sizes)):
+        d = links / f"d{i // per_dir:03d}"
+        if i % per_dir == 0:
+            d.mkdir(parents=True)
+        p = d / f"l{i:07d}.cub"
+        os.link(base[i % len(base)], p)
+        names.append(str(p))
+    print(f"data: {len(names):,} hard links in {time.perf_counter() - t0:.0f} s (each of the {len(base)} cubes has "
+          f"{len(names) // len(base):,} names; a file's identity is shared, its name is not)")
+    env = _env(tmp, "cache-scale")
+    items = [item(f"{b.lower()}dem{v:04d}", [b], f"{v:04d}", f"202{v}-01-01T00:00:00Z")
+             for b in ("Mars", "Moon") for v in (1, 2)]
+    with StacServer(items) as srv:
+        common = [f"url={srv.url}", "verify=no"]
+        for pin in ([], ["version=1"], ["version=2"]):  # warm the cache for both bodies, unpinned and pinned
+            _cli(f"from={base[0]}", *common, *pin, "dryrun=yes", "-q", env=env)
+            _cli(f"from={base[2]}", *common, *pin, "dryrun=yes", "-q", env=env)
+        per_cube: dict[tuple[int, int], float] = {}
+        for n in sizes:
+            lst = tmp / f"scale-{n}.txt"
+            with open(lst, "w") as f:
+                f.writelines(f"{x}\n" for x in names[:n])
+            for jobs in (1, 2):
+                took, peak, summary = _scale_run(tmp, env, lst, *common, "dryrun=yes", f"jobs={jobs}")
+                per_cube[(n, jobs)] = 1000 * took / n
+                speed = f"  speed-up {per_cube[(n, 1)] / per_cube[(n, 2)]:.2f}x" if jobs == 2 else ""
+                print(f"dry run  {n:>9,} cubes  jobs={jobs}  {took:7.1f} s  {1000 * took / n:6.3f} ms/cube  "
+                      f"peak {peak:5.0f} MiB{speed}  [{summary}]")
+        del names
+        n = min(100_000, max(sizes))
+        wdir = tmp / "scale-write"
+        t0 = time.perf_counter()
+        wnames = []
+        for i in range(n):
+            d = wdir / f"d{i // per_dir:03d}"
+            if i % per_dir == 0:
+                d.mkdir(parents=True)
+            p = d / f"w{i:07d}.cub"
+            _scale_cube(p, texts[SCALE_LABELS[i % len(SCALE_LABELS)]])
+            wnames.append(str(p))
+        lst = tmp / "scale-write.txt"
+        lst.write_text("".join(f"{x}\n" for x in wnames))
+        print(f"data: {n:,} distinct sparse 84 KiB cubes in {time.perf_counter() - t0:.0f} s on "
+              f"{_fs_type(wdir)}")
+        for jobs, version in ((1, "2"), (2, "1")):  # each run rewrites every cube
+            took, peak, summary = _scale_run(tmp, env, lst, *common, f"version={version}", f"jobs={jobs}")
+            print(f"write    {n:>9,} cubes  jobs={jobs}  {took:7.1f} s  {1000 * took / n:6.3f} ms/cube  "
+                  f"peak {peak:5.0f} MiB  [{summary}]")
+    for name, text in texts.items():
+        r_pvl = rate(lambda text=text: pvl.loads(text), 2)
+        print(f"pvl.loads on the {name} label ({len(text) / 1024:.1f} KB): {1000 / r_pvl:6.2f} ms per label, "
+              f"{1000 / r_pvl / per_cube[(sizes[0], 1)]:5.1f}x a whole dry-run cube at jobs=1")
+
+
+def _fs_type(path: Path) -> str:
+    try:
+        proc = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True)
+        return proc.stdout.strip() or "?"
+    except OSError:
+        return "?"
+
+
+BENCHES["scale"] = bench_scale
+
+
+def bench_audit(tmp: Path) -> None:
+    """Issue 25: the audit time per cube next to a dry run over the same list."""
+    from dems import make_cog as body_cog
+    from servers import RangeServer
+
+    n = int(os.environ.get("SHAPERESOLVER_BENCH_AUDIT", "10000"))
+    print(f"\n== 11. audit: audit=yes vs dryrun=yes over {n:,} hard links to 48 real 84 KiB cubes "
+          "(Mars and Moon; current, one version behind, Null), warm cache, verify=yes ==")
+    models = tmp / "audit-models"
+    models.mkdir()
+    for body in ("Mars", "Moon"):
+        for v in (1, 2):
+            body_cog(models / f"{body.lower()}{v}.tif", body, 1024, 512)
+    env = _env(tmp, "cache-audit")
+    with RangeServer(models) as files:
+        items = [item(f"{b.lower()}dem{v:04d}", [b], f"{v:04d}", f"202{v}-01-01T00:00:00Z",
+                      href=files.url(f"{b.lower()}{v}.tif")) for b in ("Mars", "Moon") for v in (1, 2)]
+        with StacServer(items) as srv:
+            base_dir = tmp / "audit-base"
+            base_dir.mkdir()
+            base = []
+            for i in range(48):
+                name = ("viking_mars", "lro_moon")[i % 2]
+                p = base_dir / f"b{i:03d}_{name}.cub"
+                _scale_cube(p, cubes.label_text(name))
+                how = ("version=2", "version=1", "shape=ellipsoid")[i % 3]  # current, stale, unset
+                _cli(f"from={p}", f"url={srv.url}", how, "-q", env=env)
+                base.append(p)
+            links = tmp / "audit-links"
+            links.mkdir()
+            names = []
+            for i in range(n):
+                q = links / f"a{i:06d}.cub"
+                os.link(base[i % len(base)], q)
+                names.append(str(q))
+            lst = tmp / "audit.txt"
+            lst.write_text("".join(f"{x}\n" for x in names))
+            common = [f"url={srv.url}", "verify=yes"]
+            _cli(f"fromlist={lst}", *common, "audit=yes", "-q", env=env)  # warm: the checks are cached
+            gets0, searches0 = len(files.requests), len(srv.searches)
+            for label, extra in (("dryrun=yes", ("dryrun=yes",)), ("audit=yes ", ("audit=yes",))):
+                for jobs in (1, 2):
+                    took, peak, _ = _scale_run(tmp, env, lst, *common, *extra, f"jobs={jobs}")
+                    print(f"{label}  {n:>7,} cubes  jobs={jobs}  {took:6.1f} s  {1000 * took / n:6.3f} ms/cube  "
+                          f"peak {peak:4.0f} MiB")
+            print(f"requests over the four warm runs: {len(srv.searches) - searches0} searches, "
+                  f"{len(files.requests) - gets0} model requests")
+            proc = _cli(f"fromlist={lst}", *common, "audit=yes", env=env)
+            print("the audit's summary: " + proc.stderr.strip().splitlines()[-1])
+
+
+BENCHES["audit"] = bench_audit
 
 
 def main() -> None:
