@@ -89,7 +89,8 @@ def _main(argv: Sequence[str]) -> int:
         except OSError as exc:
             print(f"shaperesolver: -errlist={todo.errlist}: {exc.strerror}", file=sys.stderr)
             return 2
-    report = Reporter(todo.total, as_json=todo.json, verbose=todo.verbose, quiet=todo.quiet, log_file=todo.log_file)
+    report = Reporter(todo.total, as_json=todo.json, verbose=todo.verbose, quiet=todo.quiet, log_file=todo.log_file,
+                      audit=any(run.params.get("audit") == "yes" for run in todo.runs))
     with report.running():
         try:
             code = _execute(todo.runs, report, todo.abort, todo.errlist)

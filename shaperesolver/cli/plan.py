@@ -88,7 +88,10 @@ def plan(argv: list[str] | tuple[str, ...]) -> Plan:
             args.params["catalog"] = os.path.join(params["mirror"], CATALOG)
             checked = None
     log_file = (args.reserved["log"] or "print.prt") if "log" in args.reserved else None  # ISIS's default
-    return Plan(mode=mode, mode_cubes=mode_cubes, runs=_runs(args, checked), errlist=args.reserved.get("errlist"),
+    runs = _runs(args, checked)
+    _apart_from_lists(runs, args.reserved.get("batchlist"), {"-errlist": args.reserved.get("errlist"),
+                                                              "-log": log_file})
+    return Plan(mode=mode, mode_cubes=mode_cubes, runs=runs, errlist=args.reserved.get("errlist"),
                 log_file=log_file,
                 abort=args.reserved.get("onerror", "abort") == "abort" and "batchlist" in args.reserved, **common)
 
@@ -102,6 +105,22 @@ class Run:
     row: isisargs.Row | None = None
     #: the row's own command line, echoed before its cubes (a -batchlist row only)
     shown: str | None = None
+
+
+def _apart_from_lists(runs: list[Run], batchlist: str | None, outputs: dict[str, str | None]) -> None:
+    """An output (-errlist, -log) that is a list being read would be emptied before it is
+    read, or read back as it grows: a usage error."""
+    lists = {p for p in [batchlist, *(run.params.get("fromlist") for run in runs)] if p}
+    for option, out in outputs.items():
+        if not out:
+            continue
+        for lst in lists:
+            try:
+                same = os.path.samefile(out, os.path.expanduser(lst))
+            except OSError:
+                continue  # (not there yet: not the list)
+            if same:
+                raise UsageError(f"{option}={out} is the list {lst}; give another file")
 
 
 def _expanded(params: dict[str, str]) -> dict[str, str]:

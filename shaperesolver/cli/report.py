@@ -109,8 +109,9 @@ class Reporter:
     """Everything the command prints, for one run of ``total`` cubes."""
 
     def __init__(self, total: int, *, as_json: bool, verbose: int, quiet: bool, log_file: str | None = None,
-                 stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+                 stdout: TextIO | None = None, stderr: TextIO | None = None, audit: bool = False) -> None:
         self.total = total
+        self.audit = audit  # an audit run: its summary counts statuses
         self.as_json, self.verbose, self.quiet = as_json, verbose, quiet
         self.out = stdout or sys.stdout
         self.err = stderr or sys.stderr
@@ -279,7 +280,7 @@ class Reporter:
             self.write(f"shaperesolver: {self._summary()}\n", self.err)
 
     def _summary(self) -> str:
-        if not self.audits:
+        if not (self.audits or self.audit):
             return self.counts.line(self.total)
         from ..policy.audit import STATUSES
 
@@ -326,6 +327,8 @@ def _line(rec: dict[str, Any], state: str, fb: bool) -> str:
 def _audit_line(rec: dict[str, Any]) -> str:
     """``cube: status: what it names [-> what a resolve chooses] (why)``."""
     status = rec["status"]
+    if status == "failed" and rec.get("target") is None:  # the label was never read: only why
+        return printable(f"{rec['cube']}: failed: {rec.get('reason')}") + "\n"
     line = f"{rec['cube']}: {status}: {rec.get('current') or '(none)'}"
     if status not in ("current", "user") and rec.get("chosen") and rec.get("chosen") != rec.get("current"):
         line += f" -> {rec['chosen']}"

@@ -310,12 +310,13 @@ def read_label(path: str | os.PathLike[str], *, lock_wait: float = txn.DEFAULT_L
     back (see :mod:`.txn`), waiting at most ``lock_wait`` seconds for the cube's lock.
     ``shared`` (an audit): read under a shared lock, which only keeps writers out, with
     nothing opened for writing; an interrupted write is then seen as the next writer
-    will leave it (as a dry run sees it) and left for that writer.
+    will leave it (as a dry run sees it) and left for that writer, a stale journal too:
+    no file is changed.
     """
     p = os.fspath(path)
     if shared:
         with txn.locked(p, write=False, shared=True, wait=lock_wait) as (fd, st):
-            overlay = txn.recover(fd, p, st, writable=False, dry=True)
+            overlay = txn.recover(fd, p, st, writable=False, dry=True, keep=True)
             return _parse(p, _read_area(fd, p, st.st_size, overlay)[0], st.st_size)
     try:
         pending = os.path.lexists(journal_path(p))

@@ -248,7 +248,8 @@ def _mixed(cur: bytes, old: bytes, new: bytes) -> bool:
     return True
 
 
-def recover(fd: int, path: str, st: os.stat_result, writable: bool = True, dry: bool = False) -> bytes | None:
+def recover(fd: int, path: str, st: os.stat_result, writable: bool = True, dry: bool = False,
+            keep: bool = False) -> bytes | None:
     """Finish or roll back an interrupted write of ``path`` (the caller holds the lock).
 
     Raises :class:`JournalError` when a file at the journal path is not provably this
@@ -257,6 +258,7 @@ def recover(fd: int, path: str, st: os.stat_result, writable: bool = True, dry: 
     written: a provably stale journal is still removed, and when the label is a mix of
     the old and the new bytes the old bytes are returned (what the next writer restores,
     so what the dry run must read); the journal then stays.  Otherwise returns None.
+    ``keep`` (an audit, which changes no file): a stale journal is left for the next writer too.
     """
     jp = _beside(os.path.realpath(path), st, "journal")
     try:
@@ -292,7 +294,8 @@ def recover(fd: int, path: str, st: os.stat_result, writable: bool = True, dry: 
         if _MAGIC.startswith(head) or head.startswith(_MAGIC) or not head.strip(b"\0"):
             # never completed, so the cube was never touched: drop it
             log.info("%s: removing an incomplete write journal %s (the cube was not modified)", path, jp)
-            _drop(jp, writable, path, dry)
+            if not keep:
+                _drop(jp, writable, path, dry)
             return None
         raise refuse("is not a shaperesolver journal")
     dev, ino, old, new = parsed
@@ -316,7 +319,8 @@ def recover(fd: int, path: str, st: os.stat_result, writable: bool = True, dry: 
             raise LabelWriteError(path, f"restoring the label from {jp.name} failed ({_why(exc)}); the journal is kept") from None
     else:
         raise refuse("does not match this cube's label area")
-    _drop(jp, writable, path, dry)
+    if not keep:
+        _drop(jp, writable, path, dry)
     return None
 
 

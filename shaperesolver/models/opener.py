@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -70,10 +71,12 @@ class ModelOpener:
 
     # ------------------------------------------------------------ the interface
 
-    def verified(self, path: str, body: str | None, content: tuple[Any, ...] = (), web: bool = False) -> None:
+    def verified(self, path: str, body: str | None, content: tuple[Any, ...] = (), web: bool = False,
+                 strict: bool = False) -> None:
         """Check once that ``path`` opens and fits ``body`` (ModelError if not;
-        ModelUnreachableError when it could not be read)."""
-        self.checked.get((path, body), lambda: self._check_open(path, body, content, web))
+        ModelUnreachableError when it could not be read).  ``strict``: a URL no trusted
+        source gave (a label's), held to the public-only rules when the catalog is local."""
+        self.checked.get((path, body), lambda: self._check_open(path, body, content, web, strict))
 
     def open(self, path: str, web: bool, verify: bool | None = None) -> Any:
         """Open a model (after expanding ISIS's ``$base/...`` forms) as a ``gdal.Dataset``."""
@@ -123,7 +126,6 @@ class ModelOpener:
         tool does not open, and :class:`ModelError` when the model does not fit ``body``.
         Each model is checked once per process (and cached as a resolve's check is).
         """
-        from . import dsk
 
         text = value.strip()
         if text.startswith("/vsi") or "://" in text:
@@ -131,8 +133,14 @@ class ModelOpener:
             if text.startswith("/vsi") and not text.startswith("/vsicurl/") or not url.startswith(("http://", "https://")):
                 raise ModelUnreachableError(f"{text}: only local files and /vsicurl/ http(s) URLs are opened")
             path = "/vsicurl/" + url
-            self.verified(path, body, web=True)
+            self.verified(path, body, web=True, strict=True)
             return path
+        checked: str = self.checked.get(("named", text, body), lambda: self._check_local(text, body))
+        return checked
+
+    def _check_local(self, text: str, body: str | None) -> str:
+        from . import dsk
+
         try:
             real = self.expand(text)
         except DataAreaError as exc:
@@ -143,12 +151,13 @@ class ModelOpener:
             raise ModelMissingError(f"{text}: {real} does not exist" if exc.errno == errno.ENOENT and real != text
                                     else str(exc)) from None
         try:
-            head = os.pread(fd, 8, 0)
+            head = os.pread(fd, _LABEL_HEAD, 0)
         except OSError as exc:
             raise ModelUnreachableError(f"{text}: {exc.strerror}") from None
         finally:
             os.close(fd)
         real = os.path.realpath(real)
+        _check_core(head, real, text)
         if dsk.naif_kind(head) is not None:  # ISIS tries a DSK before a cube
             self.checked.get((real, body, "dsk"), lambda: dsk.check_dsk(real, text, body, True))
         else:
@@ -161,7 +170,7 @@ class ModelOpener:
 
     # ------------------------------------------------------------ GDAL's side
 
-    def _open(self, path: str, web: bool, verify: bool = True) -> Any:
+    def _open(self, path: str, web: bool, verify: bool = True, strict: bool = False) -> Any:
         """A web model as GeoTIFF only, through the relay that applies the API's address
         rules to every request GDAL makes (and every redirect it is sent); a local one
         as an ISIS cube or GeoTIFF."""
@@ -170,11 +179,11 @@ class ModelOpener:
         if not (web and path.startswith("/vsicurl/")):
             return raster.open_model(path, verify, self.gdal_options, raster.WEB_DRIVERS if web else raster.LOCAL_DRIVERS)
         from ..net.relay import RELAY
-        from ..net.transport import AnyAddress
+        from ..net.transport import AnyAddress, PublicOnly
 
         url = path[len("/vsicurl/"):]
         try:
-            local = RELAY.add(url, self._http(), self._policy() or AnyAddress(url))
+            local = RELAY.add(url, self._http(), self._policy() or (PublicOnly() if strict else AnyAddress(url)))
         except CatalogError as exc:
             raise ModelUnreachableError(str(exc)) from None
         mark = RELAY.mark()
@@ -196,7 +205,8 @@ class ModelOpener:
 
         return {**self.gdal_options, **gdal_config(self._http().settings)}
 
-    def _check_open(self, path: str, body: str | None = None, content: tuple[Any, ...] = (), web: bool = False) -> bool:
+    def _check_open(self, path: str, body: str | None = None, content: tuple[Any, ...] = (), web: bool = False,
+                    strict: bool = False) -> bool:
         """Open ``path``, check it fits ``body``; the outcome is cached with the model.
 
         The cache key is the path, the body and what identifies the content (the catalog
@@ -212,7 +222,7 @@ class ModelOpener:
         hit = self.cache.get(key)
         result = hit[0] if hit is not None and isinstance(hit[0], dict) and "ok" in hit[0] else None
         if result is None:
-            ds = self._open(path, web)
+            ds = self._open(path, web, strict=strict)
             ident = ident or raster.identity(ds.GetDescription() or path, self._gdal_config(web))
             old = None if self.cache.mode == "refresh" else self.cache.get(key, allow_stale=True)
             if (old is not None and isinstance(old[0], dict) and "ok" in old[0] and old[0].get("identity") == ident
@@ -259,6 +269,41 @@ class ModelOpener:
                 return {"ok": False, "reason": f"{path} failed the values check for {body.name}: {why}"}
             log.debug("%s: %d valid values of %s fit %s", path, len(sample.values), sample.level, body.name)
         return {"ok": True, "reason": None}
+
+
+#: bytes of a label-named local model read before GDAL opens it (an ISIS label's ^Core is in them)
+_LABEL_HEAD = 256 * 1024
+_CORE = re.compile(rb"^[ \t]*\^Core[ \t]*=[ \t]*(.+?)[ \t]*\r?$", re.M | re.I)
+_CORE_OBJECT = re.compile(rb"^[ \t]*Object[ \t]*=[ \t]*Core\b(.*?)^[ \t]*End_Object", re.M | re.I | re.S)
+_FORMAT = re.compile(rb"^[ \t]*Format[ \t]*=[ \t]*\"?(\w+)", re.M | re.I)
+#: the core formats GDAL's ISIS3 driver reads itself (anything else it hands to every driver GDAL has)
+_RAW_CORES = (b"TILE", b"BANDSEQUENTIAL")
+
+
+def _check_core(head: bytes, real: str, shown: str) -> None:
+    """An ISIS label a cube names may point its ``^Core`` at another file: GDAL's ISIS3
+    driver then opens that file itself, with every driver GDAL has (a VRT that reaches
+    any URL, a FIFO that never answers).  Only a raw core (Tile, BandSequential) in a
+    regular file is let through; raises ModelError or ModelMissingError otherwise."""
+    m = _CORE.search(head)
+    if m is None or head[:2] in (b"II", b"MM"):  # no ^Core (or a TIFF that happens to hold the bytes)
+        return
+    value = m.group(1).decode("latin-1").strip().strip("()")
+    first = value.split(",")[0].strip().strip('"').strip()
+    if first.isdigit():  # attached: the core is in this file
+        return
+    fmt = _CORE_OBJECT.search(head)
+    kind = _FORMAT.search(fmt.group(1)) if fmt else None
+    if kind is None or kind.group(1).upper() not in _RAW_CORES:
+        what = kind.group(1).decode("latin-1") if kind else "no Format"
+        raise ModelError(f"{shown}: an ISIS label whose ^Core is another file of format {what}; not opened "
+                         "(GDAL would open that file with any of its drivers)")
+    core = os.path.join(os.path.dirname(real), first)
+    try:
+        fd, _ = safeio.open_regular(core, what="core")
+    except UnsafeFileError as exc:
+        raise ModelMissingError(f"{shown}: its ^Core {first}: {exc}") from None
+    os.close(fd)
 
 
 def isis_form(model: str, isisdata: str | os.PathLike[str] | None) -> bool:

@@ -217,8 +217,25 @@ class AddressPolicy:
             kind = _category(_ip(address))
             if kind not in allowed:
                 raise CatalogError(f"refusing {what} {shorten(url, 100)!r}: {host} is a {kind} address ({address}), "
-                                   f"and {urlparse(self.base).hostname} is not")
+                                   f"{self._why_not()}")
         return tuple(found)
+
+    def _why_not(self) -> str:
+        return f"and {urlparse(self.base).hostname} is not"
+
+
+class PublicOnly(AddressPolicy):
+    """The rules for a URL no trusted source gave (a cube's label, audited with a local
+    catalog): public addresses only."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def allowed(self) -> set[str]:
+        return {"public"}
+
+    def _why_not(self) -> str:
+        return "and a URL that a label names may reach public addresses only (the catalog is local)"
 
 
 class AnyAddress(AddressPolicy):

@@ -11,8 +11,9 @@ one status:
     ``$ISISDATA/...``, ``~`` and dropping ``/vsicurl/``) and it opens; also a sky image or
     a body with no model that names the ellipsoid, and a ring observation's ``RingPlane``
 ``stale``
-    an older or deprecated version of the body's web model, or a SYSTEM model (a file
-    of the ISIS data area) other than the one a resolve chooses; it still opens
+    another version of the body's web model than a resolve chooses (older, deprecated,
+    or not the pinned one), or a SYSTEM model (a file of the ISIS data area) other than
+    the one a resolve chooses; it still opens
 ``missing``
     a local path that does not exist (after expansion) or is not a regular file
 ``unreachable``
@@ -143,7 +144,9 @@ def _status(resolver: Resolver, label: CubeLabel, name: str, body: str, current:
         return "current", None
     known = _known(resolver, here, name, web)
     if known is None:
-        return "user", "a model the catalog and the SYSTEM data area do not know; it opens and fits " + body
+        unknown = ("a model the catalog and the SYSTEM data area do not know" if web
+                   else "a model the SYSTEM data area does not know (the catalog is asked only for shape=web)")
+        return "user", f"{unknown}; it opens and fits {body}"
     return "stale", f"{known}; a resolve chooses {_chosen(res)}"
 
 
