@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +39,17 @@ def isisdata(tmp_path):
         '    File = ("base", "dems/molaMarsPlanetaryRadius????.cub")\n  EndGroup\nEndObject\n')
     (dems / "molaMarsPlanetaryRadius0004.cub").write_bytes(b"")
     return tmp_path / "isisdata"
+
+
+@pytest.fixture
+def env(tmp_path):
+    """The environment of a console-script run: its own cache, a 5 s deadline, no claim
+    wait, and no ISISDATA or STAC URL from the caller (modules that need others define their own)."""
+    e = dict(os.environ, SHAPERESOLVER_CACHE_DIR=str(tmp_path / "cache"), SHAPERESOLVER_HTTP_DEADLINE="5",
+             SHAPERESOLVER_CLAIM_WAIT="0")
+    for k in ("ISISDATA", "SHAPERESOLVER_STAC_URL"):
+        e.pop(k, None)
+    return e
 
 
 @pytest.fixture

@@ -112,15 +112,6 @@ def isisdata(tmp_path):
     return root
 
 
-@pytest.fixture
-def env(tmp_path):
-    e = dict(os.environ, SHAPERESOLVER_CACHE_DIR=str(tmp_path / "cache"), SHAPERESOLVER_HTTP_DEADLINE="5",
-             SHAPERESOLVER_CLAIM_WAIT="0")
-    for k in ("ISISDATA", "SHAPERESOLVER_STAC_URL"):
-        e.pop(k, None)
-    return e
-
-
 def dead_url() -> str:
     """A server that is down: a port on 127.0.0.1 nothing listens on."""
     s = socket.socket()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import os
 import re
 import socket
 import subprocess
@@ -92,15 +91,6 @@ def digest(path) -> str:
 def run(*args, env, timeout=EXITED_WITHIN):
     """The console script; TimeoutExpired (a failure) if it is still running after ``timeout`` s."""
     return subprocess.run([EXE, "cache=no", *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
-
-
-@pytest.fixture
-def env(tmp_path):
-    e = dict(os.environ, SHAPERESOLVER_CACHE_DIR=str(tmp_path / "cache"), SHAPERESOLVER_HTTP_DEADLINE="5",
-             SHAPERESOLVER_CLAIM_WAIT="0")
-    for k in ("ISISDATA", "SHAPERESOLVER_STAC_URL"):
-        e.pop(k, None)
-    return e
 
 
 def in_thread(call, within=EXITED_WITHIN):
