@@ -388,3 +388,20 @@ def test_dask_worker_killed_mid_batch(tmp_path, dask_cluster):
         assert raw[:LABEL_BYTES] == new_bytes[TARGETS[i % 4]] and raw[LABEL_BYTES:] == data[c]
     assert not any(journal_path(c).exists() for c in cs)
     assert victim not in client.run(os.getpid).values()  # it really died (and the nanny replaced it)
+
+
+def test_a_files_key_is_the_same_in_every_process(tmp_path):
+    """Scan tasks run in other processes (a process pool, Dask workers): the key that keeps
+    entries naming one file in order must not depend on the process's hash seed."""
+    cube = cubes.write_attached(tmp_path / "a.cub", small_label("Moon"), label_bytes=LABEL_BYTES)
+    os.link(cube, tmp_path / "b.cub")
+    code = ("import sys; from shaperesolver.scale.batch import scan_chunk; "
+            "print([k for _, k, _, _ in scan_chunk([(0, sys.argv[1]), (1, sys.argv[2]), (2, sys.argv[3])], False)])")
+    keys = []
+    for seed in ("1", "2"):
+        proc = subprocess.run([sys.executable, "-c", code, str(cube), str(tmp_path / "b.cub"), str(tmp_path / "gone.cub")],
+                              env=dict(os.environ, PYTHONHASHSEED=seed), capture_output=True, text=True, check=True)
+        keys.append(proc.stdout)
+    assert keys[0] == keys[1], keys
+    first = json.loads(keys[0])
+    assert first[0] == first[1] != first[2]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import re
 import stat
@@ -194,6 +193,8 @@ def loads_json(data: str | bytes, what: str, max_depth: int = MAX_JSON_DEPTH) ->
     if not json_depth_ok(data, max_depth):
         raise ValueError(f"{what}: JSON nested more than {max_depth} levels deep")
     try:
+        import json  # (only a document read needs it: a one-cube run loads none)
+
         return json.loads(data)
     except RecursionError:  # pragma: no cover - the depth check comes first
         raise ValueError(f"{what}: JSON nested too deeply") from None

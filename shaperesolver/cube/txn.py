@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import stat
@@ -62,7 +61,7 @@ Hook = Callable[[str], None]
 
 _MAGIC = b"SHAPERESOLVER-JOURNAL-2\n"
 _HEAD = struct.Struct(">QQQ")  # st_dev, st_ino, region length
-_SUM = hashlib.sha256().digest_size
+_SUM = 32  # bytes of a SHA-256 digest (hashlib loads when a journal is written or read)
 #: largest region a journal may hold (the reader never scans more than 8 MiB of label)
 MAX_REGION = 16 * 2**20
 #: how long a writer waits for another process's lock on a cube (s)
@@ -217,6 +216,8 @@ def _problem(exc: UnsafeFileError) -> str:
 
 def _encode(st: os.stat_result, old: bytes, new: bytes) -> bytes:
     body = _MAGIC + _HEAD.pack(st.st_dev, st.st_ino, len(old)) + old + new
+    import hashlib
+
     return body + hashlib.sha256(body).digest()
 
 
@@ -226,6 +227,8 @@ def _decode(blob: bytes) -> tuple[int, int, bytes, bytes] | None:
     if len(blob) < head + _SUM or not blob.startswith(_MAGIC):
         return None
     body, digest = blob[:-_SUM], blob[-_SUM:]
+    import hashlib
+
     if hashlib.sha256(body).digest() != digest:
         return None
     dev, ino, length = _HEAD.unpack_from(blob, len(_MAGIC))

@@ -63,7 +63,7 @@ DRAIN_WAIT = 30.0
 DEFAULT_OPTIONS = BatchOptions()
 #: a list entry: a cube, or a (name, error) pair for a line that names none
 Entry = str | os.PathLike[str] | tuple[str, Exception]
-#: a scanned entry: (index, cube, hash of its file identity or None, TargetName or None,
+#: a scanned entry: (index, cube, identity_key of its file or None, TargetName or None,
 #: ShapeModel or None (an audit's scan only))
 _Scanned = tuple[int, str, int | None, str | None, str | None]
 
@@ -79,12 +79,18 @@ def default_jobs() -> int:
 # ------------------------------------------------------------ worker tasks (module level: they pickle)
 
 
-def _identity(cube: str) -> tuple[Any, ...]:
+def identity_key(cube: str) -> int:
+    """A number naming the file ``cube`` is (its device and inode; its absolute path when
+    it cannot be stat'ed), the same in every process: scan tasks run in other processes
+    (a process pool, Dask workers), whose ``hash()`` of a string differs from ours."""
     try:
         st = os.stat(cube)
-        return ("file", st.st_dev, st.st_ino)
+        return (st.st_dev << 64) | st.st_ino
     except OSError:
-        return ("path", os.path.abspath(cube))
+        import zlib
+
+        path = os.path.abspath(cube).encode("utf-8", "surrogateescape")
+        return -1 - ((zlib.crc32(path) << 32) | zlib.adler32(path))  # (negative: never a device and inode)
 
 
 def _entry_result(index: int, name: str, err: Exception) -> CubeResult:
@@ -94,7 +100,7 @@ def _entry_result(index: int, name: str, err: Exception) -> CubeResult:
 
 def scan_chunk(entries: list[tuple[int, str]], want_target: bool,
                want_key: bool = True, shared: bool = False) -> list[tuple[int, int | None, str | None, str | None]]:
-    """Task: (index, hash of the file identity or None, TargetName or None, ShapeModel or
+    """Task: (index, identity_key of the file or None, TargetName or None, ShapeModel or
     None) of each cube (``shared``: an audit's scan, read under a shared lock).  Never
     raises for a cube."""
     out = []
@@ -106,7 +112,7 @@ def scan_chunk(entries: list[tuple[int, str]], want_target: bool,
                 target, model = label.target, label.shape_model
             except ShapeResolverError:
                 pass  # the write task reports it
-        out.append((index, hash(_identity(cube)) if want_key else None, target, model))
+        out.append((index, identity_key(cube) if want_key else None, target, model))
     return out
 
 
