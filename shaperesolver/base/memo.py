@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,5 +53,7 @@ class Memo:
     @staticmethod
     def _unwrap(value: tuple[str, Any]) -> Any:
         if value[0] == "err":
-            raise value[1]
+            # a fresh copy, with no traceback: raising the remembered object again would grow
+            # its traceback by every caller's frames (and keep their labels alive) for good
+            raise copy.copy(value[1]).with_traceback(None) from None
         return value[1]

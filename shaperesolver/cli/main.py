@@ -138,6 +138,7 @@ def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None
                 j += 1
             group = runs[i:j]
             reported = report.done
+            failed: list[int] = []  # (filled as rows fail: a Ctrl-C still lists them)
             try:
                 key = tuple(settings.get(k) for k in RESOLVER_KEYS)
                 if key not in resolvers:
@@ -150,8 +151,8 @@ def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None
                         executors[sched] = exc  # the later rows that use it fail at once
                 if isinstance(executors[sched], _SchedulerError):
                     raise executors[sched]
-                failed, stopped_at = _group(group, i, resolvers[key], executors[sched], settings, report, abort,
-                                            errors)
+                stopped_at = _group(group, i, resolvers[key], executors[sched], settings, report, abort,
+                                    errors, failed)
             except ShapeResolverError as exc:  # the group's model, settings or scheduler: no cube was touched
                 text = " ".join(str(exc).split())
                 report.error(text if group[0].row is None or not isinstance(exc, UsageError)
@@ -165,8 +166,12 @@ def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None
                     report.cube(rec, None, settings.get("shape", "web"), settings.get("dryrun", "no") == "yes")
                     if run.row is None:
                         errors.add([cube], report)
-                failed = list(range(i, j))
+                failed[:] = range(i, j)
                 stopped_at = i if abort else None
+            except KeyboardInterrupt:  # the rows that failed so far are in -errlist too
+                errors.add([run.row.line.strip() for run in (runs[k] for k in [*failed_rows, *failed])
+                            if run.row is not None], report)
+                raise
             if failed:
                 code = max(code, 1)
             failed_rows += failed
@@ -182,8 +187,9 @@ def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None
 
 
 def _group(group: list[Run], first: int, resolver: Resolver, executor: Any, settings: dict[str, str],
-           report: Reporter, abort: bool, errors: _ErrList) -> tuple[list[int], int | None]:
-    """Run consecutive rows with the same settings; (failed row indexes, row aborted at).
+           report: Reporter, abort: bool, errors: _ErrList, failed: list[int]) -> int | None:
+    """Run consecutive rows with the same settings; the row aborted at (or None).  Each
+    row that fails is added to ``failed`` as it fails.
 
     The cubes stream through: nothing here grows with the list but the counts (a failed
     cube of a ``fromlist=`` run goes to ``-errlist`` as it comes).  Ctrl-C: the results
@@ -202,7 +208,6 @@ def _group(group: list[Run], first: int, resolver: Resolver, executor: Any, sett
                 yield cube
                 n += 1
 
-    failed: list[int] = []
     shown: set[int] = set()
 
     def take(result: CubeResult) -> int | None:
@@ -212,30 +217,36 @@ def _group(group: list[Run], first: int, resolver: Resolver, executor: Any, sett
         if run.shown is not None and row not in shown and not report.quiet:
             shown.add(row)
             report.write(run.shown + "\n", report.err)
-        report.cube(result.record, result.kernels_text, opts.shape, opts.dryrun, result.error)
-        if result.error is None:
-            return None
-        if run.row is None:
-            errors.add([str(result.record.get("cube"))], report)
-        if row not in failed:
-            failed.append(row)
-            # (an audit's finding is its result, not a failure of the run: only a cube it could not audit stops it)
-            return row if abort and (not opts.audit or result.record.get("status") == "failed") else None
-        return None
+        interrupted: KeyboardInterrupt | None = None
+        try:
+            report.cube(result.record, result.kernels_text, opts.shape, opts.dryrun, result.error)
+        except KeyboardInterrupt as exc:  # (Ctrl-C waited for the cube's report: its -errlist line too)
+            interrupted = exc
+        stop = None
+        if result.error is not None:
+            if run.row is None:
+                errors.add([str(result.record.get("cube"))], report)
+            if row not in failed:
+                failed.append(row)
+                # (an audit's finding is its result, not a failure of the run: only a cube it could not audit stops it)
+                stop = row if abort and (not opts.audit or result.record.get("status") == "failed") else None
+        if interrupted is not None:
+            raise interrupted
+        return stop
 
     results = _results(resolver, cubes(), sum(len(run.cubes) for run in group), opts,
                        int(settings.get("jobs", "1")), executor)
     try:
         for result in results:
             if (stop := take(result)) is not None:
-                return failed, stop
+                return stop
     except KeyboardInterrupt as exc:
         for result in _finished(results, exc):
             take(result)
         raise
     finally:
         results.close()
-    return failed, None
+    return None
 
 
 def _finished(results: Generator[CubeResult, None, None], exc: KeyboardInterrupt) -> list[CubeResult]:
@@ -257,11 +268,11 @@ def _results(resolver: Resolver, cubes: Iterator[Any], count: int, opts: BatchOp
     """The cubes' results in order: one cube is one job here (no batch machinery loads);
     more go through :func:`~shaperesolver.scale.batch.run_batch`."""
     if count == 1 and executor is None:
-        cube = next(cubes, None)
-        if isinstance(cube, str):
+        cube, more = next(cubes, None), next(cubes, None)  # (a list may have grown since it was counted)
+        if isinstance(cube, str) and more is None:
             yield from write_chunk(resolver, opts, [(0, cube)])
             return
-        cubes = itertools.chain([] if cube is None else [cube], cubes)
+        cubes = itertools.chain([c for c in (cube, more) if c is not None], cubes)
     from ..scale.batch import run_batch  # (threads, executors, Dask: only for a list)
 
     results = run_batch(resolver, _Counted(cubes, count), opts, jobs=jobs, executor=executor)

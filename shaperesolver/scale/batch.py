@@ -361,7 +361,9 @@ def _run(resolver: Resolver, entries: Iterator[tuple[int, str] | CubeResult], op
     current: list[cf.Future[Any]] = []  # the future being waited on (no longer in ``inflight``)
     try:
         while True:
-            while len(inflight) < window and held < limit:
+            # (entries whose file is free again go first whatever is held; read on only while
+            # what is held, and what waits to be yielded, stays within the limit)
+            while len(inflight) < window and (ready or (held < limit and len(done) < limit)):
                 e: _Scanned
                 if ready:
                     e = ready.popleft()
