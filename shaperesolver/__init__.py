@@ -17,8 +17,7 @@ it uses.
 from __future__ import annotations
 
 import importlib
-import logging
-from typing import TYPE_CHECKING, Any
+import sys
 
 from ._version import __version__
 from .errors import (  # the whole exception tree is public
@@ -50,7 +49,10 @@ from .errors import (  # the whole exception tree is public
     VersionNotFoundError,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .base.bodies import Body, canonical, lookup
     from .cube.label import CubeLabel, WriteOutcome, read_label, write_shape_model
     from .net.settings import HttpSettings
@@ -59,7 +61,10 @@ if TYPE_CHECKING:
     from .policy.resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolution, ResolutionError, Resolver, resolve
     from .scale.batch import audit_batch, iter_batch, write_batch
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+if "logging" in sys.modules:  # (else base.log adds it before the first message is passed on)
+    from .base import log as _log
+
+    _log.attach()
 
 #: public name -> the module that defines it (imported when the name is first used)
 _LAZY = {

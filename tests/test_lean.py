@@ -181,3 +181,41 @@ def test_the_values_written_without_asking_pvl_read_back_exactly():
         assert check_round_trip(value) == value
         checked += 1
     assert checked > 1500 and wrapped > 500
+
+
+LOGGING_CASES = {
+    # program: what it does before resolving, and what stderr must then hold
+    "no logging imported": ("", False),
+    "logging imported, not configured": ("import logging", False),
+    "logging configured after the import": ("import logging; logging.basicConfig()", True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOGGING_CASES))
+def test_the_api_logs_as_through_logging_whenever_logging_is_loaded(tmp_path, lean_env, case):
+    """The package's warnings reach a program that configures logging (even after importing
+    shaperesolver), stay silent otherwise (the NullHandler), and never load logging for a
+    program that has not."""
+    moon = moon_titan(tmp_path / "cubes")[0]  # (its label has no Kernels group: resolving warns)
+    before, should_show = LOGGING_CASES[case]
+    code = ("import sys, shaperesolver\n"
+            f"{before}\n"
+            "r = shaperesolver.resolve(sys.argv[1], shape='ringplane')\n"
+            "print(r.shape_model, 'logging' in sys.modules)\n")
+    p = subprocess.run([sys.executable, "-c", code, str(moon)], env=lean_env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["RingPlane", str(bool(before))]
+    assert ("no Kernels group" in p.stderr) == should_show, p.stderr
+    if should_show:  # through the package's own logger, named by module
+        assert p.stderr.startswith("WARNING:shaperesolver.policy.resolver:")
+
+
+def test_the_command_shows_warnings_at_its_level_and_loads_logging_only_to_show_one(tmp_path, lean_env):
+    moon = moon_titan(tmp_path / "cubes")[0]
+    p, names = loaded(lean_env, f"from={moon}", "shape=ringplane", "dryrun=yes", full=True)
+    assert p.returncode == 0 and "shaperesolver: " in p.stderr and "no Kernels group" in p.stderr, p.stderr
+    assert "logging" in names  # a message to show loads logging
+    p, names = loaded(lean_env, f"from={moon}", "shape=ringplane", "dryrun=yes", "-q", full=True)
+    assert p.returncode == 0 and "no Kernels group" not in p.stderr, p.stderr
+    assert "logging" not in names  # below the level shown: dropped where it is made

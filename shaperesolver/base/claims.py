@@ -21,7 +21,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
-import logging
 import os
 import stat
 import time
@@ -31,9 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from .log import get as get_logger
+
 __all__ = ["Claim", "claim", "DEFAULT_WAIT"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 

@@ -27,7 +27,6 @@ so).  Search results are public data; nothing secret is stored.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import stat
@@ -37,11 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from ..base import safeio
+from ..base.log import get as get_logger
 from ..errors import UnsafeFileError
 
 __all__ = ["DiskCache", "default_cache_dir", "CACHE_MODES", "DEFAULT_TTL", "MAX_ENTRY_BYTES", "CLOCK_SKEW"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 CACHE_MODES = ("yes", "no", "refresh")
 DEFAULT_TTL = 24 * 3600.0

@@ -13,13 +13,13 @@ are malformed is unusable, so choosing it raises :class:`CatalogError` (no answe
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..base.log import get as get_logger
 from ..errors import CatalogError, VersionNotFoundError, shorten
 from . import stacdoc
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["Choice", "KnownModel", "known_models", "version_key", "item_targets", "choose_item", "choose_asset",
            "check_href"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _CONTROL = re.compile(r"[^\x21-\x7e]|[\"'<>\\]")
 _TIFF_TYPE = re.compile(r"image/tiff|geotiff", re.I)

@@ -16,7 +16,6 @@ is kept apart as ``unreadable``); which item to use is :mod:`.choice`'s business
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import threading
@@ -26,6 +25,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..base import safeio
+from ..base.log import get as get_logger
 from ..errors import CatalogError, UnsafeFileError, shorten
 from ..net.transport import AddressPolicy, Budget, Http, check_api_url, error_text
 from . import stacdoc
@@ -33,7 +33,7 @@ from .endpoints import FILTER, QUERY, search_url
 
 __all__ = ["StacClient", "StaticCatalog", "search_url", "QUERY", "FILTER"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PAGE_SIZE = 1000
 MAX_PAGES = 50

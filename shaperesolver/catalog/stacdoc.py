@@ -41,18 +41,18 @@ valid Unicode (a lone surrogate can be neither printed nor written).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, urljoin, urlsplit
 
+from ..base.log import get as get_logger
 from ..errors import StacShapeError, shorten
 
 __all__ = ["Item", "Asset", "Link", "Page", "Unreadable", "Items", "obj", "array", "text", "flag", "count",
            "page", "read_item", "read_items", "assets", "item_id", "item_name", "parse_url", "join_url"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 _MISSING: Any = object()

@@ -7,7 +7,6 @@ what the answer means (match, no match, no answer, fallback) is the resolver's p
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from ..base import bodies
+from ..base.log import get as get_logger
 from ..errors import CatalogError, NoAnswerError, NoMatchError, VersionNotFoundError, shorten
 from .endpoints import FILTER, QUERY, search_url
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["WebLookup", "ModeStore"]
 
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class WebLookup:

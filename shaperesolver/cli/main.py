@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import logging
 import os
 import sys
 from collections.abc import Generator, Iterator, Sequence
@@ -22,6 +21,7 @@ from typing import Any, cast
 
 from .._version import __version__
 from ..base import safeio
+from ..base.log import get as get_logger
 from ..errors import ShapeResolverError, UnsafeFileError, UsageError
 from ..policy.job import BatchOptions, CubeResult, audit_failed, record, write_chunk
 from ..policy.options import CacheMode, Fallback
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("shaperesolver: interrupted; every cube holds its old or its new label", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, the traceback with -vv
-        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        get_logger(__name__).debug("unexpected error", exc_info=True)
         print(f"shaperesolver: unexpected error ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
               "every cube holds its old or its new label; please report it (-vv shows where)", file=sys.stderr)
         return 1

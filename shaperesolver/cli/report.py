@@ -10,7 +10,6 @@ written, unchanged, failed or not run).  ``-q`` quiets stderr only: results on s
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import signal
@@ -19,11 +18,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, TextIO
 
-from ..base import safeio
+from ..base import log, safeio
 from ..errors import shorten
 from ..policy.options import SKY
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+    from typing import Any, TextIO
 
 __all__ = ["Reporter", "Counts", "state_of"]
 
@@ -81,7 +84,7 @@ class Counts(dict[str, int]):
         return f"{total} cube{'s' if total != 1 else ''}: " + ", ".join(parts)
 
 
-class _Repeats(logging.Filter):
+class _Repeats:
     """Lets the first copy of each warning through; counts the rest (by text without the cube).
 
     At most ``KEEP`` different texts are counted (a warning that names something else
@@ -90,11 +93,10 @@ class _Repeats(logging.Filter):
     KEEP = 1000
 
     def __init__(self) -> None:
-        super().__init__()
         self.seen: dict[str, int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
+        if record.levelno < log.WARNING:
             return True
         msg = record.getMessage()
         first = record.args[0] if isinstance(record.args, tuple) and record.args else None
@@ -132,27 +134,39 @@ class Reporter:
 
     @contextmanager
     def running(self) -> Iterator[Reporter]:
-        """Configure logging and the progress display for the run."""
-        logger = logging.getLogger(LOGGER)
-        handler = logging.StreamHandler(self.err)
-        handler.setFormatter(logging.Formatter("shaperesolver: %(message)s"))
-        logger.handlers[:] = [handler]
-        logger.setLevel(logging.ERROR if self.quiet else logging.WARNING - 10 * min(self.verbose, 2))
-        logger.propagate = False
+        """Configure logging and the progress display for the run.
+
+        :mod:`logging` loads when the first message to show is made (:mod:`..base.log`)."""
+        level = log.ERROR if self.quiet else log.WARNING - 10 * min(self.verbose, 2)
+
+        def setup(logging: Any) -> None:
+            logger = logging.getLogger(LOGGER)
+            handler = logging.StreamHandler(self.err)
+            handler.setFormatter(logging.Formatter("shaperesolver: %(message)s"))
+            if self.listing:
+                handler.addFilter(self._repeats)
+            logger.handlers[:] = [handler]
+            logger.setLevel(level)
+            logger.propagate = False
+
+        log.configure(level, setup)
         show = self.listing and not self.quiet and self.total >= PROGRESS_MIN_CUBES
         with ExitStack() as stack:
             if show and _isatty(self.err):
                 from tqdm import tqdm
                 from tqdm.contrib.logging import logging_redirect_tqdm
 
+                logger = log.attach().getLogger(LOGGER)
+                kept = list(logger.handlers)
                 self._bar = stack.enter_context(tqdm(total=self.total, file=self.err, unit="cube", leave=True,
                                                      ncols=_columns(self.err), delay=PROGRESS_DELAY))
                 stack.enter_context(logging_redirect_tqdm(loggers=[logger]))
+                for h in logger.handlers:
+                    if h not in kept:
+                        h.addFilter(self._repeats)
+                stack.callback(lambda: logger.handlers.__setitem__(slice(None), kept))
             elif not show:
                 self._last_tenth = 11  # no progress lines
-            for h in logger.handlers:
-                if self.listing:
-                    h.addFilter(self._repeats)
             if threading.current_thread() is threading.main_thread() and \
                     signal.getsignal(signal.SIGINT) is signal.default_int_handler:
                 stack.callback(signal.signal, signal.SIGINT, signal.signal(signal.SIGINT, self._sigint))
@@ -160,7 +174,6 @@ class Reporter:
                 yield self
             finally:
                 self._bar = None
-        logger.handlers[:] = [handler]
 
     # ---------------------------------------------------------------- per cube
 

@@ -18,7 +18,6 @@ the Kernels group it moved and checking that every byte outside it is the old on
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import stat
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..base import bodies
+from ..base.log import get as get_logger
 from ..base.safeio import open_regular, read_fd
 from ..errors import (
     CubeChangedError,
@@ -48,7 +48,7 @@ from .txn import journal_path
 __all__ = ["CubeLabel", "WriteOutcome", "read_label", "write_shape_model", "update_shape_model", "journal_path",
            "MAX_LABEL_SCAN", "on_io"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: how far into a file we look for the label's ``End`` statement
 MAX_LABEL_SCAN = 8 * 1024 * 1024

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 import stat
 import struct
@@ -49,13 +48,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..base.log import get as get_logger
 from ..base.safeio import open_regular, read_fd
 from ..errors import CubeLockedError, JournalError, LabelWriteError, ReadOnlyCubeError, UnsafeFileError, not_a_cube
 
 __all__ = ["journal_path", "temp_path", "locked", "recover", "write_region", "replace_file", "clear_temp", "Hook",
            "DEFAULT_LOCK_WAIT"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Hook = Callable[[str], None]
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from ..base import bodies, claims
+from ..base.log import get as get_logger
 from ..catalog.choice import check_href, item_targets
 from ..errors import MirrorError, ModelError, NoMatchError, ShapeResolverError, shorten
 from ..models import raster
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Mirror", "Mirrored", "DEFAULT_MAX_SIZE", "CATALOG", "MIN_RATE", "SLOW_TIME"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: the largest file downloaded unless raised (the largest ISIS DEMs are a few GB)
 DEFAULT_MAX_SIZE = 64 * 2**30

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 import re
 import stat
@@ -32,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from ..base import safeio
+from ..base.log import get as get_logger
 from ..errors import MirrorError, UnsafeFileError
 from .layout import CATALOG, META, Key, atomic_write, item_href, pinned
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _MAX_CATALOG = 64 * 2**20
 

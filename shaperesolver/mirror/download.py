@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import logging
 import os
 import re
 import stat
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..base import safeio
+from ..base.log import get as get_logger
 from ..errors import CatalogError, MirrorError, UnsafeFileError, shorten
 from ..net.transport import AddressPolicy, stream_errors
 from .layout import atomic_write, fsync_dir, unlink, write_all
@@ -45,7 +45,7 @@ from .layout import atomic_write, fsync_dir, unlink, write_all
 if TYPE_CHECKING:
     from ..net.transport import Http
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: A download slower than MIN_RATE bytes/s over SLOW_TIME seconds is cut and retried.
 MIN_RATE = 1024

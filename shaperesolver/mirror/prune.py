@@ -16,16 +16,16 @@ Promises:
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from ..base.log import get as get_logger
 from ..catalog import stacdoc
 from ..catalog.choice import version_key
 from ..errors import MirrorError
 from .document import Document
 from .layout import Key, is_item, item_parts, remove_item_dir
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def numeric_version(doc: Any) -> tuple[int, str] | None:

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import os
 import subprocess
 import sys
 import tempfile
 
 from ..base import bodies, safeio
+from ..base.log import get as get_logger
 from ..errors import ModelError, UnsafeFileError
 
 __all__ = ["naif_kind", "check_dsk"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 RECORD = 1024
 _NATIVE = "LTL-IEEE" if sys.byteorder == "little" else "BIG-IEEE"

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -26,12 +25,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..base import safeio
+from ..base.log import get as get_logger
 from ..cube.pvlscan import Scan, ScanError, ScanTruncated, scan
 from ..errors import DataAreaError, KernelDbError, UnsafeFileError
 
 __all__ = ["SystemModel", "find_system_model", "data_area", "highest_version", "expand"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 MAX_DB_BYTES = 16 * 2**20  # real kernel dbs are a few kB
 

@@ -13,7 +13,6 @@ ISIS expands them.  GDAL, the relay and CSPICE load only when a model is opened.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import re
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..base import bodies, safeio
+from ..base.log import get as get_logger
 from ..base.memo import Memo
 from ..errors import (
     CatalogError,
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ModelOpener", "isis_form"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class Cache(Protocol):

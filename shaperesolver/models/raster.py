@@ -21,13 +21,13 @@ as VRT, MRF or WMS read or write other files and URLs their XML names.
 from __future__ import annotations
 
 import functools
-import logging
 import threading
 from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from ..base.log import get as get_logger
 from ..errors import ModelError, ModelUnreachableError, shorten
 from .modelcheck import CrsFacts, Sample
 
@@ -35,7 +35,7 @@ __all__ = ["VSICURL_OPTIONS", "WEB_DRIVERS", "LOCAL_DRIVERS", "gdal_options", "o
            "sample_values", "full_resolution_sample", "crs_facts", "identity", "gdal_reason", "SAMPLE_PIXELS",
            "MAX_BLOCK_BYTES"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Config options applied while a model is opened.
 VSICURL_OPTIONS: dict[str, str] = {

@@ -38,7 +38,6 @@ timeouts and retries that end with the relay's deadline, and no proxy.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import math
 import os
 import re
@@ -56,6 +55,7 @@ from socketserver import TCPServer
 from typing import Any
 from urllib.parse import urlparse
 
+from ..base.log import get as get_logger
 from ..errors import CatalogError, shorten
 from .settings import HttpSettings
 from .transport import AddressPolicy, Http, stream_errors
@@ -63,7 +63,7 @@ from .transport import AddressPolicy, Http, stream_errors
 __all__ = ["Relay", "RELAY", "GDAL_NO_PROXY", "gdal_config", "unmask", "peer_uid",
            "MAX_CONNECTIONS", "BACKLOG", "REQUEST_SECONDS", "BUFFER_BYTES"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Connections served at once (one thread each); more are closed as they are accepted.
 MAX_CONNECTIONS = 64

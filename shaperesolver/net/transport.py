@@ -34,7 +34,6 @@ import heapq
 import ipaddress
 import itertools
 import json
-import logging
 import os
 import re
 import socket
@@ -52,13 +51,14 @@ from ..errors import CatalogError, shorten
 if TYPE_CHECKING:
     import requests
 
+from ..base.log import get as get_logger
 from .settings import CONTROL as _CONTROL
 from .settings import HttpSettings, check_api_url
 
 __all__ = ["HttpSettings", "Http", "Budget", "AddressPolicy", "check_api_url", "error_text", "stream_errors",
            "join_url"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 class Budget:

@@ -12,13 +12,13 @@ the choice and the write.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..base import bodies
+from ..base.log import get as get_logger
 from ..cube.label import CubeLabel, WriteOutcome, read_label, same_target, update_shape_model
 from ..errors import LabelError, LabelWriteError, ShapeResolverError
 from .options import SKY
@@ -27,7 +27,7 @@ from .resolver import Resolution, Resolver
 __all__ = ["BatchOptions", "CubeResult", "record", "one_line", "write_chunk", "audit_result", "audit_failed",
            "reread"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)

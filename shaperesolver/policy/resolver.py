@@ -14,7 +14,6 @@ model opened (verified) once.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
     from ..catalog.choice import Choice
     from .audit import Audit
     from .inventory import ItemInfo
+from ..base.log import get as get_logger
 from .options import (
     DEFAULT_COLLECTION,
     DEFAULT_URL,
@@ -69,7 +69,7 @@ __all__ = [
     "resolve",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 

@@ -34,13 +34,13 @@ reported, also when interrupted.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import logging
 import os
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sized
 from typing import TYPE_CHECKING, Any
 
+from ..base.log import get as get_logger
 from ..cube.label import read_label
 from ..errors import ShapeResolverError, UsageError
 from ..policy.job import BatchOptions, CubeResult, audit_failed, record, reread, why, write_chunk
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["BatchOptions", "BatchInterrupted", "CubeResult", "record", "run_batch", "write_batch", "iter_batch",
            "audit_batch", "default_jobs"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: the most cubes one task takes: enough to make a task's overhead small (a Dask task
 #: costs about a millisecond), few enough that what is in flight stays small
