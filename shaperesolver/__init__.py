@@ -16,7 +16,6 @@ it uses.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 from ._version import __version__
@@ -57,8 +56,8 @@ if TYPE_CHECKING:
     from .cube.label import CubeLabel, WriteOutcome, read_label, write_shape_model
     from .net.settings import HttpSettings
     from .policy.audit import Audit
-    from .policy.options import ResolverOptions, Shape
     from .policy.resolver import DEFAULT_COLLECTION, DEFAULT_URL, Resolution, ResolutionError, Resolver, resolve
+    from .policy.types import ResolverOptions, Shape
     from .scale.batch import audit_batch, iter_batch, write_batch
 
 if "logging" in sys.modules:  # (else base.log adds it before the first message is passed on)
@@ -76,7 +75,7 @@ _LAZY = {
     "ResolutionError": "policy.resolver", "Resolver": "policy.resolver", "resolve": "policy.resolver",
     "write_batch": "scale.batch", "iter_batch": "scale.batch", "audit_batch": "scale.batch",
     "Audit": "policy.audit",
-    "Shape": "policy.options", "ResolverOptions": "policy.options",
+    "Shape": "policy.types", "ResolverOptions": "policy.types",
 }
 
 
@@ -84,7 +83,9 @@ def __getattr__(name: str) -> Any:
     where = _LAZY.get(name)
     if where is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{where}", __name__), name)
+    from importlib import import_module
+
+    value = getattr(import_module(f".{where}", __name__), name)
     globals()[name] = value
     return value
 

@@ -531,7 +531,7 @@ def test_the_public_names_are_a_literal_all_that_type_checkers_read():
 
     import shaperesolver
     from shaperesolver import errors, resolve, write_batch
-    from shaperesolver.policy.options import ResolverOptions
+    from shaperesolver.policy.types import ResolverOptions
     from shaperesolver.policy.resolver import Resolver
 
     tree = ast.parse(Path(shaperesolver.__file__).read_text())

@@ -104,7 +104,7 @@ def test_sdist_holds_the_sources_and_licence(dists):
     sdist, _ = dists
     with tarfile.open(sdist) as t:
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
-    for need in ("pyproject.toml", "README.md", "LICENSE", "shaperesolver/__init__.py", "shaperesolver/base/bodies.json"):
+    for need in ("pyproject.toml", "README.md", "LICENSE", "shaperesolver/__init__.py", "shaperesolver/base/bodytable.py"):
         assert need in names, need
 
 

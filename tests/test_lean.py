@@ -64,6 +64,12 @@ MACHINERY = ("shaperesolver.scale", "shaperesolver.scale.batch", "shaperesolver.
              "shaperesolver.mirror", "concurrent.futures", "subprocess", "importlib.resources")
 
 
+#: the standard library a one-cube ellipsoid or ringplane run does without (issue 24: each costs
+#: milliseconds at start-up; a message to show loads logging, so the test runs with -q too)
+STDLIB_UNUSED = ("logging", "dataclasses", "inspect", "typing", "pathlib", "json", "threading", "urllib.parse",
+                 "textwrap", "copy", "importlib.resources")
+
+
 def _interpreter_baseline(env: dict[str, str]) -> set[str]:
     """What this interpreter loads for ``python -c pass`` (site hooks of a development venv)."""
     subprocess.run([sys.executable, "-c", "pass"], env=env, check=True, timeout=60)
@@ -79,6 +85,12 @@ def test_a_single_cube_run_loads_no_batch_network_catalog_or_dsk_machinery(tmp_p
         assert p.returncode == 0, p.stderr
         extra = (names - base).intersection(MACHINERY)
         assert not extra, sorted(extra)
+    # and none of the standard library's heavier modules (a cube whose label warns: -q)
+    for args in ([f"from={titan}", "dryrun=yes"], [f"from={moon}", "dryrun=yes", "-q"], [f"from={titan}"]):
+        p, names = loaded(lean_env, *args, f"shape={shape}", full=True)
+        assert p.returncode == 0, p.stderr
+        extra = (names - base).intersection(STDLIB_UNUSED)
+        assert not extra, (args, sorted(extra))
     # a list of two still works (and is what loads the batch machinery)
     lst = tmp_path / "two.txt"
     lst.write_text(f"{moon}\n{titan}\n")

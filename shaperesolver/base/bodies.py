@@ -1,6 +1,6 @@
 """Target names as labels spell them → canonical body names as the STAC catalog uses them.
 
-The table (``bodies.json``, shipped inside the package) lists each body's canonical
+The table (:mod:`.bodytable`, shipped inside the package) lists each body's canonical
 name, NAIF id, NAIF name, common aliases and triaxial radii (a, b, c in km, from NAIF's
 pck00011.tpc; see ``bodies-radii-source.md``; ``None`` when the PCK has none).  Labels say ``MARS``, ``Mars``, ``IO``,
 ``TEMPEL_1``...; the catalog matches exact, case-sensitive canonical names.
@@ -8,50 +8,49 @@ pck00011.tpc; see ``bodies-radii-source.md``; ``None`` when the PCK has none).  
 
 from __future__ import annotations
 
-import json
-import os
-import re
-from dataclasses import dataclass
-from functools import lru_cache
+from .record import Frozen, set_field
 
 __all__ = ["Body", "lookup", "query_names", "all_bodies", "canonical"]
 
 
-@dataclass(frozen=True)
-class Body:
+class Body(Frozen):
     """One solar-system body of the table."""
 
+    __slots__ = ("name", "naif_id", "naif_name", "aliases", "radii_km")
     name: str
     naif_id: int
     naif_name: str
-    aliases: tuple[str, ...] = ()
-    radii_km: tuple[float, float, float] | None = None
+    aliases: tuple[str, ...]
+    radii_km: tuple[float, float, float] | None
+
+    def __init__(self, name: str, naif_id: int, naif_name: str, aliases: tuple[str, ...] = (),
+                 radii_km: tuple[float, float, float] | None = None) -> None:
+        set_field(self, "name", name)
+        set_field(self, "naif_id", naif_id)
+        set_field(self, "naif_name", naif_name)
+        set_field(self, "aliases", aliases)
+        set_field(self, "radii_km", radii_km)
 
 
 def _norm(name: str) -> str:
-    return re.sub(r"[\s_]+", " ", name).strip().upper()
+    return " ".join(name.replace("_", " ").split()).upper()
 
 
-def _radii(value: object) -> tuple[float, float, float] | None:
-    if not value:
-        return None
-    a, b, c = (float(v) for v in value)  # type: ignore[attr-defined]
-    return a, b, c
+_TABLE: tuple[tuple[Body, ...], dict[str, Body]] | None = None
 
 
-@lru_cache(maxsize=1)
 def _table() -> tuple[tuple[Body, ...], dict[str, Body]]:
-    # read beside this module (installed packages are directories): importlib.resources
-    # would cost more to import than the whole table does to read
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "bodies.json"), encoding="utf-8") as fh:
-        raw = json.load(fh)
-    bodies = tuple(Body(r["name"], int(r["naif_id"]), r["naif_name"], tuple(r.get("aliases", ())), _radii(r.get("radii_km")))
-                   for r in raw)
-    index: dict[str, Body] = {}
-    for b in bodies:
-        for spelling in (b.name, b.naif_name, str(b.naif_id), *b.aliases):
-            index.setdefault(_norm(spelling), b)
-    return bodies, index
+    global _TABLE
+    if _TABLE is None:  # (a race builds it twice, alike)
+        from .bodytable import TABLE
+
+        bodies = tuple(Body(*row) for row in TABLE)
+        index: dict[str, Body] = {}
+        for b in bodies:
+            for spelling in (b.name, b.naif_name, str(b.naif_id), *b.aliases):
+                index.setdefault(_norm(spelling), b)
+        _TABLE = bodies, index
+    return _TABLE
 
 
 def all_bodies() -> tuple[Body, ...]:

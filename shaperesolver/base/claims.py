@@ -20,31 +20,29 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Generic, TypeVar
 
 from .log import get as get_logger
+from .record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
 
 __all__ = ["Claim", "claim", "DEFAULT_WAIT"]
 
 log = get_logger(__name__)
-
-T = TypeVar("T")
 
 #: how long a process waits for another process's search before searching itself (s)
 DEFAULT_WAIT = 60.0
 _POLL = (0.02, 0.1)
 
 
-@dataclass
-class Claim(Generic[T]):
+class Claim(Record):
     """What :func:`claim` found.
 
     ``result`` is what ``poll`` returned (another process's answer: do not search);
@@ -54,16 +52,23 @@ class Claim(Generic[T]):
     unavailable or the wait reached its bound) and it should search.
     """
 
-    result: T | None = None
-    noted: Any = None
-    held: bool = False
-    waited: float = 0.0
-    _fd: int | None = None
+    __slots__ = ("result", "noted", "held", "waited", "_fd")
+    result: Any
+    noted: Any
+    held: bool
+    waited: float
+    _fd: int | None
+
+    def __init__(self) -> None:
+        self.result = self.noted = self._fd = None
+        self.held, self.waited = False, 0.0
 
     def note(self, value: Any) -> None:
         """Leave ``value`` (JSON) for the processes waiting on this claim (e.g. a failure)."""
         if self._fd is None:
             return
+        import json
+
         data = json.dumps({"noted": time.time(), "value": value}).encode()
         try:
             os.ftruncate(self._fd, 0)
@@ -79,14 +84,14 @@ class Claim(Generic[T]):
                 pass
 
 
-def _open(directory: Path, key: str) -> int | None:
+def _open(directory: str, key: str) -> int | None:
     try:
-        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.makedirs(directory, mode=0o755, exist_ok=True)
         dst = os.stat(directory)
         if dst.st_uid != os.geteuid() or dst.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or not stat.S_ISDIR(dst.st_mode):
             log.info("cache directory %s is not ours alone; searching without a claim", directory)
             return None
-        fd = os.open(directory / f"{key}.claim", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(os.path.join(directory, f"{key}.claim"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         log.info("cannot open a claim in %s (%s); searching without one", directory, exc.strerror)
         return None
@@ -113,6 +118,8 @@ def _try_lock(fd: int) -> bool | None:
 
 
 def _noted(fd: int, since: float) -> Any:
+    import json
+
     try:
         raw = os.pread(fd, 65536, 0)
         note = json.loads(raw) if raw else None
@@ -125,15 +132,15 @@ def _noted(fd: int, since: float) -> Any:
 
 
 @contextmanager
-def claim(directory: str | os.PathLike[str], key: str, poll: Callable[[], T | None], wait: float = DEFAULT_WAIT,
-          what: str = "") -> Iterator[Claim[T]]:
+def claim(directory: str | os.PathLike[str], key: str, poll: Callable[[], Any], wait: float = DEFAULT_WAIT,
+          what: str = "") -> Iterator[Claim]:
     """Take the claim on ``key``, or wait (at most ``wait`` s) for ``poll()`` to answer.
 
     ``poll`` looks for the answer another process would leave (the cache entry).  The
     claim is held until the ``with`` block ends.
     """
-    c: Claim[T] = Claim()
-    fd = _open(Path(directory), key)
+    c = Claim()
+    fd = _open(os.fspath(directory), key)
     if fd is None:
         yield c
         return

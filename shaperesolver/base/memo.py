@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
-import copy
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from _thread import allocate_lock
 
 from ..errors import ShapeResolverError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = ["Memo"]
 
 
-@dataclass
 class Memo:
     """``get(key, make)`` calls ``make()`` once per key, even across threads; a
     :class:`ShapeResolverError` it raises is remembered and raised again."""
 
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    values: dict[Any, Any] = field(default_factory=dict)
-    key_locks: dict[Any, threading.Lock] = field(default_factory=dict)
+    __slots__ = ("lock", "values", "key_locks")
+
+    def __init__(self) -> None:
+        self.lock: threading.Lock = allocate_lock()
+        self.values: dict[Any, Any] = {}
+        self.key_locks: dict[Any, threading.Lock] = {}
 
     def get(self, key: Any, make: Callable[[], Any]) -> Any:
         """``make()`` once per key (errors are remembered too), even across threads."""
         with self.lock:
             if key in self.values:
                 return self._unwrap(self.values[key])
-            klock = self.key_locks.setdefault(key, threading.Lock())
+            klock = self.key_locks.setdefault(key, allocate_lock())
         with klock:
             with self.lock:
                 if key in self.values:
@@ -53,6 +57,7 @@ class Memo:
     @staticmethod
     def _unwrap(value: tuple[str, Any]) -> Any:
         if value[0] == "err":
+            import copy
             # a fresh copy, with no traceback: raising the remembered object again would grow
             # its traceback by every caller's frames (and keep their labels alive) for good
             raise copy.copy(value[1]).with_traceback(None) from None

@@ -19,9 +19,12 @@ import os
 import re
 import stat
 from itertools import accumulate
-from typing import Any
 
 from ..errors import UnsafeFileError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["open_regular", "read_regular", "json_depth_ok", "loads_json", "MAX_JSON_DEPTH", "clear_output",
            "append_output"]
@@ -30,8 +33,9 @@ MAX_JSON_DEPTH = 64
 #: A string, or an unterminated one up to the end: every ``"`` starts a match that cannot
 #: fail, so the substitution is linear (a pattern that must find the closing quote is
 #: retried from every ``"`` of an unterminated run: quadratic).
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.S)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+# (compiled on first use, through re's own cache: only a JSON document needs them)
+_STRING = r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)'
+_NOT_BRACKET = r"[^\[\]{}]+"
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -177,7 +181,7 @@ def json_depth_ok(data: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> bool:
     Linear in the size of ``data`` (strings are skipped); it does not validate the JSON.
     """
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    brackets = re.sub(_NOT_BRACKET, "", re.sub(_STRING, "", text, flags=re.S))
     if len(brackets) <= 2 * max_depth:
         return brackets.count("[") + brackets.count("{") <= max_depth or _max_depth(brackets) <= max_depth
     return _max_depth(brackets) <= max_depth

@@ -26,18 +26,20 @@ so).  Search results are public data; nothing secret is stored.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import stat
-import threading
 import time
-from pathlib import Path
-from typing import Any
+from _thread import allocate_lock
 
 from ..base import safeio
 from ..base.log import get as get_logger
 from ..errors import UnsafeFileError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 __all__ = ["DiskCache", "default_cache_dir", "CACHE_MODES", "DEFAULT_TTL", "MAX_ENTRY_BYTES", "CLOCK_SKEW"]
 
@@ -53,6 +55,8 @@ CLOCK_SKEW = 60.0
 
 def default_cache_dir() -> Path:
     """``$SHAPERESOLVER_CACHE_DIR`` or the platform's user cache directory."""
+    from pathlib import Path  # (json and pathlib load when the cache is first used, not when it is made)
+
     env = os.environ.get("SHAPERESOLVER_CACHE_DIR")
     if env:
         return Path(env)
@@ -80,8 +84,9 @@ class DiskCache:
             raise ValueError(f"cache mode must be one of {CACHE_MODES}, not {mode!r}")
         self.mode = mode
         self.ttl = ttl
-        self._directory = Path(directory) if directory is not None else None
-        self._lock = threading.Lock()
+        self._given = directory
+        self._directory: Path | None = None
+        self._lock = allocate_lock()
         self._warned_unwritable = False
         self._dir_state: str | None = None  # None: not checked; "ok", "missing" or "refused"
 
@@ -89,13 +94,19 @@ class DiskCache:
     def directory(self) -> Path:
         """Where the entries live (found on first use: a run that needs no cache never asks)."""
         if self._directory is None:
-            self._directory = default_cache_dir()
+            if self._given is None:
+                self._directory = default_cache_dir()
+            else:
+                from pathlib import Path
+
+                self._directory = Path(self._given)
         return self._directory
 
     @staticmethod
     def key(*parts: object) -> str:
         """A stable file-name-safe key for ``parts``."""
         import hashlib
+        import json
 
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
 
@@ -173,6 +184,8 @@ class DiskCache:
         """Store ``value`` atomically (``no`` mode does nothing; never raises for I/O)."""
         if self.mode == "no":
             return
+        import json
+
         data = json.dumps({"stored": time.time(), "value": value}, sort_keys=True)
         if not self._directory_ok(create=True):
             return
@@ -186,7 +199,10 @@ class DiskCache:
                     f.write(data)
                 os.replace(tmp, self._path(key))
             except BaseException:
-                Path(tmp).unlink(missing_ok=True)
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
                 raise
         except OSError as exc:
             with self._lock:

@@ -8,18 +8,21 @@ what the answer means (match, no match, no answer, fallback) is the resolver's p
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+from _thread import allocate_lock
+from collections.abc import MutableMapping
 
 from ..base import bodies
 from ..base.log import get as get_logger
 from ..errors import CatalogError, NoAnswerError, NoMatchError, VersionNotFoundError, shorten
 from .endpoints import FILTER, QUERY, search_url
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import Any
+
     from ..base.memo import Memo
     from ..net.transport import AddressPolicy
     from .cache import DiskCache
@@ -148,7 +151,8 @@ class WebLookup:
 
         with claims.claim(self.cache.directory, key, poll, self.claim_wait, what=f"{body} models") as c:
             if c.result is not None:
-                return c.result
+                found: Choice = c.result
+                return found
             if isinstance(c.noted, dict) and c.noted.get("kind") in ("error", "none", "version"):
                 reason = str(c.noted.get("reason"))
                 log.info("another process's search for %s gave: %s", body, reason)
@@ -215,7 +219,7 @@ class WebLookup:
             if not (isinstance(item_id, str) and isinstance(href, str) and isinstance(asset_key, str)
                     and (version is None or isinstance(version, str))):
                 raise CatalogError("fields of the wrong type")
-            check_href(href, item_id, urlparse(self.url).scheme == "http", lambda: self._client.policy)
+            check_href(href, item_id, self.url.lower().startswith("http:"), lambda: self._client.policy)
         except CatalogError as exc:
             log.warning("ignoring cache entry %s: %s", key, shorten(str(exc)))
             return None
@@ -234,7 +238,7 @@ class ModeStore(MutableMapping[str, str]):
 
     def __init__(self, cache: DiskCache) -> None:
         self.cache = cache
-        self.lock = threading.Lock()
+        self.lock: threading.Lock = allocate_lock()
         self._modes: dict[str, str] | None = None
 
     @property

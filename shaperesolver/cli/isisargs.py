@@ -10,31 +10,43 @@ from __future__ import annotations
 
 import os
 import re
-import textwrap
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from ..base import safeio
+from ..base.record import Frozen, Record, set_field
 from ..errors import UnsafeFileError, UsageError
 from ..policy.options import DEFAULT_COLLECTION, DEFAULT_URL
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 __all__ = ["Param", "PARAMS", "RESERVED", "Args", "parse", "help_text", "read_batchlist", "substitute"]
 
 
-@dataclass(frozen=True)
-class Param:
-    """One parameter: its default (None: none), options (list parameters) and help."""
+class Param(Frozen):
+    """One parameter: its default (None: none), options (list parameters) and help;
+    ``kind`` is string, file, list or integer; ``env`` the environment variable that gives
+    the value when the command line does not; ``builtin`` the value that applies when
+    neither does (shown by -help; not a default to substitute)."""
 
+    __slots__ = ("name", "help", "default", "options", "kind", "env", "builtin")
     name: str
     help: str
-    default: str | None = None
-    options: tuple[str, ...] = ()
-    kind: str = "string"  # string, file, list, integer
-    #: the environment variable that gives the value when the command line does not
-    env: str | None = None
-    #: the value that applies when neither does (shown by -help; not a default to substitute)
-    builtin: str | None = None
+    default: str | None
+    options: tuple[str, ...]
+    kind: str
+    env: str | None
+    builtin: str | None
+
+    def __init__(self, name: str, help: str, default: str | None = None, options: tuple[str, ...] = (),
+                 kind: str = "string", env: str | None = None, builtin: str | None = None) -> None:
+        set_field(self, "name", name)
+        set_field(self, "help", help)
+        set_field(self, "default", default)
+        set_field(self, "options", options)
+        set_field(self, "kind", kind)
+        set_field(self, "env", env)
+        set_field(self, "builtin", builtin)
 
 
 PARAMS: tuple[Param, ...] = (
@@ -88,17 +100,22 @@ FLAGS = {"--json": "json", "-v": "verbose", "--verbose": "verbose", "-q": "quiet
          "-h": "help", "--help": "help", "--version": "show_version"}
 
 
-@dataclass
-class Args:
+class Args(Record):
     """What the command line said: parameters (raw, unexpanded), reserved options and flags."""
 
-    params: dict[str, str] = field(default_factory=dict)
-    reserved: dict[str, str | None] = field(default_factory=dict)
-    json: bool = False
-    verbose: int = 0
-    quiet: bool = False
-    help: bool = False
-    show_version: bool = False
+    __slots__ = ("params", "reserved", "json", "verbose", "quiet", "help", "show_version")
+    params: dict[str, str]
+    reserved: dict[str, str | None]
+    json: bool
+    verbose: int
+    quiet: bool
+    help: bool
+    show_version: bool
+
+    def __init__(self) -> None:
+        self.params, self.reserved = {}, {}
+        self.json = self.quiet = self.help = self.show_version = False
+        self.verbose = 0
 
 
 def match(word: str, names: Sequence[str], what: str, shown: str | None = None) -> str:
@@ -312,6 +329,8 @@ def in_effect(param: Param, params: dict[str, str], environ: Mapping[str, str]) 
 def help_text(params: dict[str, str], only: str | None = None, environ: Mapping[str, str] | None = None) -> str:
     """ISIS's -help: every parameter with the value in effect (the command line's, an
     environment variable's or the default, saying which) and its options; or one, described."""
+    from textwrap import wrap  # (only for -help)
+
     environ = os.environ if environ is None else environ
     lines = []
     for p in PARAMS:
@@ -321,7 +340,7 @@ def help_text(params: dict[str, str], only: str | None = None, environ: Mapping[
         head = f"{p.name.upper():<11}= {shown}" + (f"  ({where})" if where not in (None, "none") else "")
         lines.append(head)
         if only:
-            lines += textwrap.wrap(p.help.rstrip(".") + ".", 78, initial_indent="  ", subsequent_indent="  ",
+            lines += wrap(p.help.rstrip(".") + ".", 78, initial_indent="  ", subsequent_indent="  ",
                                    break_on_hyphens=False)
             if p.options:
                 lines.append(f"  options: {', '.join(o.upper() for o in p.options)}")
@@ -333,11 +352,16 @@ def help_text(params: dict[str, str], only: str | None = None, environ: Mapping[
 MAX_BATCHLIST_BYTES = 64 * 2**20
 
 
-class Row(NamedTuple):
+class Row(Frozen):
     """One batch list row: the line as written (for -errlist) and its columns."""
 
+    __slots__ = ("line", "cols")
     line: str
     cols: list[str]
+
+    def __init__(self, line: str, cols: list[str]) -> None:
+        set_field(self, "line", line)
+        set_field(self, "cols", cols)
 
 
 def read_batchlist(path: str) -> list[Row]:

@@ -17,17 +17,19 @@ import os
 import sys
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any, cast
 
 from .._version import __version__
 from ..base import safeio
 from ..base.log import get as get_logger
 from ..errors import ShapeResolverError, UnsafeFileError, UsageError
 from ..policy.job import BatchOptions, CubeResult, audit_failed, record, write_chunk
-from ..policy.options import CacheMode, Fallback
 from ..policy.resolver import DEFAULT_COLLECTION, Resolver
 from .plan import RESOLVER_KEYS, Plan, Run, plan
 from .report import Reporter, append_text
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["main"]
 
@@ -320,9 +322,10 @@ def _make_resolver(settings: dict[str, str]) -> Resolver:
     try:
         return Resolver(url=settings.get("url"), catalog=settings.get("catalog"),
                         collection=settings.get("collection", DEFAULT_COLLECTION),
-                        cache=cast(CacheMode, settings.get("cache", "yes")), isisdata=settings.get("isisdata"),
+                        cache=settings.get("cache", "yes"),  # type: ignore[arg-type]
+                        isisdata=settings.get("isisdata"),
                         verify=settings.get("verify", "yes") == "yes",
-                        fallback=cast(Fallback, settings.get("fallback", "nomatch")))  # (checked by the plan)
+                        fallback=settings.get("fallback", "nomatch"))  # type: ignore[arg-type]  # (checked by the plan)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

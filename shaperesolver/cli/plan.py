@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 from ..base import safeio
+from ..base.record import Frozen, Record, set_field
 from ..errors import DataAreaError, ShapeResolverError, UnsafeFileError, UsageError
-from ..models import kerneldb
+from ..models import isisfiles
 from . import isisargs
 from .usage import HELP
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterator
+    from typing import Any
 
 __all__ = ["Plan", "Run", "plan", "ListLineError", "CubeList", "cube_list", "MODE_KEYS", "parse_size"]
 
@@ -30,27 +33,46 @@ _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 RESOLVER_KEYS = ("url", "catalog", "collection", "cache", "isisdata", "verify", "fallback")
 
 
-@dataclass(frozen=True)
-class Plan:
-    """Everything one command line asks for, checked."""
+class Plan(Frozen):
+    """Everything one command line asks for, checked.
 
-    #: text to print and exit 0 (``--help``, ``-help[=PARAM]``); nothing else runs
-    help_text: str | None = None
-    #: print the versions and exit 0
-    show_version: bool = False
-    #: the ``list=yes`` / ``mirror=DIR`` step's parameters (checked, expanded), or None
-    mode: dict[str, str] | None = None
-    #: the cubes the mode step names (from=/fromlist=), for its bodies
-    mode_cubes: CubeList = field(default_factory=lambda: CubeList(None, None))
-    #: the resolve runs (after the mode step, when it is ``mirror=`` with cubes)
-    runs: list[Run] = field(default_factory=list)
-    json: bool = False
-    verbose: int = 0
-    quiet: bool = False
-    errlist: str | None = None
-    log_file: str | None = None
-    #: -onerror=abort with -batchlist: stop at the first failed row
-    abort: bool = False
+    ``help_text``: text to print and exit 0 (``--help``, ``-help[=PARAM]``; nothing else
+    runs); ``show_version``: print the versions and exit 0; ``mode``: the ``list=yes`` /
+    ``mirror=DIR`` step's parameters (checked, expanded), or None; ``mode_cubes``: the
+    cubes the mode step names (from=/fromlist=), for its bodies; ``runs``: the resolve
+    runs (after the mode step, when it is ``mirror=`` with cubes); ``abort``:
+    -onerror=abort with -batchlist (stop at the first failed row).
+    """
+
+    __slots__ = ("help_text", "show_version", "mode", "mode_cubes", "runs", "json", "verbose", "quiet", "errlist",
+                 "log_file", "abort")
+    help_text: str | None
+    show_version: bool
+    mode: dict[str, str] | None
+    mode_cubes: CubeList
+    runs: list[Run]
+    json: bool
+    verbose: int
+    quiet: bool
+    errlist: str | None
+    log_file: str | None
+    abort: bool
+
+    def __init__(self, help_text: str | None = None, show_version: bool = False, mode: dict[str, str] | None = None,
+                 mode_cubes: CubeList | None = None, runs: list[Run] | None = None, json: bool = False,
+                 verbose: int = 0, quiet: bool = False, errlist: str | None = None, log_file: str | None = None,
+                 abort: bool = False) -> None:
+        set_field(self, "help_text", help_text)
+        set_field(self, "show_version", show_version)
+        set_field(self, "mode", mode)
+        set_field(self, "mode_cubes", CubeList(None, None) if mode_cubes is None else mode_cubes)
+        set_field(self, "runs", [] if runs is None else runs)
+        set_field(self, "json", json)
+        set_field(self, "verbose", verbose)
+        set_field(self, "quiet", quiet)
+        set_field(self, "errlist", errlist)
+        set_field(self, "log_file", log_file)
+        set_field(self, "abort", abort)
 
     @property
     def total(self) -> int:
@@ -96,15 +118,20 @@ def plan(argv: list[str] | tuple[str, ...]) -> Plan:
                 abort=args.reserved.get("onerror", "abort") == "abort" and "batchlist" in args.reserved, **common)
 
 
-@dataclass
-class Run:
-    """One run of the application: a batch row's (or the command line's) parameters and cubes."""
+class Run(Record):
+    """One run of the application: a batch row's (or the command line's) parameters and
+    cubes; ``shown`` is the row's own command line, echoed before its cubes (a
+    -batchlist row only)."""
 
+    __slots__ = ("params", "cubes", "row", "shown")
     params: dict[str, str]
     cubes: CubeList
-    row: isisargs.Row | None = None
-    #: the row's own command line, echoed before its cubes (a -batchlist row only)
-    shown: str | None = None
+    row: isisargs.Row | None
+    shown: str | None
+
+    def __init__(self, params: dict[str, str], cubes: CubeList, row: isisargs.Row | None = None,
+                 shown: str | None = None) -> None:
+        self.params, self.cubes, self.row, self.shown = params, cubes, row, shown
 
 
 def _apart_from_lists(runs: list[Run], batchlist: str | None, outputs: dict[str, str | None]) -> None:
@@ -131,7 +158,7 @@ def _expanded(params: dict[str, str]) -> dict[str, str]:
             out["isisdata"] = _env_only(out["isisdata"])
         for name in ("from", "fromlist", "catalog", "mirror"):
             if name in out:
-                out[name] = kerneldb.expand_isis(out[name], out.get("isisdata"))
+                out[name] = isisfiles.expand_isis(out[name], out.get("isisdata"))
     except DataAreaError as exc:
         raise UsageError(str(exc)) from None
     return out

@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -167,9 +166,13 @@ class Reporter:
                 stack.callback(lambda: logger.handlers.__setitem__(slice(None), kept))
             elif not show:
                 self._last_tenth = 11  # no progress lines
-            if threading.current_thread() is threading.main_thread() and \
-                    signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-                stack.callback(signal.signal, signal.SIGINT, signal.signal(signal.SIGINT, self._sigint))
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                try:
+                    previous = signal.signal(signal.SIGINT, self._sigint)
+                except ValueError:  # not the main thread (main() called from a worker): Python's own handling
+                    pass
+                else:
+                    stack.callback(signal.signal, signal.SIGINT, previous)
             try:
                 yield self
             finally:
@@ -319,12 +322,18 @@ def _columns(stream: TextIO) -> int:
         return 80
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: control characters and line separators, shown as ``\\xNN`` (made on first use)
+_ESCAPES: dict[int, str] = {}
 
 
 def printable(text: object) -> str:
     """``text`` on one line with control characters (a server's escape sequences, newlines) shown as ``\\xNN``."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    s = str(text)
+    if s.isprintable():  # (every character escaped below is not printable)
+        return s
+    if not _ESCAPES:
+        _ESCAPES.update({c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)})
+    return s.translate(_ESCAPES)
 
 
 

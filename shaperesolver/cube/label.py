@@ -21,12 +21,10 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from ..base import bodies
 from ..base.log import get as get_logger
+from ..base.record import Frozen, set_field
 from ..base.safeio import open_regular, read_fd
 from ..errors import (
     CubeChangedError,
@@ -44,6 +42,11 @@ from . import txn
 from .pvlformat import check_round_trip, check_value, format_statement
 from .pvlscan import MAX_STATEMENTS, Scan, ScanError, ScanTruncated, scan, skip_blank
 from .txn import journal_path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = ["CubeLabel", "WriteOutcome", "read_label", "write_shape_model", "update_shape_model", "journal_path",
            "MAX_LABEL_SCAN", "on_io"]
@@ -75,8 +78,7 @@ def _null(value: str | None) -> bool:
     return value is None or value.strip().upper() in ("", "NULL")
 
 
-@dataclass(frozen=True)
-class CubeLabel:
+class CubeLabel(Frozen):
     """The label of one cube, as read from disk.
 
     ``text`` is the label text up to and including the ``End`` line (Latin-1 decoded, so
@@ -87,6 +89,9 @@ class CubeLabel:
     edited in place (None when it may).
     """
 
+    __slots__ = ("path", "text", "attached", "label_bytes", "target", "shape_model", "elevation_model", "kernels",
+                 "file_size", "scan", "data_start", "layout_problem")
+    _hidden = ("text", "scan")
     path: str
     text: str
     attached: bool
@@ -97,8 +102,24 @@ class CubeLabel:
     kernels: dict[str, str | tuple[str, ...]] | None
     file_size: int
     scan: Scan
-    data_start: int | None = None
-    layout_problem: str | None = None
+    data_start: int | None
+    layout_problem: str | None
+
+    def __init__(self, path: str, text: str, attached: bool, label_bytes: int | None, target: str,
+                 shape_model: str | None, elevation_model: str | None, kernels: dict[str, str | tuple[str, ...]] | None,
+                 file_size: int, scan: Scan, data_start: int | None = None, layout_problem: str | None = None) -> None:
+        set_field(self, "path", path)
+        set_field(self, "text", text)
+        set_field(self, "attached", attached)
+        set_field(self, "label_bytes", label_bytes)
+        set_field(self, "target", target)
+        set_field(self, "shape_model", shape_model)
+        set_field(self, "elevation_model", elevation_model)
+        set_field(self, "kernels", kernels)
+        set_field(self, "file_size", file_size)
+        set_field(self, "scan", scan)
+        set_field(self, "data_start", data_start)
+        set_field(self, "layout_problem", layout_problem)
 
     @property
     def kernels_text(self) -> str | None:
@@ -123,29 +144,48 @@ class CubeLabel:
         return pvl.loads(self.text)
 
 
-@dataclass(frozen=True)
-class WriteOutcome:
-    """What :func:`write_shape_model` did (or, in a dry run, would do)."""
+class WriteOutcome(Frozen):
+    """What :func:`write_shape_model` did (or, in a dry run, would do).
 
+    ``would_write`` is True when a real run would change the file's bytes (equals
+    ``written`` in a real run); ``new_text`` is the new label text (what the cube holds
+    after a real run)."""
+
+    __slots__ = ("path", "value", "previous", "written", "removed_elevation_model", "kernels_text", "would_write",
+                 "new_text", "file_size", "_label")
+    _hidden = ("new_text", "file_size")
+    _derived = ("_label",)
     path: str
     value: str
     previous: str | None
     written: bool
     removed_elevation_model: str | None
     kernels_text: str
-    #: True when a real run would change the file's bytes (equals ``written`` in a real run)
-    would_write: bool = False
-    #: the new label text (what the cube holds after a real run)
-    new_text: str = field(default="", repr=False)
-    file_size: int = field(default=0, repr=False)
-    _label: CubeLabel | None = field(default=None, repr=False, compare=False)
+    would_write: bool
+    new_text: str
+    file_size: int
+    _label: CubeLabel | None
+
+    def __init__(self, path: str, value: str, previous: str | None, written: bool, removed_elevation_model: str | None,
+                 kernels_text: str, would_write: bool = False, new_text: str = "", file_size: int = 0,
+                 _label: CubeLabel | None = None) -> None:
+        set_field(self, "path", path)
+        set_field(self, "value", value)
+        set_field(self, "previous", previous)
+        set_field(self, "written", written)
+        set_field(self, "removed_elevation_model", removed_elevation_model)
+        set_field(self, "kernels_text", kernels_text)
+        set_field(self, "would_write", would_write)
+        set_field(self, "new_text", new_text)
+        set_field(self, "file_size", file_size)
+        set_field(self, "_label", _label)
 
     @property
     def label(self) -> CubeLabel:
         """The new label, read from ``new_text`` on first use (the write path itself
         proves the splice without scanning the whole label again)."""
         if self._label is None:
-            object.__setattr__(self, "_label", _parse(self.path, self.new_text, self.file_size))
+            set_field(self, "_label", _parse(self.path, self.new_text, self.file_size))
         assert self._label is not None
         return self._label
 
@@ -319,7 +359,7 @@ def read_label(path: str | os.PathLike[str], *, lock_wait: float = txn.DEFAULT_L
             overlay = txn.recover(fd, p, st, writable=False, dry=True, keep=True)
             return _parse(p, _read_area(fd, p, st.st_size, overlay)[0], st.st_size)
     try:
-        pending = os.path.lexists(journal_path(p))
+        pending = os.path.lexists(txn.journal_file(p))
     except OSError:
         pending = False  # no such file (or no access): opening it below says which
     if pending:
@@ -357,19 +397,18 @@ def _kernels_layout(lab: CubeLabel, sc: Scan, group_start: int, group_end: int) 
     return indent, width
 
 
-@dataclass(frozen=True)
 class _Plan:
     """A splice: the new text, what it removed, and the one region of the label it moved
-    (``[start, old_end)`` of the old text became ``[start, new_end)`` of the new)."""
+    (``[start, old_end)`` of the old text became ``[start, new_end)`` of the new).
+    ``within`` is the enclosing path of the region's statements (None: the region is not
+    one Kernels group, so the whole label is scanned again to prove the splice)."""
 
-    text: str
-    removed: str | None
-    start: int
-    old_end: int
-    new_end: int
-    #: the enclosing path of the region's statements (None: the region is not one
-    #: Kernels group, so the whole label is scanned again to prove the splice)
-    within: tuple[str, ...] | None
+    __slots__ = ("text", "removed", "start", "old_end", "new_end", "within")
+
+    def __init__(self, text: str, removed: str | None, start: int, old_end: int, new_end: int,
+                 within: tuple[str, ...] | None) -> None:
+        self.text, self.removed, self.start, self.old_end, self.new_end = text, removed, start, old_end, new_end
+        self.within = within
 
 
 def _splice(lab: CubeLabel, value: str) -> _Plan:

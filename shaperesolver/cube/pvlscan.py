@@ -12,8 +12,13 @@ The text is a ``str`` decoded as Latin-1, so character offsets are byte offsets.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from collections import namedtuple
+
+from ..base.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
 
 __all__ = ["ScanError", "ScanTruncated", "ScanLimit", "skip_blank", "MAX_DEPTH", "Statement", "Aggregate", "Scan", "scan", "decode_quoted"]
 
@@ -32,39 +37,53 @@ class ScanTruncated(ScanError):
     """The text ended before the label's ``End`` statement."""
 
 
-class Statement(NamedTuple):
-    """One ``Name = Value`` statement."""
+if TYPE_CHECKING:
+    class Statement(NamedTuple):
+        """One ``Name = Value`` statement."""
 
-    path: tuple[str, ...]  # enclosing aggregate names, outermost first, as written
-    name: str  # keyword as written
-    start: int  # offset of the first character of its line (indentation included)
-    name_start: int  # offset of the keyword
-    eq: int  # offset of "="
-    end: int  # offset just past the newline that ends the statement
-    raw: str  # the value text as written (continuations included)
-    value: str | tuple[str, ...]  # decoded: quotes removed, continuations joined
+        path: tuple[str, ...]  # enclosing aggregate names, outermost first, as written
+        name: str  # keyword as written
+        start: int  # offset of the first character of its line (indentation included)
+        name_start: int  # offset of the keyword
+        eq: int  # offset of "="
+        end: int  # offset just past the newline that ends the statement
+        raw: str  # the value text as written (continuations included)
+        value: str | tuple[str, ...]  # decoded: quotes removed, continuations joined
+else:  # the same tuple, made without loading typing (a label holds hundreds of them)
+    Statement = namedtuple("Statement", "path name start name_start eq end raw value")
+    Statement.__doc__ = "One ``Name = Value`` statement."
 
 
-@dataclass
-class Aggregate:
+class Aggregate(Record):
     """An ``Object`` or ``Group`` block."""
 
+    __slots__ = ("kind", "name", "path", "start", "end_line", "end")
     kind: str  # "OBJECT" or "GROUP"
     name: str
     path: tuple[str, ...]  # enclosing aggregate names
     start: int  # offset of its first line
-    end_line: int = -1  # offset of the line holding End_Group / End_Object
-    end: int = -1  # offset past that line
+    end_line: int  # offset of the line holding End_Group / End_Object (-1: not yet seen)
+    end: int  # offset past that line (-1: not yet seen)
+
+    def __init__(self, kind: str, name: str, path: tuple[str, ...], start: int, end_line: int = -1,
+                 end: int = -1) -> None:
+        self.kind, self.name, self.path, self.start, self.end_line, self.end = kind, name, path, start, end_line, end
 
 
-@dataclass
-class Scan:
+class Scan(Record):
     """Everything :func:`scan` found."""
 
-    statements: list[Statement] = field(default_factory=list)
-    aggregates: list[Aggregate] = field(default_factory=list)
-    end: int = 0  # offset just past the line holding ``End``
-    newline: str = "\n"
+    __slots__ = ("statements", "aggregates", "end", "newline")
+    statements: list[Statement]
+    aggregates: list[Aggregate]
+    end: int  # offset just past the line holding ``End``
+    newline: str
+
+    def __init__(self, statements: list[Statement] | None = None, aggregates: list[Aggregate] | None = None,
+                 end: int = 0, newline: str = "\n") -> None:
+        self.statements = [] if statements is None else statements
+        self.aggregates = [] if aggregates is None else aggregates
+        self.end, self.newline = end, newline
 
     def find(self, path: tuple[str, ...], name: str) -> Statement | None:
         """First statement ``name`` directly inside ``path`` (case-insensitive)."""

@@ -46,11 +46,14 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from ..base.log import get as get_logger
 from ..base.safeio import open_regular, read_fd
 from ..errors import CubeLockedError, JournalError, LabelWriteError, ReadOnlyCubeError, UnsafeFileError, not_a_cube
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["journal_path", "temp_path", "locked", "recover", "write_region", "replace_file", "clear_temp", "Hook",
            "DEFAULT_LOCK_WAIT"]
@@ -69,23 +72,44 @@ DEFAULT_LOCK_WAIT = 30.0
 _LOCK_POLL = (0.01, 0.5)  # first and longest pause between tries
 
 
-def _beside(real: str, st: os.stat_result, suffix: str) -> Path:
+def _beside(real: str, st: os.stat_result, suffix: str) -> str:
     # named after the file's identity, not its name: every hard link and every later
     # name of the file finds the same journal, and the name is short whatever the cube's is
-    return Path(os.path.dirname(real)) / f".shaperesolver-{st.st_dev:x}-{st.st_ino:x}.{suffix}"
+    return os.path.join(os.path.dirname(real), f".shaperesolver-{st.st_dev:x}-{st.st_ino:x}.{suffix}")
 
 
-def journal_path(path: str | os.PathLike[str]) -> Path:
+def _name(path: str) -> str:
+    return os.path.basename(path)
+
+
+def _unlink(path: str) -> None:
+    """Remove ``path`` if it is there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def journal_file(path: str | os.PathLike[str]) -> str:
     """Where the write journal of the cube at ``path`` lives: beside the real file, named
     after its device and inode (``.shaperesolver-DEV-INODE.journal``)."""
     real = os.path.realpath(path)
     return _beside(real, os.stat(real), "journal")
 
 
+def journal_path(path: str | os.PathLike[str]) -> Path:
+    """:func:`journal_file` as a :class:`~pathlib.Path` (for callers; the write path uses strings)."""
+    from pathlib import Path
+
+    return Path(journal_file(path))
+
+
 def temp_path(path: str | os.PathLike[str]) -> Path:
     """The temporary file a detached-label write of ``path`` uses (beside the real file)."""
+    from pathlib import Path
+
     real = os.path.realpath(path)
-    return _beside(real, os.stat(real), "tmp")
+    return Path(_beside(real, os.stat(real), "tmp"))
 
 
 def _noop(step: str) -> None:
@@ -118,12 +142,12 @@ def _reserve(fd: int, length: int) -> None:
         raise
 
 
-def _create(path: str, new: Path, what: str) -> int:
+def _create(path: str, new: str, what: str) -> int:
     """Create ``new`` for writing: exclusively, never through a link, private to us."""
     try:
         return os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise LabelWriteError(path, f"cannot create {what} {new.name}: {_why(exc)}; not modified") from None
+        raise LabelWriteError(path, f"cannot create {what} {_name(new)}: {_why(exc)}; not modified") from None
 
 
 def _fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -269,10 +293,10 @@ def recover(fd: int, path: str, st: os.stat_result, writable: bool = True, dry: 
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise LabelWriteError(path, f"cannot look for the journal {jp.name}: {_why(exc)}") from None
+        raise LabelWriteError(path, f"cannot look for the journal {_name(jp)}: {_why(exc)}") from None
 
     def refuse(why: str) -> JournalError:
-        return JournalError(path, f"{jp.name} {why}; cube not changed. Move that file away if no shaperesolver write "
+        return JournalError(path, f"{_name(jp)} {why}; cube not changed. Move that file away if no shaperesolver write "
                                   "of this cube was interrupted")
 
     try:
@@ -313,13 +337,13 @@ def recover(fd: int, path: str, st: os.stat_result, writable: bool = True, dry: 
         if dry:
             return old
         if not writable:
-            raise LabelWriteError(path, f"an earlier write was interrupted ({jp.name}); open it with write access to restore the label")
+            raise LabelWriteError(path, f"an earlier write was interrupted ({_name(jp)}); open it with write access to restore the label")
         log.warning("%s: an earlier write was interrupted; restoring the label saved in %s", path, jp)
         try:
             _pwrite_all(fd, old, 0)
             os.fsync(fd)
         except OSError as exc:
-            raise LabelWriteError(path, f"restoring the label from {jp.name} failed ({_why(exc)}); the journal is kept") from None
+            raise LabelWriteError(path, f"restoring the label from {_name(jp)} failed ({_why(exc)}); the journal is kept") from None
     else:
         raise refuse("does not match this cube's label area")
     if not keep:
@@ -327,21 +351,21 @@ def recover(fd: int, path: str, st: os.stat_result, writable: bool = True, dry: 
     return None
 
 
-def _drop(jp: Path, writable: bool, path: str, dry: bool = False) -> None:
+def _drop(jp: str, writable: bool, path: str, dry: bool = False) -> None:
     """Remove a journal that recovery proved stale (a dry run tries, and leaves it to the
     next writer when it may not)."""
     if not (writable or dry):
         return
     try:
-        jp.unlink()
+        os.unlink(jp)
     except FileNotFoundError:
         return
     except OSError as exc:
         if dry:
-            log.debug("%s: cannot remove the stale journal %s (%s); the next write does", path, jp.name, _why(exc))
+            log.debug("%s: cannot remove the stale journal %s (%s); the next write does", path, _name(jp), _why(exc))
             return
-        raise LabelWriteError(path, f"cannot remove the journal {jp.name}: {_why(exc)}") from None
-    _sync_after_commit(jp.parent, path)
+        raise LabelWriteError(path, f"cannot remove the journal {_name(jp)}: {_why(exc)}") from None
+    _sync_after_commit(os.path.dirname(jp), path)
 
 
 def write_region(fd: int, path: str, st: os.stat_result, old: bytes, new: bytes, hook: Hook = _noop) -> None:
@@ -364,11 +388,11 @@ def write_region(fd: int, path: str, st: os.stat_result, old: bytes, new: bytes,
             os.fsync(jfd)
         finally:
             os.close(jfd)
-        _fsync_dir(jp.parent)
+        _fsync_dir(os.path.dirname(jp))
     except BaseException as exc:  # KeyboardInterrupt too: the cube is untouched, drop the journal
-        jp.unlink(missing_ok=True)
+        _unlink(jp)
         if isinstance(exc, OSError):
-            raise LabelWriteError(path, f"cannot write the journal {jp.name} ({_why(exc)}); not modified") from None
+            raise LabelWriteError(path, f"cannot write the journal {_name(jp)} ({_why(exc)}); not modified") from None
         raise
     try:
         hook("journal-durable")
@@ -382,8 +406,8 @@ def write_region(fd: int, path: str, st: os.stat_result, old: bytes, new: bytes,
             os.fsync(fd)
         except OSError:
             raise LabelWriteError(path, f"writing the label failed ({why}) and so did the rollback; "
-                                        f"the next run restores it from {jp.name}") from None
-        jp.unlink(missing_ok=True)
+                                        f"the next run restores it from {_name(jp)}") from None
+        _unlink(jp)
         if isinstance(exc, OSError):
             raise LabelWriteError(path, f"writing the label failed ({why}); old label restored") from None
         raise
@@ -391,12 +415,12 @@ def write_region(fd: int, path: str, st: os.stat_result, old: bytes, new: bytes,
     # behind matches the new label, so the next run just removes it)
     try:
         hook("label-durable")
-        jp.unlink()
+        os.unlink(jp)
     except OSError as exc:
-        log.warning("%s: written; could not remove the journal %s (%s): the next run removes it", path, jp.name, _why(exc))
+        log.warning("%s: written; could not remove the journal %s (%s): the next run removes it", path, _name(jp), _why(exc))
         return
     except BaseException:  # KeyboardInterrupt: finish the commit, then let it go on
-        jp.unlink(missing_ok=True)
+        _unlink(jp)
         raise
     # (the removal is not synced: a journal a crash brings back matches the new label, and
     # the next open drops it, so an fsync of the directory here would buy nothing)
@@ -406,7 +430,7 @@ def write_region(fd: int, path: str, st: os.stat_result, old: bytes, new: bytes,
 # ------------------------------------------------------------------ detached labels
 
 
-def _clear_temp(tmp: Path, st: os.stat_result) -> None:
+def _clear_temp(tmp: str, st: os.stat_result) -> None:
     """Remove a temporary file left by a killed write (we hold the label's lock).
 
     Only what provably is one: named after this label's device and inode, a regular
@@ -419,7 +443,7 @@ def _clear_temp(tmp: Path, st: os.stat_result) -> None:
     if stat.S_ISREG(tst.st_mode) and tst.st_nlink == 1 and tst.st_uid in (st.st_uid, os.geteuid()):
         log.info("removing %s, left by an interrupted write", tmp)
         try:
-            tmp.unlink()
+            os.unlink(tmp)
         except OSError as exc:
             log.warning("cannot remove %s, left by an interrupted write: %s", tmp, _why(exc))
     # anything else stays; O_EXCL then fails with a clear error
@@ -453,7 +477,7 @@ def replace_file(fd: int, path: str, st: os.stat_result, data: bytes, hook: Hook
             raise OSError(errno.ESTALE, "the label was replaced during the write")
         os.replace(tmp, real)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         if isinstance(exc, OSError):
             why = "cannot keep its owner and group" if exc.errno == errno.EPERM else _why(exc)
             raise LabelWriteError(path, f"replacing the label failed ({why}); not modified") from None

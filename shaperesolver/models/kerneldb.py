@@ -20,43 +20,38 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from ..base import safeio
 from ..base.log import get as get_logger
+from ..base.record import Frozen, set_field
 from ..cube.pvlscan import Scan, ScanError, ScanTruncated, scan
 from ..errors import DataAreaError, KernelDbError, UnsafeFileError
+from .isisfiles import ISIS_VAR, data_area, expand_isis
 
-__all__ = ["SystemModel", "find_system_model", "data_area", "highest_version", "expand"]
+__all__ = ["SystemModel", "find_system_model", "data_area", "highest_version", "expand", "expand_isis", "ISIS_VAR"]
 
 log = get_logger(__name__)
 
 MAX_DB_BYTES = 16 * 2**20  # real kernel dbs are a few kB
 
 
-@dataclass(frozen=True)
-class SystemModel:
+class SystemModel(Frozen):
     """What the DEM database says for one cube: ``path`` is None when nothing usable matched.
 
     ``reasons`` lists matches that were skipped (outside the data area, missing).
     """
 
+    __slots__ = ("path", "db", "reasons")
     path: str | None
     db: str
-    reasons: tuple[str, ...] = ()
+    reasons: tuple[str, ...]
 
-
-def data_area(isisdata: str | os.PathLike[str] | None = None) -> Path:
-    """The ISIS data area: ``isisdata`` or ``$ISISDATA`` (read now, not at import)."""
-    root = os.fspath(isisdata) if isisdata is not None else os.environ.get("ISISDATA")
-    if not root:
-        raise DataAreaError("no ISIS data area: set ISISDATA (export ISISDATA=/path/to/isisdata) or pass isisdata=DIR")
-    path = Path(root)
-    if not path.is_dir():
-        raise DataAreaError(f"ISIS data area {path} does not exist (set ISISDATA or pass isisdata=DIR)")
-    return path
+    def __init__(self, path: str | None, db: str, reasons: tuple[str, ...] = ()) -> None:
+        set_field(self, "path", path)
+        set_field(self, "db", db)
+        set_field(self, "reasons", reasons)
 
 
 def highest_version(pattern: Path) -> Path | None:
@@ -211,7 +206,7 @@ def _usable(value: str, root: Path, db: Path) -> tuple[str | None, str | None]:
 def find_system_model(keywords: dict[tuple[str, str], str], isisdata: str | os.PathLike[str] | None = None) -> SystemModel:
     """The SYSTEM shape model for a cube whose ``IsisCube > group > keyword`` values are
     ``keywords`` (keys upper-cased).  ``path`` is None when no usable Selection matches."""
-    root = data_area(isisdata)
+    root = Path(data_area(isisdata))
     dems = root / "base" / "dems"
     if not dems.is_dir():
         raise DataAreaError(f"no DEM directory {dems} in the ISIS data area (set ISISDATA or pass isisdata=DIR)")
@@ -235,35 +230,3 @@ def find_system_model(keywords: dict[tuple[str, str], str], isisdata: str | os.P
     return SystemModel(None, str(last_db), tuple(reasons))
 
 
-ISIS_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
-
-
-def expand_isis(value: str, isisdata: str | os.PathLike[str] | None = None) -> str:
-    """A file name as ISIS expands it: ``~``, ``$ISISDATA``, data-area variables, environment.
-
-    ``$ISISDATA`` is the data area; ``$base``, ``$mars``... are its directories (as in
-    ISIS's DataDirectory preferences); any other ``$NAME`` is an environment variable.
-    URLs and ``/vsi...`` paths are left alone.  Raises :class:`DataAreaError` for a
-    variable that names nothing.
-    """
-    if "://" in value or value.startswith("/vsi"):
-        return value
-    if value == "~" or value.startswith("~/"):
-        value = os.path.expanduser("~") + value[1:]
-
-    def one(m: re.Match[str]) -> str:
-        name = m.group(1) or m.group(2)
-        if name.upper() == "ISISDATA":
-            return str(data_area(isisdata))
-        root = os.fspath(isisdata) if isisdata is not None else os.environ.get("ISISDATA")
-        if root and os.path.isdir(os.path.join(root, name)):
-            return os.path.join(root, name)
-        if name in os.environ:
-            return os.environ[name]
-        if name.isdigit():
-            raise DataAreaError(f"${name} is a -batchlist column; give -batchlist=FILE")
-        if root:
-            return os.path.join(root, name)  # a data area directory that does not exist (yet)
-        raise DataAreaError(f"${name} is neither an environment variable nor, without ISISDATA, a data area directory")
-
-    return ISIS_VAR.sub(one, value)

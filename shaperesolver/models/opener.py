@@ -15,9 +15,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
 
 from ..base import bodies, safeio
 from ..base.log import get as get_logger
@@ -31,24 +28,27 @@ from ..errors import (
     UnsafeFileError,
     UsageError,
 )
-from . import kerneldb
+from . import isisfiles
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Protocol
+
     from ..net.transport import AddressPolicy, Http
+
+    class Cache(Protocol):
+        """What the opener needs of the on-disk cache (:class:`~shaperesolver.catalog.cache.DiskCache`)."""
+
+        mode: str
+
+        def key(self, *parts: object) -> str: ...
+        def get(self, key: str, allow_stale: bool = False) -> tuple[Any, float] | None: ...
+        def put(self, key: str, value: Any) -> None: ...
 
 __all__ = ["ModelOpener", "isis_form"]
 
 log = get_logger(__name__)
-
-
-class Cache(Protocol):
-    """What the opener needs of the on-disk cache (:class:`~shaperesolver.catalog.cache.DiskCache`)."""
-
-    mode: str
-
-    def key(self, *parts: object) -> str: ...
-    def get(self, key: str, allow_stale: bool = False) -> tuple[Any, float] | None: ...
-    def put(self, key: str, value: Any) -> None: ...
 
 
 class ModelOpener:
@@ -107,7 +107,7 @@ class ModelOpener:
         if not os.path.exists(real):
             raise UsageError(f"model={model}: no such file" if real == model else f"model={model}: {real} does not exist")
         # the label keeps what ISIS itself expands ($base/..., $ISISDATA/...); ~ and $HOME are spelled out
-        value = model if isis_form(model, self.isisdata) else str(Path(real).resolve())
+        value = model if isis_form(model, self.isisdata) else os.path.realpath(real)
         try:  # a FIFO or device would hang or exhaust GDAL
             fd, _ = safeio.open_regular(real, what="model")
             head = os.pread(fd, 8, 0)
@@ -166,7 +166,7 @@ class ModelOpener:
 
     def expand(self, path: str) -> str:
         """``path`` as ISIS expands it (``$base/...``, ``$ISISDATA/...``, ``~``)."""
-        return kerneldb.expand_isis(path, self.isisdata)
+        return isisfiles.expand_isis(path, self.isisdata)
 
     # ------------------------------------------------------------ GDAL's side
 
@@ -273,9 +273,10 @@ class ModelOpener:
 
 #: bytes of a label-named local model read before GDAL opens it (an ISIS label's ^Core is in them)
 _LABEL_HEAD = 256 * 1024
-_CORE = re.compile(rb"^[ \t]*\^Core[ \t]*=[ \t]*(.+?)[ \t]*\r?$", re.M | re.I)
-_CORE_OBJECT = re.compile(rb"^[ \t]*Object[ \t]*=[ \t]*Core\b(.*?)^[ \t]*End_Object", re.M | re.I | re.S)
-_FORMAT = re.compile(rb"^[ \t]*Format[ \t]*=[ \t]*\"?(\w+)", re.M | re.I)
+# (patterns compiled on first use, through re's own cache: a run that opens no model compiles none)
+_CORE = rb"^[ \t]*\^Core[ \t]*=[ \t]*(.+?)[ \t]*\r?$"
+_CORE_OBJECT = rb"^[ \t]*Object[ \t]*=[ \t]*Core\b(.*?)^[ \t]*End_Object"
+_FORMAT = rb"^[ \t]*Format[ \t]*=[ \t]*\"?(\w+)"
 #: the core formats GDAL's ISIS3 driver reads itself (anything else it hands to every driver GDAL has)
 _RAW_CORES = (b"TILE", b"BANDSEQUENTIAL")
 
@@ -285,15 +286,15 @@ def _check_core(head: bytes, real: str, shown: str) -> None:
     driver then opens that file itself, with every driver GDAL has (a VRT that reaches
     any URL, a FIFO that never answers).  Only a raw core (Tile, BandSequential) in a
     regular file is let through; raises ModelError or ModelMissingError otherwise."""
-    m = _CORE.search(head)
+    m = re.search(_CORE, head, re.M | re.I)
     if m is None or head[:2] in (b"II", b"MM"):  # no ^Core (or a TIFF that happens to hold the bytes)
         return
     value = m.group(1).decode("latin-1").strip().strip("()")
     first = value.split(",")[0].strip().strip('"').strip()
     if first.isdigit():  # attached: the core is in this file
         return
-    fmt = _CORE_OBJECT.search(head)
-    kind = _FORMAT.search(fmt.group(1)) if fmt else None
+    fmt = re.search(_CORE_OBJECT, head, re.M | re.I | re.S)
+    kind = re.search(_FORMAT, fmt.group(1), re.M | re.I) if fmt else None
     if kind is None or kind.group(1).upper() not in _RAW_CORES:
         what = kind.group(1).decode("latin-1") if kind else "no Format"
         raise ModelError(f"{shown}: an ISIS label whose ^Core is another file of format {what}; not opened "
@@ -308,7 +309,7 @@ def _check_core(head: bytes, real: str, shown: str) -> None:
 
 def isis_form(model: str, isisdata: str | os.PathLike[str] | None) -> bool:
     """True when every ``$var`` in ``model`` is one ISIS expands from its data area."""
-    names = [a or b for a, b in kerneldb.ISIS_VAR.findall(model)]
+    names = [a or b for a, b in isisfiles.ISIS_VAR.findall(model)]
     if not names or model.startswith("~"):
         return False
     root = os.fspath(isisdata) if isisdata is not None else os.environ.get("ISISDATA")

@@ -12,17 +12,19 @@ the choice and the write.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
-
 from ..base import bodies
 from ..base.log import get as get_logger
+from ..base.record import Frozen, set_field
 from ..cube.label import CubeLabel, WriteOutcome, read_label, same_target, update_shape_model
 from ..errors import LabelError, LabelWriteError, ShapeResolverError
 from .options import SKY
 from .resolver import Resolution, Resolver
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Sequence
+    from typing import Any
 
 __all__ = ["BatchOptions", "CubeResult", "record", "one_line", "write_chunk", "audit_result", "audit_failed",
            "reread"]
@@ -30,17 +32,26 @@ __all__ = ["BatchOptions", "CubeResult", "record", "one_line", "write_chunk", "a
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class BatchOptions:
-    """Per-cube parameters of a batch (those of :meth:`Resolver.resolve` and ``dryrun``)."""
+class BatchOptions(Frozen):
+    """Per-cube parameters of a batch (those of :meth:`Resolver.resolve` and ``dryrun``;
+    ``audit``: audit each cube (:mod:`.audit`) instead of resolving and writing it)."""
 
-    shape: str = "web"
-    model: str | None = None
-    target: str | None = None
-    version: str | None = None
-    dryrun: bool = False
-    #: audit each cube (:mod:`.audit`) instead of resolving and writing it
-    audit: bool = False
+    __slots__ = ("shape", "model", "target", "version", "dryrun", "audit")
+    shape: str
+    model: str | None
+    target: str | None
+    version: str | None
+    dryrun: bool
+    audit: bool
+
+    def __init__(self, shape: str = "web", model: str | None = None, target: str | None = None,
+                 version: str | None = None, dryrun: bool = False, audit: bool = False) -> None:
+        set_field(self, "shape", shape)
+        set_field(self, "model", model)
+        set_field(self, "target", target)
+        set_field(self, "version", version)
+        set_field(self, "dryrun", dryrun)
+        set_field(self, "audit", audit)
 
     def resolve_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`Resolver.resolve`."""
@@ -49,15 +60,23 @@ class BatchOptions:
         return kw
 
 
-@dataclass(frozen=True)
-class CubeResult:
+class CubeResult(Frozen):
     """One cube's outcome: its ``--json`` record and, on success, the new Kernels group."""
 
+    __slots__ = ("index", "cube", "record", "kernels_text", "error")
     index: int
     cube: str
     record: dict[str, Any]
-    kernels_text: str | None = None
-    error: str | None = field(default=None)
+    kernels_text: str | None
+    error: str | None
+
+    def __init__(self, index: int, cube: str, record: dict[str, Any], kernels_text: str | None = None,
+                 error: str | None = None) -> None:
+        set_field(self, "index", index)
+        set_field(self, "cube", cube)
+        set_field(self, "record", record)
+        set_field(self, "kernels_text", kernels_text)
+        set_field(self, "error", error)
 
     @property
     def ok(self) -> bool:

@@ -1,53 +1,30 @@
 """What a :class:`~shaperesolver.policy.resolver.Resolver` accepts: the constants of the policy
 and the checks of its settings (each wrong one a :class:`UsageError` naming it).
 
-Light on purpose: the command line's parameter table reads it before anything heavy loads.
+Light on purpose: the command line's parameter table reads it before anything heavy loads
+(the types of these settings, which need :mod:`typing`, are :mod:`.types`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
-
-if TYPE_CHECKING:
-    from ..cube.label import CubeLabel
-    from ..net.settings import HttpSettings
 
 from ..errors import UsageError, shorten
 
-__all__ = ["DEFAULT_URL", "DEFAULT_COLLECTION", "SHAPES", "Shape", "FALLBACKS", "Fallback", "CacheMode",
-           "ResolverOptions", "NULL", "SKY", "RINGPLANE", "RING_PROJECTIONS", "ring_observation", "yes_no", "one_of", "check_types", "seconds"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..cube.label import CubeLabel
+
+__all__ = ["DEFAULT_URL", "DEFAULT_COLLECTION", "SHAPES", "FALLBACKS", "NULL", "SKY", "RINGPLANE", "RING_PROJECTIONS", "ring_observation", "yes_no", "one_of", "check_types", "seconds"]
 
 DEFAULT_URL = "https://astrogeology.usgs.gov/apis/isis-stac/"
 DEFAULT_COLLECTION = "isis-global-dtms"
 SHAPES = ("web", "system", "ellipsoid", "ringplane", "user")
-#: a ``shape=`` (any case is accepted at run time; type checkers see these)
-Shape = Literal["web", "system", "ellipsoid", "ringplane", "user"]
 #: when the web step may give way to SYSTEM and the ellipsoid (see the module docstring)
 FALLBACKS = ("nomatch", "always", "never")
-Fallback = Literal["nomatch", "always", "never"]
-CacheMode = Literal["yes", "no", "refresh"]
-
-
-class ResolverOptions(TypedDict, total=False):
-    """The settings of a :class:`~shaperesolver.Resolver`, as keyword arguments of
-    :func:`~shaperesolver.resolve` and :func:`~shaperesolver.write_batch` (type checkers
-    and editors complete and check them)."""
-
-    url: str | None
-    catalog: str | os.PathLike[str] | None
-    collection: str
-    cache: CacheMode
-    cache_dir: str | os.PathLike[str] | None
-    cache_ttl: float | None
-    isisdata: str | os.PathLike[str] | None
-    verify: bool | Literal["yes", "no"]
-    fallback: Fallback
-    http: HttpSettings | None
-    gdal_options: dict[str, str] | None
-    claim_wait: float | None
-    lock_wait: float | None
 
 NULL = "Null"
 SKY = "SKY"

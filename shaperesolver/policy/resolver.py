@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from ..base import bodies
+from ..base.log import get as get_logger
+from ..base.record import Frozen, set_field
 from ..cube.label import CubeLabel, WriteOutcome, read_label, write_shape_model
 from ..errors import (
     DataAreaError,
@@ -33,15 +32,7 @@ from ..errors import (
     UsageError,
     VersionNotFoundError,
 )
-from ..models import kerneldb
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
-
-    from ..catalog.choice import Choice
-    from .audit import Audit
-    from .inventory import ItemInfo
-from ..base.log import get as get_logger
+from ..models import isisfiles
 from .options import (
     DEFAULT_COLLECTION,
     DEFAULT_URL,
@@ -50,19 +41,27 @@ from .options import (
     RINGPLANE,
     SHAPES,
     SKY,
-    ResolverOptions,
-    Shape,
     ring_observation,
 )
 from .state import ResolverState
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Any
+
+    from typing_extensions import Unpack
+
+    from ..catalog.choice import Choice
+    from .audit import Audit
+    from .inventory import ItemInfo
+    from .types import ResolverOptions, Shape
 
 __all__ = [
     "DEFAULT_URL",
     "DEFAULT_COLLECTION",
     "SHAPES",
     "FALLBACKS",
-    "Shape",
-    "ResolverOptions",
     "Resolution",
     "Resolver",
     "ResolutionError",
@@ -84,8 +83,7 @@ class ResolutionError(ShapeResolverError):
         return (type(self), (self.reasons,))
 
 
-@dataclass(frozen=True)
-class Resolution:
+class Resolution(Frozen):
     """The shape model chosen for one cube (or target).  Immutable.
 
     ``source`` is ``web``, ``system``, ``user``, ``ringplane`` or ``ellipsoid`` (always
@@ -93,17 +91,33 @@ class Resolution:
     the policy were passed over.
     """
 
+    __slots__ = ("target", "body", "shape_model", "source", "cube", "item_id", "version", "fallback_reasons", "db",
+                 "label_target")
     target: str
     body: str
     shape_model: str
     source: str
-    cube: str | None = None
-    item_id: str | None = None
-    version: str | None = None
-    fallback_reasons: tuple[str, ...] = ()
-    db: str | None = None
+    cube: str | None
+    item_id: str | None
+    version: str | None
+    fallback_reasons: tuple[str, ...]
+    db: str | None
     #: the TargetName the cube's label held when it was resolved (None if not read)
-    label_target: str | None = None
+    label_target: str | None
+
+    def __init__(self, target: str, body: str, shape_model: str, source: str, cube: str | None = None,
+                 item_id: str | None = None, version: str | None = None, fallback_reasons: tuple[str, ...] = (),
+                 db: str | None = None, label_target: str | None = None) -> None:
+        set_field(self, "target", target)
+        set_field(self, "body", body)
+        set_field(self, "shape_model", shape_model)
+        set_field(self, "source", source)
+        set_field(self, "cube", cube)
+        set_field(self, "item_id", item_id)
+        set_field(self, "version", version)
+        set_field(self, "fallback_reasons", fallback_reasons)
+        set_field(self, "db", db)
+        set_field(self, "label_target", label_target)
 
     def record(self) -> dict[str, Any]:
         """The fields of the JSON record (without the write outcome)."""
@@ -249,6 +263,8 @@ class Resolver(ResolverState):
     def _system_step(self, label: CubeLabel | None, name: str, reasons: list[str], base: dict[str, Any]) -> Resolution:
         """SYSTEM (the data area's kernel database), else the ellipsoid."""
         cube_path = base["cube"]
+        from ..models import kerneldb  # (the kernel database: SYSTEM runs only)
+
         try:
             sysmodel = kerneldb.find_system_model(_keywords(label, name), self.isisdata)
         except (DataAreaError, KernelDbError) as exc:
@@ -324,7 +340,7 @@ class Resolver(ResolverState):
         if not choice.local:
             return choice.vsi_path
         try:
-            root = os.path.realpath(kerneldb.data_area(self.isisdata))
+            root = os.path.realpath(isisfiles.data_area(self.isisdata))
         except DataAreaError:
             return choice.vsi_path
         real = os.path.realpath(choice.href)

@@ -6,8 +6,7 @@ that pickles for process pools and Dask.  The policy itself is :mod:`.resolver`.
 from __future__ import annotations
 
 import os
-import threading
-from typing import TYPE_CHECKING, Any, Literal
+from _thread import allocate_lock
 
 from ..base import claims
 from ..base.memo import Memo
@@ -16,25 +15,27 @@ from ..catalog.weblookup import ModeStore, WebLookup
 from ..cube import txn
 from ..errors import ShapeResolverError
 from ..models.opener import ModelOpener
-from ..net.settings import HttpSettings, check_api_url
+from ..net.settings import DEFAULT_DEADLINE, HttpSettings, check_api_url
 from .options import (
     DEFAULT_COLLECTION,
     DEFAULT_URL,
     FALLBACKS,
-    CacheMode,
-    Fallback,
     check_types,
     one_of,
     seconds,
     yes_no,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Literal
+
     from typing_extensions import Self
 
     from ..catalog.choice import Choice
     from ..catalog.stac import StacClient
     from ..net.transport import Http
+    from .types import CacheMode, Fallback
 
 __all__ = ["ResolverState"]
 
@@ -66,7 +67,8 @@ class ResolverState(WebLookup):
         cache_mode = one_of("cache", cache, CACHE_MODES)
         self.claim_wait = seconds("claim_wait", claim_wait, "SHAPERESOLVER_CLAIM_WAIT", claims.DEFAULT_WAIT)
         self.lock_wait = seconds("lock_wait", lock_wait, "SHAPERESOLVER_LOCK_WAIT", txn.DEFAULT_LOCK_WAIT)
-        self.url = check_api_url(url or os.environ.get("SHAPERESOLVER_STAC_URL") or DEFAULT_URL)
+        api = url or os.environ.get("SHAPERESOLVER_STAC_URL") or DEFAULT_URL
+        self.url = api if api == DEFAULT_URL else check_api_url(api)
         self.catalog = os.fspath(catalog) if catalog is not None else None
         self.collection = collection
         self.isisdata = os.fspath(isisdata) if isisdata is not None else None
@@ -74,10 +76,10 @@ class ResolverState(WebLookup):
         kw: dict[str, Any] = {} if cache_ttl is None else {"ttl": cache_ttl}
         self.cache = DiskCache(cache_dir, mode=cache_mode, **kw)
         self._http_settings = http or HttpSettings(deadline=seconds("deadline", None, "SHAPERESOLVER_HTTP_DEADLINE",
-                                                                    HttpSettings.deadline))
+                                                                    DEFAULT_DEADLINE))
         self._http: Http | None = None
         self._stac: StacClient | None = None
-        self._lazy = threading.Lock()
+        self._lazy = allocate_lock()
         self._modes = ModeStore(self.cache)
         self._static = None
         if self.catalog:

@@ -44,10 +44,12 @@ from ..base.log import get as get_logger
 from ..cube.label import read_label
 from ..errors import ShapeResolverError, UsageError
 from ..policy.job import BatchOptions, CubeResult, audit_failed, record, reread, why, write_chunk
-from ..policy.resolver import SHAPES, Resolver, ResolverOptions, Shape
+from ..policy.resolver import SHAPES, Resolver
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from ..policy.types import ResolverOptions, Shape
 
 __all__ = ["BatchOptions", "BatchInterrupted", "CubeResult", "record", "run_batch", "write_batch", "iter_batch",
            "audit_batch", "default_jobs"]
