@@ -531,8 +531,8 @@ def test_the_public_names_are_a_literal_all_that_type_checkers_read():
 
     import shaperesolver
     from shaperesolver import errors, resolve, write_batch
-    from shaperesolver.policy.types import ResolverOptions
     from shaperesolver.policy.resolver import Resolver
+    from shaperesolver.policy.types import ResolverOptions
 
     tree = ast.parse(Path(shaperesolver.__file__).read_text())
     (node,) = [n for n in tree.body if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets)]
