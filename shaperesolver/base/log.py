@@ -20,7 +20,7 @@ unless the program configures logging.  Imports only :mod:`sys` and :mod:`_threa
 from __future__ import annotations
 
 import sys
-from _thread import allocate_lock
+from _thread import RLock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ __all__ = ["DEBUG", "INFO", "WARNING", "ERROR", "Logger", "get", "configure", "a
 ROOT = "shaperesolver"
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 
-_lock = allocate_lock()
+_lock = RLock()  # (re-entrant: the setup may log)
 _attached = False
 #: the command line's setup, run when logging loads (None: none asked for)
 _pending: Callable[[Any], None] | None = None
@@ -47,13 +47,13 @@ def attach() -> Any:
     global _attached, _pending
     import logging
 
-    with _lock:
+    with _lock:  # (the setup runs under the lock: no thread logs before the handler is there)
         if not _attached:
             _attached = True
             logging.getLogger(ROOT).addHandler(logging.NullHandler())
         setup, _pending = _pending, None
-    if setup is not None:
-        setup(logging)
+        if setup is not None:
+            setup(logging)
     return logging
 
 

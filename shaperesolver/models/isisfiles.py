@@ -21,7 +21,14 @@ def data_area(isisdata: str | os.PathLike[str] | None = None) -> str:
         raise DataAreaError("no ISIS data area: set ISISDATA (export ISISDATA=/path/to/isisdata) or pass isisdata=DIR")
     if not os.path.isdir(root):
         raise DataAreaError(f"ISIS data area {root} does not exist (set ISISDATA or pass isisdata=DIR)")
-    return root.rstrip("/") or "/"
+    return _plain(root)
+
+
+def _plain(path: str) -> str:
+    """``path`` as :class:`pathlib.PurePosixPath` spells it (no empty or ``.`` parts, no
+    trailing slash; ``..`` kept, as a link may stand before it), without loading pathlib."""
+    lead = "//" if path.startswith("//") and not path.startswith("///") else "/" if path.startswith("/") else ""
+    return lead + "/".join(p for p in path.split("/") if p not in ("", ".")) or "."
 
 
 ISIS_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")

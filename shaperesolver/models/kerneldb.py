@@ -28,7 +28,8 @@ from ..base.log import get as get_logger
 from ..base.record import Frozen, set_field
 from ..cube.pvlscan import Scan, ScanError, ScanTruncated, scan
 from ..errors import DataAreaError, KernelDbError, UnsafeFileError
-from .isisfiles import ISIS_VAR, data_area, expand_isis
+from . import isisfiles
+from .isisfiles import ISIS_VAR, expand_isis
 
 __all__ = ["SystemModel", "find_system_model", "data_area", "highest_version", "expand", "expand_isis", "ISIS_VAR"]
 
@@ -52,6 +53,11 @@ class SystemModel(Frozen):
         set_field(self, "path", path)
         set_field(self, "db", db)
         set_field(self, "reasons", reasons)
+
+
+def data_area(isisdata: str | os.PathLike[str] | None = None) -> Path:
+    """The ISIS data area (:func:`.isisfiles.data_area`) as a :class:`~pathlib.Path`."""
+    return Path(isisfiles.data_area(isisdata))
 
 
 def highest_version(pattern: Path) -> Path | None:
@@ -206,7 +212,7 @@ def _usable(value: str, root: Path, db: Path) -> tuple[str | None, str | None]:
 def find_system_model(keywords: dict[tuple[str, str], str], isisdata: str | os.PathLike[str] | None = None) -> SystemModel:
     """The SYSTEM shape model for a cube whose ``IsisCube > group > keyword`` values are
     ``keywords`` (keys upper-cased).  ``path`` is None when no usable Selection matches."""
-    root = Path(data_area(isisdata))
+    root = data_area(isisdata)
     dems = root / "base" / "dems"
     if not dems.is_dir():
         raise DataAreaError(f"no DEM directory {dems} in the ISIS data area (set ISISDATA or pass isisdata=DIR)")

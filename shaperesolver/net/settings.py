@@ -31,18 +31,19 @@ class HttpSettings(Frozen):
     :class:`CatalogError` (the resolver then falls back as for any web failure).
     """
 
-    __slots__ = ("connect_timeout", "read_timeout", "retries", "backoff", "max_retry_after", "max_bytes", "deadline",
-                 "max_total_bytes", "max_items", "max_redirects")
-    connect_timeout: float
-    read_timeout: float
-    retries: int
-    backoff: float
-    max_retry_after: float
-    max_bytes: int
-    deadline: float
-    max_total_bytes: int
-    max_items: int
-    max_redirects: int
+    # (fields named here, not slots: each default stays readable on the class, HttpSettings.deadline)
+    _names = ("connect_timeout", "read_timeout", "retries", "backoff", "max_retry_after", "max_bytes", "deadline",
+              "max_total_bytes", "max_items", "max_redirects")
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 0.5
+    max_retry_after: float = 60.0
+    max_bytes: int = 20 * 2**20
+    deadline: float = DEFAULT_DEADLINE
+    max_total_bytes: int = 64 * 2**20
+    max_items: int = 100_000
+    max_redirects: int = 5
 
     def __init__(self, connect_timeout: float = 10.0, read_timeout: float = 30.0, retries: int = 3,
                  backoff: float = 0.5, max_retry_after: float = 60.0, max_bytes: int = 20 * 2**20,

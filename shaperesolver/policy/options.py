@@ -93,3 +93,12 @@ def seconds(name: str, value: float | None, env: str, default: float) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise UsageError(f"{where}={value!r} is not a finite number of seconds (0 or more)")
     return seconds
+
+
+def __getattr__(name: str) -> object:
+    """The settings' types, formerly here, from :mod:`.types` (which loads :mod:`typing`)."""
+    if name in ("Shape", "Fallback", "CacheMode", "ResolverOptions"):
+        from . import types
+
+        return getattr(types, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -400,3 +400,12 @@ def iter_resolve(resolver: Resolver, cubes: Iterable[str], **kwargs: Any) -> Ite
             yield cube, resolver.resolve(cube, **kwargs), None
         except ShapeResolverError as exc:
             yield cube, None, exc
+
+
+def __getattr__(name: str) -> object:
+    """The settings' types, imported here before, from :mod:`.types` (which loads :mod:`typing`)."""
+    if name in ("Shape", "Fallback", "CacheMode", "ResolverOptions"):
+        from . import types
+
+        return getattr(types, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
