@@ -424,3 +424,26 @@ def test_unresolvable_label_is_refused_unchanged(name, tmp_path):
         with pytest.raises(errors.LabelError):
             shaperesolver.write_shape_model(c.path, USER_PATH, dryrun=dry)
         assert _snapshot(c) == before
+
+
+@pytest.mark.parametrize("name", [r["name"] for r in ROWS if r["kind"] != "data"])
+def test_the_scanners_fast_paths_read_every_real_label_as_its_general_path(name, monkeypatch):
+    """The one-line fast paths (statements, quoted values, units, End_Group lines, blank
+    lines) give exactly what the general path gives on every real label."""
+    from shaperesolver.cube import pvlscan
+
+    raw = _source(name).read_bytes()[:4 << 20]
+    nul = raw.find(b"\0")
+    text = raw[: nul if nul >= 0 else len(raw)].decode("latin-1")
+
+    def outcome():
+        try:
+            sc = pvlscan.scan(text)
+        except pvlscan.ScanError as exc:
+            return type(exc), str(exc)
+        return sc.statements, [(a.kind, a.name, a.path, a.start, a.end_line, a.end) for a in sc.aggregates], sc.end
+
+    fast = outcome()
+    monkeypatch.setattr(pvlscan, "_SIMPLE", re.compile(r"(?!)"))
+    monkeypatch.setattr(pvlscan, "_CLOSE", re.compile(r"(?!)"))
+    assert outcome() == fast

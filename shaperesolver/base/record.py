@@ -51,7 +51,9 @@ def _as_dataclass(cls: type) -> None:
     for name in _fields(cls):
         given = params.get(name)
         kw: dict[str, Any] = {"repr": name not in hidden and name not in derived, "compare": name not in derived}
-        if given is not None and given.default is not given.empty:
+        if given is None:  # (a field the class fills itself, e.g. a cache)
+            kw.update(init=False, default=None)
+        elif given.default is not given.empty:
             kw["default"] = given.default
         spec.append((name, cls.__annotations__.get(name, "Any") if hasattr(cls, "__annotations__") else "Any",
                      dataclasses.field(**kw)))

@@ -130,12 +130,8 @@ class CubeLabel(Frozen):
     def isiscube_keywords(self) -> dict[tuple[str, str], str]:
         """``{(GROUP, KEYWORD): first value}`` for every group directly in IsisCube
         (names upper-cased), as ISIS's KernelDb matching sees them."""
-        out: dict[tuple[str, str], str] = {}
-        for st in self.scan.statements:
-            if len(st.path) == 2 and st.path[0].upper() == "ISISCUBE":
-                value = st.value if isinstance(st.value, str) else (st.value[0] if st.value else "")
-                out.setdefault((st.path[1].upper(), st.name.upper()), value)
-        return out
+        return {key: st.value if isinstance(st.value, str) else (st.value[0] if st.value else "")
+                for key, st in self.scan.group_keywords("IsisCube").items()}
 
     def pvl(self) -> Any:
         """The whole label parsed by ``pvl`` (a ``PVLModule``)."""

@@ -73,34 +73,54 @@ class Aggregate(Record):
 class Scan(Record):
     """Everything :func:`scan` found."""
 
-    __slots__ = ("statements", "aggregates", "end", "newline")
+    __slots__ = ("statements", "aggregates", "end", "newline", "_index")
+    _derived = ("_index",)
     statements: list[Statement]
     aggregates: list[Aggregate]
     end: int  # offset just past the line holding ``End``
     newline: str
+    _index: tuple[dict[tuple[tuple[str, ...], str], Statement], dict[tuple[str, ...], Aggregate], int] | None
 
     def __init__(self, statements: list[Statement] | None = None, aggregates: list[Aggregate] | None = None,
                  end: int = 0, newline: str = "\n") -> None:
         self.statements = [] if statements is None else statements
         self.aggregates = [] if aggregates is None else aggregates
         self.end, self.newline = end, newline
+        self._index = None
+
+    def _lookup(self) -> tuple[dict[tuple[tuple[str, ...], str], Statement], dict[tuple[str, ...], Aggregate], int]:
+        """The first statement of each (upper-cased path, name) and the first aggregate of
+        each upper-cased full path; made on first use (again if the lists have grown)."""
+        idx = self._index
+        size = len(self.statements) + len(self.aggregates)
+        if idx is None or idx[2] != size:
+            upper: dict[tuple[str, ...], tuple[str, ...]] = {}  # (statements of a group share its path)
+            names: dict[tuple[tuple[str, ...], str], Statement] = {}
+            for st in self.statements:
+                path = upper.get(st.path)
+                if path is None:
+                    path = upper[st.path] = tuple(p.upper() for p in st.path)
+                names.setdefault((path, st.name.upper()), st)
+            groups: dict[tuple[str, ...], Aggregate] = {}
+            for ag in self.aggregates:
+                groups.setdefault(tuple(p.upper() for p in ag.path) + (ag.name.upper(),), ag)
+            idx = self._index = (names, groups, size)
+        return idx
 
     def find(self, path: tuple[str, ...], name: str) -> Statement | None:
         """First statement ``name`` directly inside ``path`` (case-insensitive)."""
-        want = tuple(p.upper() for p in path)
-        up = name.upper()
-        for st in self.statements:
-            if st.name.upper() == up and tuple(p.upper() for p in st.path) == want:
-                return st
-        return None
+        return self._lookup()[0].get((tuple(p.upper() for p in path), name.upper()))
 
     def aggregate(self, path: tuple[str, ...]) -> Aggregate | None:
         """The first aggregate whose full path (its own name last) is ``path``."""
-        want = tuple(p.upper() for p in path)
-        for ag in self.aggregates:
-            if tuple(p.upper() for p in ag.path + (ag.name,)) == want:
-                return ag
-        return None
+        return self._lookup()[1].get(tuple(p.upper() for p in path))
+
+    def group_keywords(self, parent: str) -> dict[tuple[str, str], Statement]:
+        """``{(GROUP, KEYWORD): first statement}`` of every group directly in the
+        top-level object ``parent`` (names upper-cased)."""
+        top = parent.upper()
+        return {(path[1], name): st for (path, name), st in self._lookup()[0].items()
+                if len(path) == 2 and path[0] == top}
 
 
 _WS = re.compile(r"[ \t\r\n\f\v]*")
@@ -124,9 +144,12 @@ MAX_SEQUENCE = 100_000
 _UNITS = re.compile(r"[ \t]*<[^>\n]*>")
 _WHITE = re.compile(r"\s+")
 _SEQ_TOKENS = re.compile(r"[(){}\"']")
-# the common case, one line "  Name = value" with a plain value: no quotes, sequence,
-# units, comment or continuation
-_SIMPLE = re.compile(r"([ \t]*)([A-Za-z0-9_^:.\-]+)([ \t]*)=[ \t]*([^\s\"'(){}<>#,]*[^\s\"'(){}<>#,\-])[ \t]*\n")
+# the common case, one line "  Name = value" with a plain or quoted value, maybe with
+# units: no sequence, comment, continuation or quote spanning lines
+_SIMPLE = re.compile(r"([ \t]*)([A-Za-z0-9_^:.\-]+)([ \t]*)=[ \t]*(?:([^\s\"'(){}<>#,]*[^\s\"'(){}<>#,\-])"
+                     r"|\"([^\"\n]*)\")([ \t]*<[^>\n]*>)?[ \t]*\n")
+# the other common lines: End_Group / End_Object alone on their line (any case)
+_CLOSE = re.compile(r"[ \t]*((?i:end_?group|end_?object))[ \t]*\n")
 _BEGIN = {"OBJECT": "OBJECT", "BEGIN_OBJECT": "OBJECT", "GROUP": "GROUP", "BEGIN_GROUP": "GROUP"}
 _FINISH = {"END_OBJECT": "OBJECT", "ENDOBJECT": "OBJECT", "END_GROUP": "GROUP", "ENDGROUP": "GROUP"}
 
@@ -268,25 +291,43 @@ def scan(text: str) -> Scan:
     path: tuple[str, ...] = ()
     n = len(text)
     pos = 0
+    statements, aggregates = out.statements, out.aggregates
+    simple_at, close_at, make = _SIMPLE.match, _CLOSE.match, tuple.__new__  # (hot: bound once)
     while True:
-        if len(out.statements) + len(out.aggregates) > MAX_STATEMENTS:
+        if len(statements) + len(aggregates) > MAX_STATEMENTS:
             raise ScanLimit(f"more than {MAX_STATEMENTS} statements", text, pos)
-        simple = _SIMPLE.match(text, pos)
-        if simple is not None:
-            name, value_text = simple.group(2), simple.group(4)
+        # (the fast paths below read a subset of what the general path after them reads,
+        # exactly as it reads it; ``pos`` is at the start of a line here)
+        if text.startswith("\n", pos):  # a blank line
+            pos += 1
+            continue
+        simple = simple_at(text, pos)
+        if simple is not None and simple.group(2).upper() not in _FINISH:  # ("End_Group = Name" closes)
+            name, plain = simple.group(2), simple.group(4)
+            if plain is not None:
+                value, vstart, vend = plain, simple.start(4), simple.end(4)
+            else:  # a quoted value on its line
+                value, vstart, vend = decode_quoted(simple.group(5)), simple.start(5) - 1, simple.end(5) + 1
             upper = name.upper()
             if upper in _BEGIN:
                 if len(stack) >= MAX_DEPTH:
                     raise ScanLimit(f"objects and groups nested more than {MAX_DEPTH} deep", text, pos)
-                ag = Aggregate(_BEGIN[upper], value_text, path, pos)
+                ag = Aggregate(_BEGIN[upper], value, path, pos)
                 out.aggregates.append(ag)
                 stack.append(ag)
                 path = path + (ag.name,)
             else:
-                name_start = simple.start(2)
-                out.statements.append(Statement(path, name, pos, name_start, simple.end(3), simple.end(),
-                                                value_text, value_text))
+                units = simple.end(6)
+                statements.append(make(Statement, (path, name, pos, simple.start(2), simple.end(3), simple.end(),
+                                                   text[vstart : units if units >= 0 else vend], value)))
             pos = simple.end()
+            continue
+        close = close_at(text, pos)
+        if close is not None and stack and stack[-1].kind == _FINISH[close.group(1).upper()]:
+            ag = stack.pop()
+            ag.end_line, ag.end = pos, close.end()
+            pos = ag.end
+            path = path[:-1]
             continue
         pos = skip_blank(text, pos)
         if pos >= n:
