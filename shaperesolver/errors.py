@@ -181,6 +181,20 @@ class CubeLockedError(LabelWriteError):
     """Another process held the cube's lock longer than the wait allows; not modified."""
 
 
+class NotInTableError(ShapeResolverError):
+    """A batch worker's resolver (a copy that never searches) met a body the batch has
+    not resolved yet; ``target`` and ``pin`` name the search it needs.  The batch resolves
+    it and sends the cube again; the error is only reported when the body still is not in
+    the table the second time (the cube changed during the batch)."""
+
+    def __init__(self, message: str, target: str, pin: str | None) -> None:
+        super().__init__(message)
+        self.target, self.pin = target, pin
+
+    def __reduce__(self) -> tuple[object, ...]:  # (copied when remembered, pickled by executors)
+        return (type(self), (str(self), self.target, self.pin))
+
+
 class MirrorError(ShapeResolverError):
     """A DEM could not be mirrored (download, check, disk space or the mirror's catalog)."""
 

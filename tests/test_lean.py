@@ -28,6 +28,11 @@ HEAVY = ("requests", "urllib3", "osgeo", "numpy", "distributed", "pvl")
 HOOK = """\
 import atexit, os, sys
 def _dump():
+    mp = sys.modules.get("multiprocessing.process")
+    if mp is not None and mp.parent_process() is not None:
+        return  # a worker process of jobs=N: the command's own list is the run's
+    if "multiprocessing.resource_tracker" in sys.modules and "shaperesolver" not in sys.modules:
+        return  # multiprocessing's resource tracker (it exits after the command)
     with open(os.environ["LEAN_MODULES_OUT"], "w") as fh:
         fh.write("\\n".join(sorted(sys.modules)))
 atexit.register(_dump)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["DEBUG", "INFO", "WARNING", "ERROR", "Logger", "get", "configure", "attach"]
+__all__ = ["DEBUG", "INFO", "WARNING", "ERROR", "Logger", "get", "configure", "attach", "shown"]
 
 ROOT = "shaperesolver"
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
@@ -66,6 +66,11 @@ def configure(level: int, setup: Callable[[Any], None]) -> None:
         _pending, _shown = setup, level
     if "logging" in sys.modules:
         attach()
+
+
+def shown() -> int | None:
+    """The lowest level the command line shows (None: it has not asked)."""
+    return _shown
 
 
 class Logger:

@@ -68,7 +68,7 @@ PARAMS: tuple[Param, ...] = (
     Param("cache", "the on-disk search cache ($SHAPERESOLVER_CACHE_DIR)", "yes", ("yes", "no", "refresh"), "list"),
     Param("isisdata", "the ISIS data area (default $ISISDATA)", kind="file", env="ISISDATA"),
     Param("dryrun", "show what would be written, write nothing", "no", ("yes", "no"), "list"),
-    Param("jobs", "write N cubes at a time (0 = one per core)", "1", kind="integer"),
+    Param("jobs", "N worker processes write N cubes at a time (0 = one per core)", "1", kind="integer"),
     Param("scheduler", "run the batch on a Dask cluster (tcp://host:8786; the shaperesolver[dask] extra)"),
     Param("fallback", "shape=web: when to fall back to SYSTEM/the ellipsoid: nomatch (no model for the body), "
           "always (also when the search fails), never", "nomatch", ("nomatch", "always", "never"), "list"),

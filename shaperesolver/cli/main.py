@@ -277,7 +277,10 @@ def _results(resolver: Resolver, cubes: Iterator[Any], count: int, opts: BatchOp
         cubes = itertools.chain([c for c in (cube, more) if c is not None], cubes)
     from ..scale.batch import run_batch  # (threads, executors, Dask: only for a list)
 
-    results = run_batch(resolver, _Counted(cubes, count), opts, jobs=jobs, executor=executor)
+    # (jobs=N: N worker processes, as ISIS apps' threads would use N cores; Python runs
+    # one thread at a time, and reading labels is Python)
+    results = run_batch(resolver, _Counted(cubes, count), opts, jobs=jobs, executor=executor,
+                        processes=executor is None and jobs != 1)
     try:
         yield from results
     finally:

@@ -47,7 +47,7 @@ write it into IsisCube > Kernels > ShapeModel without touching the rest of the l
                    when the catalog has no model for the body (nomatch, default),
                    also when it gives no answer (always), or never
   dryrun=yes       show what would be written, write nothing
-  jobs=N           write N cubes at a time (default 1; 0 = one per core)
+  jobs=N           N worker processes (default 1; 0 = one per core)
   scheduler=ADDR   run the batch on a Dask cluster (tcp://host:8786; needs the
                    shaperesolver[dask] extra); the cubes must be on a file system
                    its workers see

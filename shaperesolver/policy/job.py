@@ -16,7 +16,7 @@ from ..base import bodies
 from ..base.log import get as get_logger
 from ..base.record import Frozen, set_field
 from ..cube.label import CubeLabel, WriteOutcome, read_label, same_target, update_shape_model
-from ..errors import LabelError, LabelWriteError, ShapeResolverError
+from ..errors import LabelError, LabelWriteError, NotInTableError, ShapeResolverError
 from .options import SKY
 from .resolver import Resolution, Resolver
 
@@ -63,20 +63,24 @@ class BatchOptions(Frozen):
 class CubeResult(Frozen):
     """One cube's outcome: its ``--json`` record and, on success, the new Kernels group."""
 
-    __slots__ = ("index", "cube", "record", "kernels_text", "error")
+    __slots__ = ("index", "cube", "record", "kernels_text", "error", "needs")
     index: int
     cube: str
     record: dict[str, Any]
     kernels_text: str | None
     error: str | None
+    #: (target, version pin): a worker's copy of the resolver met a body the batch has not
+    #: resolved; the batch resolves it and sends the cube again (else this is its result)
+    needs: tuple[str, str | None] | None
 
     def __init__(self, index: int, cube: str, record: dict[str, Any], kernels_text: str | None = None,
-                 error: str | None = None) -> None:
+                 error: str | None = None, needs: tuple[str, str | None] | None = None) -> None:
         set_field(self, "index", index)
         set_field(self, "cube", cube)
         set_field(self, "record", record)
         set_field(self, "kernels_text", kernels_text)
         set_field(self, "error", error)
+        set_field(self, "needs", needs)
 
     @property
     def ok(self) -> bool:
@@ -168,7 +172,8 @@ def write_chunk(resolver: Resolver, opts: BatchOptions, entries: Sequence[tuple[
             err = ShapeResolverError(f"unexpected {why(err)}; not modified")  # resolving never writes
         rec = record(cube, res, out, err)
         results.append(CubeResult(index, cube, rec, out.kernels_text if out else None,
-                                  one_line(err, cube) if err is not None else None))
+                                  one_line(err, cube) if err is not None else None,
+                                  (err.target, err.pin) if isinstance(err, NotInTableError) else None))
     return results
 
 
@@ -255,8 +260,10 @@ class _SearchFirst(Exception):
 
 
 def _search_needed(resolver: Resolver, label: CubeLabel, kw: dict[str, Any]) -> tuple[str, str | None] | None:
-    """(name, pin) when resolving ``label`` would search the web now, else None."""
-    if kw["shape"].lower() != "web" or not resolver.searches_allowed:
+    """(name, pin) when resolving ``label`` would search the web now, else None.  A batch
+    worker's copy, which may not search, raises :class:`NotInTableError` instead, before
+    resolving says anything (the batch resolves the body and sends the cube again)."""
+    if kw["shape"].lower() != "web":
         return None
     name = kw.get("target") or label.target
     version = kw.get("version")
@@ -264,6 +271,9 @@ def _search_needed(resolver: Resolver, label: CubeLabel, kw: dict[str, Any]) -> 
     body = bodies.canonical(name)
     if body.upper() == SKY or (body, pin) in resolver.web_table():
         return None
+    if not resolver.searches_allowed:
+        raise NotInTableError(f"{body} is not in the batch's table of resolved bodies "
+                              "(did the cube change during the batch?)", name, pin)
     return name, pin
 
 

@@ -28,6 +28,7 @@ from ..errors import (
     ModelUnreachableError,
     NoAnswerError,
     NoMatchError,
+    NotInTableError,
     ShapeResolverError,
     UsageError,
     VersionNotFoundError,
@@ -351,8 +352,8 @@ class Resolver(ResolverState):
 
     def _find_web(self, target: str, body: str, pin: str | None) -> Choice:
         if not self.searches_allowed:
-            raise ShapeResolverError(f"{body} is not in the batch's table of resolved bodies "
-                                     "(did the cube change during the batch?)")
+            raise NotInTableError(f"{body} is not in the batch's table of resolved bodies "
+                                  "(did the cube change during the batch?)", target, pin)
         if body.upper() == SKY:
             raise NoMatchError("no shape model is used for sky images")
         names = bodies.query_names(target)

@@ -1,13 +1,17 @@
 """Batches: resolve each distinct body once, then read, check and write cubes in parallel.
 
-One code path takes threads (``jobs=N``), any :class:`concurrent.futures.Executor`
-(a process pool, ``distributed.Client.get_executor()``) or a ``distributed.Client``:
+One code path takes threads (``jobs=N``), worker processes (the command's ``jobs=N``,
+:mod:`.pool`), any :class:`concurrent.futures.Executor` (``distributed.Client.get_executor()``)
+or a ``distributed.Client``:
 
-1. *scan* (on the workers, in chunks): each cube's file identity (a real run) and target
-   (when the table below needs it);
+1. *scan* (on the workers, in chunks): each cube's file identity (a real run), and its
+   target where the table below needs it before the writes (``shape=user``, an audit);
 2. *resolve* (here, once per distinct body and version pin, as bodies appear): the web
    table, which ships with the tasks inside a copy of the :class:`~.resolver.Resolver`
-   that may not search, so workers never send a request;
+   that may not search, so workers never send a request.  A web body is learned from
+   the writes themselves: a worker that meets a body the table lacks gives the cube back
+   untouched (``CubeResult.needs``), the body is resolved here and the cube sent again,
+   so a label is read once, the first few of each body twice;
 3. *write* (on the workers, in chunks): resolve each cube from the table (SYSTEM and the
    ellipsoid need only the label) and write it through the crash-safe write path.
 
@@ -129,7 +133,34 @@ def _as_executor(executor: Any) -> cf.Executor:
     raise UsageError(f"not an executor or a distributed.Client: {executor!r}")
 
 
-def _stream(ex: cf.Executor, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]],
+class _Tasks:
+    """Where a batch's tasks run: this process's threads (they share the resolver and may
+    be stopped), a pool of the command's worker processes (:mod:`.pool`), or any other
+    executor.  In the last two the table travels with the tasks (``shipped``)."""
+
+    def __init__(self, ex: cf.Executor, *, stop: Any = None, pool: Any = None) -> None:
+        self.ex, self.stop, self.pool = ex, stop, pool
+        self.shipped = pool is not None or stop is None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
+        if self.pool is not None:
+            return self.pool.submit(fn, *args)  # type: ignore[no-any-return]
+        return self.ex.submit(fn, *args)
+
+    def write(self, resolver: Resolver, opts: BatchOptions, pairs: list[tuple[int, str]]) -> cf.Future[Any]:
+        """A write task; with a stop event of ours, it ends between two cubes once that is set."""
+        if self.pool is not None:
+            return self.pool.submit(write_chunk, resolver, opts, pairs, stop=True)  # type: ignore[no-any-return]
+        if self.stop is not None:
+            return self.ex.submit(write_chunk, resolver, opts, pairs, self.stop)
+        return self.ex.submit(write_chunk, resolver, opts, pairs)
+
+    def take(self, fut: cf.Future[Any]) -> Any:
+        """The task's value (a worker process's messages are passed on first)."""
+        return self.pool.take(fut) if self.pool is not None else fut.result()
+
+
+def _stream(tasks: _Tasks, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]],
             window: int) -> Iterator[tuple[tuple[Any, ...], cf.Future[Any]]]:
     """Submit ``fn(*args)`` for each ``args``, at most ``window`` not yet consumed at a
     time; yields (args, future) in submission order (the caller waits on the result).
@@ -139,7 +170,7 @@ def _stream(ex: cf.Executor, fn: Callable[..., Any], calls: Iterable[tuple[Any, 
     try:
         while True:
             for args in todo:
-                queue.append((args, ex.submit(fn, *args)))
+                queue.append((args, tasks.submit(fn, *args)))
                 if len(queue) >= window:
                     break
             if not queue:
@@ -185,6 +216,7 @@ def run_batch(
     jobs: int = 1,
     executor: Any = None,
     chunk_size: int | None = None,
+    processes: bool = False,
 ) -> Generator[CubeResult, None, None]:
     """Process ``cubes``; yields one :class:`CubeResult` per list entry, in input order.
 
@@ -192,7 +224,10 @@ def run_batch(
     ``len()`` the chunks are sized from it).  Without ``executor`` the work runs on
     ``jobs`` threads of this process (``0``: one per core).  With one (any
     :class:`concurrent.futures.Executor` or a ``distributed.Client``) each body is
-    resolved here once and the write tasks get the table.  An entry may be a ``(name,
+    resolved here once and the write tasks get the table.  ``processes=True`` runs the
+    ``jobs`` workers as processes of this machine instead of threads (:mod:`.pool`: the
+    command's ``jobs=N``; Python runs one thread at a time, so only processes make
+    reading and scanning labels faster with more cores).  An entry may be a ``(name,
     error)`` pair (a list line that names no cube): it is reported with that error.
     Raises :class:`UsageError` for bad parameters before any cube is touched.
     """
@@ -205,25 +240,33 @@ def run_batch(
         for e in entries:
             yield e if isinstance(e, CubeResult) else write_chunk(resolver, opts, [e])[0]
         return
-    own = stop = None
-    ex: cf.Executor
-    if executor is None:
-        own = ex = cf.ThreadPoolExecutor(jobs, thread_name_prefix="shaperesolver")
-        workers, stop = jobs, threading.Event()
-    else:
-        ex = _as_executor(executor)
-        workers = _worker_count(executor)
     known = len(cubes) if isinstance(cubes, Sized) else 0
+    own: Any = None
+    tasks: _Tasks
+    if executor is None and processes:
+        from . import pool
+
+        workers = min(jobs, known) if known else jobs
+        own = pool.start(workers)
+        tasks = _Tasks(own.executor, stop=own.stop, pool=own)
+    elif executor is None:
+        workers = jobs
+        own = cf.ThreadPoolExecutor(jobs, thread_name_prefix="shaperesolver")
+        tasks = _Tasks(own, stop=threading.Event())
+    else:
+        tasks = _Tasks(_as_executor(executor))
+        workers = _worker_count(executor)
 
     def size(seen: int) -> int:  # from the list's length, else from what was seen so far
         return chunk_size or _chunk_size(max(known, seen), workers)
 
     try:
-        yield from _run(resolver, entries, opts, ex, size, max(2, 4 * workers), stop)
+        yield from _run(resolver, entries, opts, tasks, size, max(2, 4 * workers))
     finally:
-        if own is not None:
-            assert stop is not None
-            stop.set()  # stopped early (Ctrl-C, a closed pipe): the threads end between two cubes
+        if tasks.pool is not None:
+            tasks.pool.close()  # (stopped early: the workers end their chunks between two cubes)
+        elif own is not None:
+            tasks.stop.set()  # stopped early (Ctrl-C, a closed pipe): the threads end between two cubes
             own.shutdown(wait=True, cancel_futures=True)
 
 
@@ -238,7 +281,7 @@ def _worker_count(executor: Any) -> int:
         return 8
 
 
-def _scanned(ex: cf.Executor, entries: Iterator[tuple[int, str] | CubeResult], size: Callable[[int], int],
+def _scanned(tasks: _Tasks, entries: Iterator[tuple[int, str] | CubeResult], size: Callable[[int], int],
              window: int, want_target: bool, want_key: bool, shared: bool) -> Generator[_Scanned | CubeResult, None, None]:
     """Step 1, streamed: the entries with their file identity, target and ShapeModel, in order."""
     if not (want_target or want_key):
@@ -263,10 +306,10 @@ def _scanned(ex: cf.Executor, entries: Iterator[tuple[int, str] | CubeResult], s
             bad.append(met)
             yield (cur, want_target, want_key, shared)
 
-    for (chunk, *_), fut in _stream(ex, scan_chunk, calls(), window):
+    for (chunk, *_), fut in _stream(tasks, scan_chunk, calls(), window):
         yield from bad.popleft()
         try:
-            scanned = fut.result() if chunk else []
+            scanned = tasks.take(fut) if chunk else []
         except UsageError:
             raise
         except Exception as exc:  # noqa: BLE001 - a lost scan only costs the grouping
@@ -286,6 +329,24 @@ class _Table:
         self.done: set[str] = set()
         self.checked: set[tuple[str, str]] = set()  # an audit's (ShapeModel, body) pairs checked here
         self.copy: Resolver | None = None
+        self.sent_again: set[int] = set()  # entries sent a second time, after their body was resolved
+        self.learned: set[tuple[str, str | None]] = set()  # the (target, pin) searches workers asked for
+
+    def learn(self, index: int, needs: tuple[str, str | None]) -> bool:
+        """A worker met a body not in the table (a web batch ships no scan of targets): resolve
+        it here (once) and say whether the cube ``index`` should be sent again (the first time)."""
+        if index in self.sent_again or not self.web:
+            return False
+        self.sent_again.add(index)
+        name, pin = needs
+        if (name, pin) not in self.learned:
+            self.learned.add((name, pin))
+            try:
+                self.resolver.web_model(name, pin)
+            except ShapeResolverError:
+                pass  # remembered in the table; the cube falls back (or fails) on its own
+            self.copy = None
+        return True
 
     def for_chunk(self, chunk: list[_Scanned]) -> Resolver:
         """The resolver the chunk's task gets (threads here share ``resolver``, whose memo
@@ -332,11 +393,13 @@ class _Table:
 
 
 def _run(resolver: Resolver, entries: Iterator[tuple[int, str] | CubeResult], opts: BatchOptions,
-         ex: cf.Executor, size: Callable[[int], int], window: int, stop: threading.Event | None) -> Iterator[CubeResult]:
-    shipped = stop is None  # not our own threads: the table travels with the tasks
-    table = _Table(resolver, opts, shipped)
-    want_target = shipped and ((table.web or table.user) and opts.target is None or opts.audit)
-    source = _scanned(ex, entries, size, window, want_target, not (opts.dryrun or opts.audit), opts.audit)
+         tasks: _Tasks, size: Callable[[int], int], window: int) -> Iterator[CubeResult]:
+    table = _Table(resolver, opts, tasks.shipped)
+    # (shipped: the bodies a user model is checked for, and an audit's models, come from a
+    # scan first; a web body is learned from the first cube a worker meets it in, which is
+    # sent again: most labels are read once)
+    want_target = tasks.shipped and (table.user and opts.target is None or opts.audit)
+    source = _scanned(tasks, entries, size, window, want_target, not (opts.dryrun or opts.audit), opts.audit)
     limit = window * MAX_CHUNK  # entries read ahead of the writes, at most
     done: dict[int, CubeResult] = {}
     nxt = 0
@@ -353,8 +416,7 @@ def _run(resolver: Resolver, entries: Iterator[tuple[int, str] | CubeResult], op
         nonlocal cur, keys, held, seq
         seq += 1
         pairs = [(i, c) for i, c, *_ in cur]
-        fut = (ex.submit(write_chunk, table.for_chunk(cur), opts, pairs) if stop is None
-               else ex.submit(write_chunk, table.for_chunk(cur), opts, pairs, stop))
+        fut = tasks.write(table.for_chunk(cur), opts, pairs)
         inflight.append((seq, cur, fut))
         where.update((k, seq) for k in keys)
         held -= len(cur)
@@ -403,7 +465,7 @@ def _run(resolver: Resolver, entries: Iterator[tuple[int, str] | CubeResult], op
             n, chunk, fut = inflight.popleft()
             current[:] = [fut]
             try:
-                results = fut.result()
+                results = tasks.take(fut)
             except UsageError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the task is lost: say what each of its cubes holds now
@@ -412,16 +474,21 @@ def _run(resolver: Resolver, entries: Iterator[tuple[int, str] | CubeResult], op
             for _, _, key, *_ in chunk:
                 if key is not None and where.get(key) == n:
                     del where[key]
+            again = [r.index for r in results if r.needs is not None and table.learn(r.index, r.needs)]
+            if again:  # (before the entries that waited for this chunk: they come later in the list)
+                sent = {e[0]: e for e in chunk}
+                ready.extend(sent[i] for i in again)
             ready.extend(waiting.pop(n, ()))
             for r in results:
-                done[r.index] = r
+                if r.index not in again:
+                    done[r.index] = r
             current.clear()
             while nxt in done:
                 yield done.pop(nxt)
                 nxt += 1
         yield from (done[i] for i in sorted(done))
     except KeyboardInterrupt:
-        raise BatchInterrupted(_finished(done, [*current, *(f for _, _, f in inflight)], stop)) from None
+        raise BatchInterrupted(_finished(done, [*current, *(f for _, _, f in inflight)], tasks)) from None
     finally:
         for _, _, fut in inflight:
             fut.cancel()
@@ -436,18 +503,18 @@ class BatchInterrupted(KeyboardInterrupt):
         self.results = results
 
 
-def _finished(done: dict[int, CubeResult], futures: list[cf.Future[Any]],
-              stop: threading.Event | None) -> list[CubeResult]:
+def _finished(done: dict[int, CubeResult], futures: list[cf.Future[Any]], tasks: _Tasks) -> list[CubeResult]:
     """After an interrupt: stop the tasks between two cubes, wait for the running ones,
-    and return every finished result not yet yielded, in input order."""
-    if stop is not None:
-        stop.set()  # our threads end their chunks after the cube in hand
+    and return every finished result not yet yielded, in input order (a cube a worker
+    gave back for its body was not touched: it is not among them)."""
+    if tasks.stop is not None:
+        tasks.stop.set()  # our threads or processes end their chunks after the cube in hand
     running = [f for f in futures if not f.cancel()]
-    cf.wait(running, timeout=None if stop is not None else DRAIN_WAIT)
+    cf.wait(running, timeout=None if tasks.stop is not None else DRAIN_WAIT)
     out = dict(done)
     for f in running:
         if f.done() and not f.cancelled() and f.exception() is None:
-            out.update((r.index, r) for r in f.result())
+            out.update((r.index, r) for r in tasks.take(f) if r.needs is None)
     return [out[i] for i in sorted(out)]
 
 
@@ -473,6 +540,7 @@ def iter_batch(
     dryrun: bool = False,
     chunk_size: int | None = None,
     audit: bool = False,
+    processes: bool = False,
     **resolver_kwargs: Unpack[ResolverOptions],
 ) -> Generator[dict[str, Any], None, None]:
     """:func:`write_batch` for long lists: yields each record, in input order, as soon as
@@ -485,7 +553,7 @@ def iter_batch(
     own = resolver is None
     r = resolver if resolver is not None else Resolver(**resolver_kwargs)
     try:
-        results = run_batch(r, cubes, opts, jobs=jobs, executor=executor, chunk_size=chunk_size)
+        results = run_batch(r, cubes, opts, jobs=jobs, executor=executor, chunk_size=chunk_size, processes=processes)
         try:
             for res in results:
                 yield res.record
@@ -508,19 +576,23 @@ def write_batch(
     version: str | None = None,
     dryrun: bool = False,
     chunk_size: int | None = None,
+    processes: bool = False,
     **resolver_kwargs: Unpack[ResolverOptions],
 ) -> list[dict[str, Any]]:
     """Resolve and write a ShapeModel into every cube; returns the records in input order.
 
     ``executor`` is a ``distributed.Client`` or any :class:`concurrent.futures.Executor`
     (cubes must be on a file system its workers see); without one the cubes are written
-    by ``jobs`` threads here.  Each body is searched once.  ``resolver`` (else a new
+    by ``jobs`` threads here, or ``jobs`` worker processes with ``processes=True`` (what
+    the command's ``jobs=N`` runs: reading labels is Python, and only processes make it
+    use more cores; a script that uses them needs ``if __name__ == "__main__":``).  Each body is searched once.  ``resolver`` (else a new
     :class:`Resolver` from ``resolver_kwargs``) supplies the settings.  A failed cube has
     an ``error`` in its record and does not stop the others.  For a list too long to hold
     its records, :func:`iter_batch` yields them one by one.
     """
     return list(iter_batch(cubes, executor, jobs=jobs, resolver=resolver, shape=shape, model=model, target=target,
-                           version=version, dryrun=dryrun, chunk_size=chunk_size, **resolver_kwargs))
+                           version=version, dryrun=dryrun, chunk_size=chunk_size, processes=processes,
+                           **resolver_kwargs))
 
 
 def audit_batch(
@@ -534,13 +606,15 @@ def audit_batch(
     target: str | None = None,
     version: str | None = None,
     chunk_size: int | None = None,
+    processes: bool = False,
     **resolver_kwargs: Unpack[ResolverOptions],
 ) -> list[dict[str, Any]]:
     """Audit every cube (:meth:`Resolver.audit <shaperesolver.Resolver.audit>`); returns
     the records in input order: ``cube``, ``target``, ``body``, ``current``, ``chosen``,
     ``status`` and ``reason``.  Nothing is written; each body is searched once and each
-    model checked once, on threads, an executor or a Dask cluster as :func:`write_batch`.
+    model checked once, on threads, processes, an executor or a Dask cluster as :func:`write_batch`.
     For a list too long to hold its records: ``iter_batch(..., audit=True)``.
     """
     return list(iter_batch(cubes, executor, jobs=jobs, resolver=resolver, shape=shape, model=model, target=target,
-                           version=version, chunk_size=chunk_size, audit=True, **resolver_kwargs))
+                           version=version, chunk_size=chunk_size, audit=True, processes=processes,
+                           **resolver_kwargs))

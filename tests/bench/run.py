@@ -342,8 +342,22 @@ def bench_modelcheck(tmp: Path) -> None:
                   f"({res.source}; {r.requests_sent} to the STAC API)")
 
 
-RSS = ("import sys; from shaperesolver.cli import main; code = main(sys.argv[2:]); "
-       f"open(sys.argv[1], 'w').write(str({PEAK_KIB})); sys.exit(code)")
+# (the child's own peak, then its largest worker process's (jobs=N runs them; 0 when none ran))
+RSS = ("import resource, sys; from shaperesolver.cli import main; code = main(sys.argv[2:]); "
+       f"open(sys.argv[1], 'w').write(str({PEAK_KIB}) + ' ' + "
+       "str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(code)")
+
+
+def _peaks(out: Path) -> tuple[float, float]:
+    """(the command's own peak, its largest worker's), MiB, as RSS wrote them."""
+    own, workers = out.read_text().split()
+    return int(own) / 1024, int(workers) / 1024
+
+
+def _peak_text(own: float, workers: float, jobs: int) -> str:
+    if not workers:
+        return f"peak {own:5.0f} MiB"
+    return f"peak {own:5.0f} MiB + {jobs} workers x {workers:3.0f} MiB = {own + jobs * workers:4.0f} MiB"
 
 
 def bench_memory(tmp: Path) -> None:
@@ -369,8 +383,11 @@ def bench_memory(tmp: Path) -> None:
                                    "dryrun=yes", "--json", *extra], env=_env(tmp, "cache-rss"),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             took = time.perf_counter() - t0
-            print(f"{label:16s} peak RSS {int(out.read_text()) / 1024:6.0f} MiB (the client process)  {took:6.1f} s"
-                  f"  exit {proc.returncode}")
+            own, workers = _peaks(out)
+            jobs = 4 if label == "jobs=4" else 0
+            print(f"{label:16s} peak RSS {own:6.0f} MiB (the client process)"
+                  + (f" + 4 worker processes x {workers:.0f} MiB" if jobs and workers else "")
+                  + f"  {took:6.1f} s  exit {proc.returncode}")
     finally:
         if cluster is not None:
             cluster.close()
@@ -528,15 +545,15 @@ def _scale_cube(path: Path, text: str) -> None:
         f.truncate(SCALE_AREA + SCALE_DATA)
 
 
-def _scale_run(tmp: Path, env: dict[str, str], lst: Path, *args: str) -> tuple[float, float, str]:
-    """(seconds, peak MiB of the child itself, its summary line) of one ``fromlist=`` run."""
+def _scale_run(tmp: Path, env: dict[str, str], lst: Path, *args: str) -> tuple[float, tuple[float, float], str]:
+    """(seconds, (peak MiB of the child itself, of its largest worker), its summary line) of one ``fromlist=`` run."""
     out = tmp / "scale-peak.txt"
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", RSS, str(out), f"fromlist={lst}", *args], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     took = time.perf_counter() - t0
     summary = [line for line in proc.stderr.splitlines() if " cubes: " in line]
-    return took, int(out.read_text()) / 1024, (summary[-1].split(": ", 1)[1] if summary else proc.stderr[-300:])
+    return took, _peaks(out), (summary[-1].split(": ", 1)[1] if summary else proc.stderr[-300:])
 
 
 def bench_scale(tmp: Path) -> None:
@@ -583,7 +600,7 @@ def bench_scale(tmp: Path) -> None:
                 per_cube[(n, jobs)] = 1000 * took / n
                 speed = f"  speed-up {per_cube[(n, 1)] / per_cube[(n, 2)]:.2f}x" if jobs == 2 else ""
                 print(f"dry run  {n:>9,} cubes  jobs={jobs}  {took:7.1f} s  {1000 * took / n:6.3f} ms/cube  "
-                      f"peak {peak:5.0f} MiB{speed}  [{summary}]")
+                      f"{_peak_text(*peak, jobs)}{speed}  [{summary}]")
         del names
         n = min(100_000, max(sizes))
         wdir = tmp / "scale-write"
@@ -603,11 +620,46 @@ def bench_scale(tmp: Path) -> None:
         for jobs, version in ((1, "2"), (2, "1")):  # each run rewrites every cube
             took, peak, summary = _scale_run(tmp, env, lst, *common, f"version={version}", f"jobs={jobs}")
             print(f"write    {n:>9,} cubes  jobs={jobs}  {took:7.1f} s  {1000 * took / n:6.3f} ms/cube  "
-                  f"peak {peak:5.0f} MiB  [{summary}]")
+                  f"{_peak_text(*peak, jobs)}  [{summary}]")
+        floor = _syscall_floor(wnames[: min(n, 20_000)])
+        print(f"the write's system calls alone (lock, read, journal + fsync, directory fsync, label + fsync, "
+              f"journal removal; no Python work): {floor:.3f} ms/cube over {min(n, 20_000):,} of the cubes")
     for name, text in texts.items():
         r_pvl = rate(lambda text=text: pvl.loads(text), 2)
         print(f"pvl.loads on the {name} label ({len(text) / 1024:.1f} KB): {1000 / r_pvl:6.2f} ms per label, "
               f"{1000 / r_pvl / per_cube[(sizes[0], 1)]:5.1f}x a whole dry-run cube at jobs=1")
+
+
+def _syscall_floor(names: list[str]) -> float:
+    """ms per cube of the crash-safe write's system calls, done bare over ``names``."""
+    import fcntl
+
+    t0 = time.perf_counter()
+    for name in names:
+        fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            area = os.pread(fd, SCALE_AREA, 0)
+            head = area[: area.find(b"\0") if b"\0" in area else len(area)]
+            journal = name + ".floor-journal"
+            jfd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.posix_fallocate(jfd, 0, 2 * len(head) + 64)
+                os.pwrite(jfd, head + head, 0)
+                os.fsync(jfd)
+            finally:
+                os.close(jfd)
+            dfd = os.open(os.path.dirname(name), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+            os.pwrite(fd, head, 0)
+            os.fsync(fd)
+            os.unlink(journal)
+        finally:
+            os.close(fd)
+    return 1000 * (time.perf_counter() - t0) / len(names)
 
 
 def _fs_type(path: Path) -> str:
@@ -665,7 +717,7 @@ def bench_audit(tmp: Path) -> None:
                 for jobs in (1, 2):
                     took, peak, _ = _scale_run(tmp, env, lst, *common, *extra, f"jobs={jobs}")
                     print(f"{label}  {n:>7,} cubes  jobs={jobs}  {took:6.1f} s  {1000 * took / n:6.3f} ms/cube  "
-                          f"peak {peak:4.0f} MiB")
+                          f"{_peak_text(*peak, jobs)}")
             print(f"requests over the four warm runs: {len(srv.searches) - searches0} searches, "
                   f"{len(files.requests) - gets0} model requests")
             proc = _cli(f"fromlist={lst}", *common, "audit=yes", env=env)
