@@ -53,6 +53,17 @@ def env(tmp_path):
 
 
 @pytest.fixture
+def user_env(tmp_path):
+    """A new user's environment: their own HOME and cache, and nothing of ours (no
+    ISISDATA, STAC URL, claim or lock wait from the caller)."""
+    e = dict(os.environ, SHAPERESOLVER_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    for k in ("ISISDATA", "SHAPERESOLVER_STAC_URL", "SHAPERESOLVER_CLAIM_WAIT", "SHAPERESOLVER_LOCK_WAIT"):
+        e.pop(k, None)
+    return e
+
+
+@pytest.fixture
 def cache_dir(tmp_path):
     """Where the test's cache lives (not created: the tool makes it)."""
     return tmp_path / "cache"

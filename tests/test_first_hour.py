@@ -33,12 +33,8 @@ TITAN = "/vsicurl/https://dems.example.org/titanDem0001.tiff"
 
 
 @pytest.fixture
-def env(tmp_path):
-    e = dict(os.environ, SHAPERESOLVER_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path / "home"))
-    (tmp_path / "home").mkdir()
-    for k in ("ISISDATA", "SHAPERESOLVER_STAC_URL", "SHAPERESOLVER_CLAIM_WAIT", "SHAPERESOLVER_LOCK_WAIT"):
-        e.pop(k, None)
-    return e
+def env(user_env):
+    return user_env
 
 
 def run(*args, env, timeout=300, **kw):

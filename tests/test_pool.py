@@ -36,12 +36,8 @@ ISISDATA = f"isisdata={Path(__file__).resolve().parent.parent / 'data' / 'isisda
 
 
 @pytest.fixture
-def env(tmp_path):
-    e = dict(os.environ, SHAPERESOLVER_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path / "home"))
-    (tmp_path / "home").mkdir()
-    for k in ("ISISDATA", "SHAPERESOLVER_STAC_URL", "SHAPERESOLVER_CLAIM_WAIT", "SHAPERESOLVER_LOCK_WAIT"):
-        e.pop(k, None)
-    return e
+def env(user_env):
+    return user_env
 
 
 def three_bodies(directory: Path, n: int) -> list[Path]:
