@@ -242,30 +242,30 @@ def run_batch(
         return
     known = len(cubes) if isinstance(cubes, Sized) else 0
     own: Any = None
-    tasks: _Tasks
-    if executor is None and processes:
-        from . import pool
+    tasks: _Tasks | None = None
+    try:  # (a Ctrl-C while the workers start still shuts them down)
+        if executor is None and processes:
+            from . import pool
 
-        workers = min(jobs, known) if known else jobs
-        own = pool.start(workers)
-        tasks = _Tasks(own.executor, stop=own.stop, pool=own)
-    elif executor is None:
-        workers = jobs
-        own = cf.ThreadPoolExecutor(jobs, thread_name_prefix="shaperesolver")
-        tasks = _Tasks(own, stop=threading.Event())
-    else:
-        tasks = _Tasks(_as_executor(executor))
-        workers = _worker_count(executor)
+            workers = min(jobs, known) if known else jobs
+            own = pool.start(workers)
+            tasks = _Tasks(own.executor, stop=own.stop, pool=own)
+        elif executor is None:
+            workers = jobs
+            own = cf.ThreadPoolExecutor(jobs, thread_name_prefix="shaperesolver")
+            tasks = _Tasks(own, stop=threading.Event())
+        else:
+            tasks = _Tasks(_as_executor(executor))
+            workers = _worker_count(executor)
 
-    def size(seen: int) -> int:  # from the list's length, else from what was seen so far
-        return chunk_size or _chunk_size(max(known, seen), workers)
+        def size(seen: int) -> int:  # from the list's length, else from what was seen so far
+            return chunk_size or _chunk_size(max(known, seen), workers)
 
-    try:
         yield from _run(resolver, entries, opts, tasks, size, max(2, 4 * workers))
     finally:
-        if tasks.pool is not None:
+        if tasks is not None and tasks.pool is not None:
             tasks.pool.close()  # (stopped early: the workers end their chunks between two cubes)
-        elif own is not None:
+        elif tasks is not None and own is not None:
             tasks.stop.set()  # stopped early (Ctrl-C, a closed pipe): the threads end between two cubes
             own.shutdown(wait=True, cancel_futures=True)
 

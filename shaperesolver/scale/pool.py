@@ -119,15 +119,20 @@ class Pool:
     def _start(self) -> cf.ProcessPoolExecutor:
         ex = cf.ProcessPoolExecutor(self.workers, mp_context=self.ctx, initializer=_init,
                                     initargs=(self.stop, self.level, os.getpid()))
-        # start them all now, with SIGINT blocked: a worker starts with its parent's signal
-        # mask, so a Ctrl-C during its start waits until it has chosen to ignore it (the
-        # parent's own waits here too, and is taken when the mask is restored)
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            for _ in range(self.workers):
-                ex.submit(_ready)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            # start them all now, with SIGINT blocked: a worker starts with its parent's signal
+            # mask, so a Ctrl-C during its start waits until it has chosen to ignore it (the
+            # parent's own waits here too, and is taken when the mask is restored)
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                for _ in range(self.workers):
+                    ex.submit(_ready)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        except BaseException:  # (that Ctrl-C, or no process could start: none is left behind)
+            self.stop.set()
+            ex.shutdown(wait=True, cancel_futures=True)
+            raise
         return ex
 
     def submit(self, fn: Callable[..., Any], *args: Any, stop: bool = False) -> cf.Future[Any]:
