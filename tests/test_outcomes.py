@@ -438,3 +438,23 @@ def test_an_unknown_body_gets_one_warning(tmp_path, env, isisdata):
         assert p.returncode == 0 and len(warned) == 1, p.stderr
         p = run(f"from={cs[0]}", f"url={srv.url}", f"isisdata={isisdata}", "verify=no", "dryrun=yes", env=env)
         assert p.returncode == 0 and "not a body shaperesolver knows" not in p.stderr
+
+
+@pytest.mark.parametrize("mapping,ring", [
+    ("ProjectionName = Planar", True), ("ProjectionName = RingCylindrical", True),
+    ("ProjectionName = (Planar, x)", True), ("RingLongitudeDirection = CounterClockwise", True),
+    ("ProjectionName = Equirectangular", False), ("ProjectionName = Planar_ish", False), ("", False)])
+def test_a_ring_plane_mapping_group_marks_a_ring_observation(tmp_path, caplog, mapping, ring):
+    """ISIS's ring-plane projections (a Mapping group directly in IsisCube) make a Saturn
+    image a ring observation: web and system say shape=ringplane is what spiceinit writes."""
+    text = cubes.label_text("cassini_titan").replace("TargetName              = TITAN", "TargetName = SATURN")
+    assert "SATURN" in text
+    text = text.replace("    ProjectionName     = Sinusoidal\n", f"    {mapping}\n" if mapping else "", 1)  # (its own)
+    assert "Sinusoidal" not in text
+    cube = cubes.write_attached(tmp_path / "saturn.cub", text)
+    caplog.set_level("WARNING", logger="shaperesolver")
+    data = Path(__file__).resolve().parent.parent / "data" / "isisdata"
+    res = resolve(cube, shape="system", isisdata=str(data))
+    assert res.shape_model == "Null"
+    said = [r.getMessage() for r in caplog.records if "is a ring observation" in r.getMessage()]
+    assert bool(said) == ring, said

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -252,3 +253,376 @@ def test_a_worker_killed_mid_run_costs_only_its_tasks_cubes_and_the_batch_goes_o
         assert got[i] == (new[i] if r.get("written") or r.get("error") is None else got[i])
         assert got[i] in (before[i % 3], new[i])
     assert got[-1000:] == new[-1000:]  # the batch went on with fresh workers
+
+
+# ------------------------------------------------------------ the attack round on jobs=N (each failed before its fix)
+
+
+def _run_and_interrupt(argv, env, interrupts, then=None):
+    """Start the command in its own session, wait for its first records, then send each
+    SIGINT of ``interrupts`` (pause before it, to the group or the command); (rc, out, err, seconds after the first)."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         start_new_session=True)
+    head = [p.stdout.readline() for _ in range(20)]
+    assert all(head)
+    if then is not None:
+        then(p)
+    with cf.ThreadPoolExecutor(2) as ex:
+        out_read, err_read = ex.submit(p.stdout.read), ex.submit(p.stderr.read)
+        t0 = time.monotonic()
+        for pause, group in interrupts:
+            time.sleep(pause)
+            if group:
+                os.killpg(p.pid, signal.SIGINT)
+            else:
+                os.kill(p.pid, signal.SIGINT)
+        try:
+            p.wait(timeout=60)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        took = time.monotonic() - t0
+        return p.returncode, "".join(head) + out_read.result(timeout=60), err_read.result(timeout=60), took
+
+
+def test_ctrl_c_does_not_wait_out_another_processs_lock(tmp_path, env):
+    """A worker waiting for a cube another process has locked stops waiting at Ctrl-C (it
+    waited out the lock, 30 s, before; pressed again, the command hung at exit)."""
+    cs = three_bodies(tmp_path / "cubes", 900)
+    old = {c: c.read_bytes() for c in cs}
+    lst = listing(tmp_path / "list.txt", cs)
+    lock = cubes.hold_lock(cs[60], 120)  # (the command's lock wait is 30 s)
+    try:
+        with StacServer(ITEMS) as srv:
+            rc, out, err, took = _run_and_interrupt(
+                [EXE, f"fromlist={lst}", f"url={srv.url}", ISISDATA, "verify=no", "jobs=2", "--json"], env,
+                [(1.0, True)])
+    finally:
+        lock.cancel()
+        lock.function(*lock.args)
+    assert rc == 130 and took < 10, (rc, took, err[-2000:])
+    assert "Traceback" not in err, err[-2000:]
+    recs = [json.loads(line) for line in out.splitlines()]
+    changed = {str(c) for c in cs if c.read_bytes() != old[c]}
+    assert str(cs[60]) not in changed and changed == {r["cube"] for r in recs if r.get("written")}
+    assert str(cs[60]) not in {r["cube"] for r in recs}  # (not reached: the batch stopped while it waited)
+
+
+def test_ctrl_c_pressed_again_while_a_worker_is_stuck_kills_the_workers_and_keeps_the_results(tmp_path, env):
+    """A worker that does not end its chunk (stopped here with SIGSTOP): the first Ctrl-C
+    waits for it, the second does not; the results finished before are still reported and
+    the command exits (before: the second Ctrl-C lost them all, then the exit hung)."""
+    cs = three_bodies(tmp_path / "cubes", 3000)
+    old = {c: c.read_bytes() for c in cs}
+    before = [read_label(c).shape_model for c in cs[:3]]
+    lst = listing(tmp_path / "list.txt", cs)
+    stopped = []
+
+    def stop_one(p):
+        victim = min(workers_of(p.pid))
+        os.kill(victim, signal.SIGSTOP)
+        stopped.append(victim)
+        time.sleep(0.5)  # (the other worker goes on meanwhile)
+
+    with StacServer(ITEMS) as srv:
+        rc, out, err, took = _run_and_interrupt(
+            [EXE, f"fromlist={lst}", f"url={srv.url}", ISISDATA, "verify=no", "jobs=2", "--json"], env,
+            [(0.5, False), (1.0, False), (0.2, False)], then=stop_one)
+    assert rc == 130 and took < 20, (rc, took, err[-2000:])
+    assert "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
+    assert err.splitlines()[-1] == "shaperesolver: interrupted; every cube holds its old or its new label"
+    recs = [json.loads(line) for line in out.splitlines()]
+    written = {r["cube"] for r in recs if r.get("written")}
+    unknown = {r["cube"] for r in recs if r.get("written") is None and r.get("error")}
+    changed = {str(c) for c in cs if c.read_bytes() != old[c]}
+    assert written <= changed and len(written) > 20
+    # (the chunks killed in their workers' hands: each cube re-read and reported as it is now)
+    assert changed <= written | unknown, sorted(changed - written - unknown)[:5]
+    assert all("interrupted: its worker process was stopped" in r["error"] for r in recs if r["cube"] in unknown)
+    assert len(unknown) < len(cs) // 2
+    assert not alive(set(stopped))
+    new = [MOON, TITAN, "Null"] * 1000
+    got = [read_label(c).shape_model for c in cs]  # (its cube in hand: old or new, the journal finishes it)
+    assert all(g in (before[i % 3], new[i]) for i, g in enumerate(got))
+
+
+def test_an_unknown_body_is_warned_about_once_with_jobs_4(tmp_path, env):
+    """Each worker's copy of the table warned again, and the count was wrong."""
+    text = cubes.label_text("lro_moon").replace("TargetName              = MOON", "TargetName              = Zorgon")
+    assert "Zorgon" in text
+    cs = [cubes.write_attached(tmp_path / f"z{i:03d}.cub", text, data_bytes=256) for i in range(200)]
+    lst = listing(tmp_path / "list.txt", cs)
+    errs = {}
+    with StacServer(ITEMS) as srv:
+        for jobs in (1, 4):
+            p = subprocess.run([EXE, f"fromlist={lst}", f"url={srv.url}", ISISDATA, "verify=no", f"jobs={jobs}",
+                                "dryrun=yes", "cache=no"], capture_output=True, text=True, env=env, timeout=300)
+            assert p.returncode == 0, p.stderr[-2000:]
+            errs[jobs] = p.stderr
+    assert len([line for line in errs[4].splitlines() if "Zorgon is not a body shaperesolver knows" in line]) == 1, errs[4]
+    assert errs[4] == errs[1]
+
+
+def test_a_batchlist_runs_all_its_groups_on_one_set_of_workers(tmp_path, env):
+    cs = three_bodies(tmp_path / "cubes", 120)
+    rows = tmp_path / "rows.txt"
+    lists = []
+    for g in range(6):  # (six groups: each row's shape differs from the last)
+        lists.append(listing(tmp_path / f"l{g}.txt", cs[g * 20:(g + 1) * 20]))
+    rows.write_text("".join(f"{l} {'web' if g % 2 else 'ellipsoid'}\n" for g, l in enumerate(lists)))
+    with StacServer(ITEMS) as srv:
+        p = subprocess.run([EXE, f"-batchlist={rows}", "fromlist=$1", "shape=$2", f"url={srv.url}", ISISDATA,
+                            "verify=no", "jobs=2", "dryrun=yes", "--json", "-vv"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert len(p.stdout.splitlines()) == 120
+    assert p.stderr.count("started 2 worker processes") == 1, p.stderr[-3000:]
+
+
+def test_a_script_without_the_main_guard_gets_one_error_not_a_traceback_per_worker(tmp_path, env):
+    cs = three_bodies(tmp_path / "cubes", 6)
+    script = tmp_path / "chain.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from shaperesolver import UsageError, write_batch
+        try:
+            write_batch({[str(c) for c in cs]!r}, jobs=2, processes=True, catalog="/nonexistent.json", dryrun=True)
+        except UsageError as exc:
+            print("usage:", exc)
+    """))
+    for how in (["python", str(script)], ["python", "-"]):
+        argv = [sys.executable, *how[1:]]
+        p = subprocess.run(argv, input=script.read_text() if how[1] == "-" else None, capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert "Traceback" not in p.stderr and p.stderr.strip() == "", p.stderr[-2000:]
+        assert p.stdout.count("usage: the worker processes could not start") == 1, p.stdout
+        assert 'if __name__ == "__main__":' in p.stdout
+
+
+class _SwapsACube(cf.ThreadPoolExecutor):
+    """A real executor that, when a cube is sent a second time, gives it another body first
+    (a cube rewritten by someone else while the batch runs)."""
+
+    def __init__(self, cube: Path, text: str) -> None:
+        super().__init__(2)
+        self.cube, self.text, self.sent = str(cube), text, 0
+
+    def submit(self, fn, *args, **kwargs):
+        if getattr(fn, "__name__", "") == "write_chunk" and any(c == self.cube for _, c in args[2]):
+            self.sent += 1
+            if self.sent == 2:
+                cubes.write_attached(Path(self.cube), self.text)
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_cube_given_another_body_while_it_waited_is_sent_again_for_that_body(tmp_path):
+    cs = [cubes.make(tmp_path, "lro_moon", f"m{i}.cub") for i in range(4)]
+    with StacServer(ITEMS) as srv, _SwapsACube(cs[1], cubes.label_text("cassini_titan")) as ex:
+        recs = write_batch(cs, ex, url=srv.url, cache="no", verify=False, chunk_size=2)
+    assert [r.get("error") for r in recs] == [None] * 4
+    assert [r["shape_model"] for r in recs] == [MOON, TITAN, MOON, MOON]
+    assert read_label(cs[1]).shape_model == TITAN
+
+
+def test_one_cube_waiting_for_a_lock_holds_back_only_its_own_chunk(tmp_path):
+    """Results are taken as tasks end: the other workers write on while one cube waits
+    (before, the batch waited on the first task sent, and sent no more than its window)."""
+    cs = [cubes.make(tmp_path, NAMES[i % 2], f"c{i:03d}.cub") for i in range(400)]
+    lock = cubes.hold_lock(cs[10], 6.0)
+    seen = {}
+
+    def watch():
+        time.sleep(4.5)  # (the lock is still held)
+        seen["written"] = sum(1 for c in cs if read_label(c, lock_wait=0.1).shape_model in (MOON, TITAN)
+                              if c != cs[10])
+
+    try:
+        with StacServer(ITEMS) as srv, cf.ThreadPoolExecutor(2) as ex, cf.ThreadPoolExecutor(1) as w:
+            watching = w.submit(watch)
+            recs = write_batch(cs, ex, url=srv.url, cache="no", verify=False, chunk_size=5)
+            watching.result()
+    finally:
+        lock.join()
+    assert all(r["written"] for r in recs), [r.get("error") for r in recs if not r["written"]][:3]
+    assert seen["written"] > 200, seen  # (before: at most the window, 8 chunks of 5)
+
+
+# ------------------------------------------------------------ the second attack round (each failed before its fix)
+
+
+def test_ctrl_c_twice_or_three_times_in_quick_succession_never_hangs_loses_a_write_or_prints_a_traceback(tmp_path, env):
+    """A KeyboardInterrupt that landed inside concurrent.futures' own code left a lock held
+    (the command hung), dropped results a worker had sent (writes never reported), or made
+    the pool's thread fail on a cancelled task (a traceback)."""
+    import random
+
+    rng = random.Random(26)
+    with StacServer(ITEMS) as srv:
+        for run in range(12):
+            cs = three_bodies(tmp_path / f"cubes{run}", 1500)
+            old = {str(c): c.read_bytes() for c in cs}
+            lst = listing(tmp_path / f"list{run}.txt", cs)
+            taps = [(rng.uniform(0.0, 0.6), True)] + [(rng.uniform(0.002, 0.02), True)] * rng.choice((1, 2))
+            rc, out, err, took = _run_and_interrupt(
+                [EXE, f"fromlist={lst}", f"url={srv.url}", ISISDATA, "verify=no", "jobs=4", "--json"], env, taps)
+            assert rc == 130 and took < 30, (run, rc, took, err[-2000:])
+            assert "Traceback" not in err and "Exception" not in err, (run, err[-3000:])
+            recs = [json.loads(line) for line in out.splitlines()]
+            changed = {c for c in old if Path(c).read_bytes() != old[c]}
+            written = {r["cube"] for r in recs if r.get("written")}
+            unknown = {r["cube"] for r in recs if r.get("written") is None and r.get("error")}
+            assert written <= changed and changed <= written | unknown, (run, sorted(changed - written - unknown)[:5])
+            assert all("interrupted: its worker process was stopped" in r["error"] for r in recs
+                       if r["cube"] in unknown)
+
+
+def test_onerror_abort_with_jobs_4_reports_every_write_its_workers_had_in_hand(tmp_path, env):
+    cs = three_bodies(tmp_path / "cubes", 400)
+    old = {str(c): c.read_bytes() for c in cs}
+    rows = listing(tmp_path / "rows.txt", [*cs[:50], tmp_path / "missing.cub", *cs[50:]])
+    with StacServer(ITEMS) as srv:
+        p = subprocess.run([EXE, f"-batchlist={rows}", "from=$1", f"url={srv.url}", ISISDATA, "verify=no", "jobs=4",
+                            "--json", "-onerror=abort", f"-errlist={tmp_path / 'rows.err'}"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    recs = [json.loads(line) for line in p.stdout.splitlines()]
+    changed = {c for c in old if Path(c).read_bytes() != old[c]}
+    written = {r["cube"] for r in recs if r.get("written")}
+    assert changed == written  # (before: 172 changed, 50 reported)
+    # the rows not done are those not written: -errlist and the count say so
+    listed = (tmp_path / "rows.err").read_text().splitlines()
+    assert set(listed) == {str(tmp_path / "missing.cub")} | {str(c) for c in cs[50:]} - written
+    assert f"stopped at a failed row (-onerror=abort); {len(listed)} row(s) not done" in p.stderr
+
+
+def test_jobs_4_names_the_same_first_cube_in_a_warning_as_jobs_1(tmp_path, env):
+    """Cubes sent again for their body went out in the order their tasks ended: a later
+    Mars cube could be the one the warning named."""
+    cs = three_bodies(tmp_path / "cubes", 60)
+    lst = listing(tmp_path / "list.txt", [cs[0], cs[0], tmp_path / "missing.cub", *cs[1:]])
+    with StacServer(ITEMS) as srv:
+        outs = []
+        for jobs in (1, 4, 4, 4, 4):
+            p = subprocess.run([EXE, f"fromlist={lst}", f"url={srv.url}", ISISDATA, "verify=no", f"jobs={jobs}",
+                                "dryrun=yes", "cache=no"], capture_output=True, text=True, env=env, timeout=300)
+            outs.append(p.stdout + p.stderr)
+    assert "c00002.cub: no SYSTEM shape model for MARS" in outs[0]
+    assert all(o == outs[0] for o in outs[1:]), [o for o in outs[1:] if o != outs[0]][0]
+
+
+# ------------------------------------------------------------ the third attack round: Ctrl-C in the API and the command's reporting
+
+API_SCRIPT = textwrap.dedent("""
+    import json, os, signal, sys, time
+    from shaperesolver import iter_batch, write_batch
+    from shaperesolver.scale.batch import BatchInterrupted
+
+
+    def main():
+        mode, url, isisdata, listing = sys.argv[1:5]
+        cubes = open(listing).read().split()
+        kw = dict(url=url, isisdata=isisdata, cache="no", verify=False)
+        if mode == "catch":  # the program takes its own Ctrl-C between two records and goes on
+            n = 0
+            for rec in iter_batch(cubes, jobs=2, processes=True, **kw):
+                n += 1
+                if n == 50:
+                    try:
+                        os.kill(os.getpid(), signal.SIGINT)
+                        time.sleep(0.5)
+                    except KeyboardInterrupt:
+                        print("caught", file=sys.stderr)
+            print(json.dumps({"records": n}))
+            try:  # and Ctrl-C is Python's again afterwards
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(2)
+                print(json.dumps({"after": "no KeyboardInterrupt"}))
+            except KeyboardInterrupt:
+                print(json.dumps({"after": "KeyboardInterrupt"}))
+            sys.exit(0)
+        print("ready", file=sys.stderr, flush=True)
+        try:
+            recs = write_batch(cubes, jobs=2, processes=(mode == "processes"), **kw)
+            print(json.dumps({"complete": len(recs)}))
+        except BatchInterrupted as exc:
+            print(json.dumps({"interrupted": exc.results}))
+
+
+    if __name__ == "__main__":  # (worker processes import this script)
+        main()
+""")
+
+
+@pytest.mark.parametrize("mode,taps", [("threads", 1), ("threads", 2), ("processes", 1), ("processes", 2)])
+def test_write_batch_interrupted_returns_every_record_it_finished(tmp_path, env, mode, taps):
+    """``write_batch`` is a list of ``iter_batch``: a Ctrl-C lost the records already taken
+    (one Ctrl-C), or on threads a second one stopped waiting for writes the threads then did."""
+    cs = three_bodies(tmp_path / "cubes", 3000)
+    old = {str(c): c.read_bytes() for c in cs}
+    lst = listing(tmp_path / "list.txt", cs)
+    script = tmp_path / "chain.py"
+    script.write_text(API_SCRIPT)
+    with StacServer(ITEMS) as srv:
+        p = subprocess.Popen([sys.executable, str(script), mode, srv.url, ISISDATA.split("=", 1)[1], str(lst)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        assert p.stderr.readline() == "ready\n"
+        deadline = time.monotonic() + 60
+        while sum(1 for c in cs[:300] if c.read_bytes() != old[str(c)]) < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(taps):
+            p.send_signal(signal.SIGINT)
+            time.sleep(0.01)
+        out, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and "Traceback" not in err, err[-2000:]
+    got = json.loads(out)
+    recs = got.get("interrupted") or []
+    assert recs, got
+    changed = {c for c in old if Path(c).read_bytes() != old[c]}
+    written = {r["cube"] for r in recs if r.get("written")}
+    unknown = {r["cube"] for r in recs if r.get("written") is None and r.get("error")}
+    assert written <= changed and changed <= written | unknown, sorted(changed - written - unknown)[:5]
+    at = {str(c): i for i, c in enumerate(cs)}
+    assert [at[r["cube"]] for r in recs] == sorted(at[r["cube"]] for r in recs)  # (in input order)
+
+
+def test_a_program_that_takes_its_own_ctrl_c_between_two_records_keeps_its_batch(tmp_path, env):
+    cs = three_bodies(tmp_path / "cubes", 300)
+    lst = listing(tmp_path / "list.txt", cs)
+    script = tmp_path / "chain.py"
+    script.write_text(API_SCRIPT)
+    with StacServer(ITEMS) as srv:
+        p = subprocess.run([sys.executable, str(script), "catch", srv.url, ISISDATA.split("=", 1)[1], str(lst)],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0 and "caught" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+    lines = [json.loads(line) for line in p.stdout.splitlines()]
+    assert lines == [{"records": 300}, {"after": "KeyboardInterrupt"}]
+
+
+def test_two_ctrl_c_held_while_a_blocked_report_waits_still_mean_do_not_wait(tmp_path, env):
+    """Both Ctrl-Cs come while the command is blocked writing a record (nobody reads its
+    stdout) and a worker is stopped: once the report goes on, the command must not wait
+    for that worker (the two counted as one, and it hung)."""
+    cs = three_bodies(tmp_path / "cubes", 3000)
+    with StacServer(ITEMS) as srv:
+        p = subprocess.Popen([EXE, f"fromlist={listing(tmp_path / 'list.txt', cs)}", f"url={srv.url}", ISISDATA,
+                              "verify=no", "jobs=2", "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        assert p.stdout.readline()
+        victim = min(workers_of(p.pid))
+        time.sleep(1.0)  # (stdout is not read: the command blocks in a record's write)
+        os.kill(victim, signal.SIGSTOP)
+        for _ in range(2):
+            p.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+        with cf.ThreadPoolExecutor(1) as ex:
+            err_read = ex.submit(p.stderr.read)
+            p.stdout.read()
+            err = err_read.result(timeout=60)
+        try:
+            p.wait(timeout=20)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                os.kill(victim, signal.SIGKILL)
+    assert p.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert not alive({victim})

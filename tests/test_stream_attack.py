@@ -89,10 +89,13 @@ def test_lines_that_name_no_cube_are_not_read_ahead_without_limit(tmp_path, env)
 def _interrupt(argv: list[str], env: dict[str, str], cwd: Path, after: float) -> tuple[int, list[str]]:
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd, text=True,
                          start_new_session=True)
-    time.sleep(after)
+    t0 = time.monotonic()
+    first = p.stdout.readline()  # (a loaded machine starts slower: interrupt a run that has begun)
+    time.sleep(max(0.0, after - (time.monotonic() - t0)))
     os.killpg(p.pid, signal.SIGINT)
-    out, _ = p.communicate(timeout=120)
-    return p.returncode, [json.loads(line)["cube"] for line in out.splitlines()]
+    out = p.stdout.read()  # (not communicate(timeout=): it would skip what readline buffered)
+    p.wait(timeout=120)
+    return p.returncode, [json.loads(line)["cube"] for line in (first + out).splitlines()]
 
 
 def test_ctrl_c_keeps_errlist_with_stdout(tmp_path, env):

@@ -16,7 +16,7 @@ import itertools
 import os
 import sys
 from collections.abc import Generator, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 
 from .._version import __version__
 from ..base import safeio
@@ -129,9 +129,11 @@ def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None
     failed_rows: list[int] = []
     resolvers: dict[tuple[Any, ...], Resolver] = {}
     stopped_at: int | None = None
+    done_after: set[int] = set()  # rows after an abort that other workers had finished meanwhile
     errors = _ErrList(errlist)
     with ExitStack() as stack:
         executors: dict[str | None, Any] = {}
+        pools = _Pools(runs, stack)
         i = 0
         while i < len(runs) and stopped_at is None:
             settings = {k: v for k, v in runs[i].params.items() if k not in ("from", "fromlist")}
@@ -153,8 +155,9 @@ def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None
                         executors[sched] = exc  # the later rows that use it fail at once
                 if isinstance(executors[sched], _SchedulerError):
                     raise executors[sched]
-                stopped_at = _group(group, i, resolvers[key], executors[sched], settings, report, abort,
-                                    errors, failed)
+                stopped_at = _group(group, i, resolvers[key],
+                                    pools.get(settings) if executors[sched] is None else executors[sched], settings,
+                                    report, abort, errors, failed, done_after)
             except ShapeResolverError as exc:  # the group's model, settings or scheduler: no cube was touched
                 text = " ".join(str(exc).split())
                 report.error(text if group[0].row is None or not isinstance(exc, UsageError)
@@ -178,20 +181,22 @@ def _execute(runs: list[Run], report: Reporter, abort: bool, errlist: str | None
                 code = max(code, 1)
             failed_rows += failed
             i = j
+    not_done = set() if stopped_at is None else set(range(stopped_at, len(runs))) - done_after
     if stopped_at is not None:
-        failed_rows = sorted(set(failed_rows) | set(range(stopped_at, len(runs))))
+        failed_rows = sorted(set(failed_rows) | not_done)
     errors.add([run.row.line.strip() for run in (runs[i] for i in failed_rows) if run.row is not None], report)
     listed = bool(failed_rows) and errors.ok and errors.written > 0
     if stopped_at is not None:  # (-errlist is named only when the rows really are in it)
-        report.error(f"stopped at a failed row (-onerror=abort); {len(runs) - stopped_at} row(s) not done"
+        report.error(f"stopped at a failed row (-onerror=abort); {len(not_done)} row(s) not done"
                      + (f", listed in {errlist}" if listed else ""))
     return code
 
 
 def _group(group: list[Run], first: int, resolver: Resolver, executor: Any, settings: dict[str, str],
-           report: Reporter, abort: bool, errors: _ErrList, failed: list[int]) -> int | None:
+           report: Reporter, abort: bool, errors: _ErrList, failed: list[int], done_after: set[int]) -> int | None:
     """Run consecutive rows with the same settings; the row aborted at (or None).  Each
-    row that fails is added to ``failed`` as it fails.
+    row that fails is added to ``failed`` as it fails; a row after the one aborted at that
+    other workers had already written whole is added to ``done_after``.
 
     The cubes stream through: nothing here grows with the list but the counts (a failed
     cube of a ``fromlist=`` run goes to ``-errlist`` as it comes).  Ctrl-C: the results
@@ -236,18 +241,39 @@ def _group(group: list[Run], first: int, resolver: Resolver, executor: Any, sett
             raise interrupted
         return stop
 
-    results = _results(resolver, cubes(), sum(len(run.cubes) for run in group), opts,
-                       int(settings.get("jobs", "1")), executor)
-    try:
-        for result in results:
-            if (stop := take(result)) is not None:
-                return stop
-    except KeyboardInterrupt as exc:
-        for result in _finished(results, exc):
-            take(result)
-        raise
-    finally:
-        results.close()
+    count = sum(len(run.cubes) for run in group)
+    keys: Any = None
+    if count != 1 or executor is not None:  # (one cube is one job: no batch machinery loads)
+        from ..base.interrupts import Interrupts
+
+        # (the run's Ctrl-C: the batch's waits take it where they can act on it; while what an
+        # interrupted batch finished is reported, Ctrl-C again only makes the batch stop waiting)
+        keys = Interrupts()
+    with keys or nullcontext():
+        results = _results(resolver, cubes(), count, opts, int(settings.get("jobs", "1")), executor)
+        try:
+            for result in results:
+                if (stop := take(result)) is not None:
+                    # (-onerror=abort: the writes already in flight on other workers end, and are reported)
+                    reported: dict[int, int] = {}
+                    for late in _finished(results, KeyboardInterrupt()):
+                        take(late)
+                        row = first + bisect.bisect_right(starts, late.index) - 1
+                        reported[row] = reported.get(row, 0) + 1
+                    done_after.update(row for row, n in reported.items()  # (rows written whole: not "not done")
+                                      if row not in failed and n == len(group[row - first].cubes))
+                    return stop
+        except KeyboardInterrupt as exc:
+            if keys is not None:  # (every Ctrl-C so far counts: two held while a cube was reported are two)
+                keys.count, keys.active = max(1, keys.total), True
+            late = _finished(results, exc)
+            if keys is not None:
+                keys.active = True
+            for result in late:
+                take(result)
+            raise
+        finally:
+            results.close()
     return None
 
 
@@ -269,12 +295,14 @@ def _results(resolver: Resolver, cubes: Iterator[Any], count: int, opts: BatchOp
              executor: Any) -> Generator[CubeResult, None, None]:
     """The cubes' results in order: one cube is one job here (no batch machinery loads);
     more go through :func:`~shaperesolver.scale.batch.run_batch`."""
-    if count == 1 and executor is None:
+    if count == 1 and (executor is None or isinstance(executor, _Pools.Lazy)):
         cube, more = next(cubes, None), next(cubes, None)  # (a list may have grown since it was counted)
         if isinstance(cube, str) and more is None:
             yield from write_chunk(resolver, opts, [(0, cube)])
             return
         cubes = itertools.chain([c for c in (cube, more) if c is not None], cubes)
+    if isinstance(executor, _Pools.Lazy):
+        executor = executor.start()
     from ..scale.batch import run_batch  # (threads, executors, Dask: only for a list)
 
     # (jobs=N: N worker processes, as ISIS apps' threads would use N cores; Python runs
@@ -285,6 +313,48 @@ def _results(resolver: Resolver, cubes: Iterator[Any], count: int, opts: BatchOp
         yield from results
     finally:
         results.close()
+
+
+class _Pools:
+    """The command's worker processes (``jobs=N``, N > 1): one pool for each N, started when
+    a batch of more than one cube first needs it and kept for every later batch of the run
+    (``-batchlist`` rows and groups of rows do not each start their own).  At most one
+    worker per cube the run's rows with that ``jobs=`` name."""
+
+    class Lazy:
+        def __init__(self, pools: _Pools, jobs: int) -> None:
+            self.pools, self.jobs = pools, jobs
+
+        def start(self) -> Any:
+            return self.pools.start(self.jobs)
+
+    def __init__(self, runs: list[Run], stack: ExitStack) -> None:
+        self.runs, self.stack = runs, stack
+        self.made: dict[int, Any] = {}
+
+    @staticmethod
+    def jobs(settings: dict[str, str]) -> int:
+        try:
+            return int(settings.get("jobs", "1"))
+        except ValueError:
+            return 1  # (the batch says why)
+
+    def get(self, settings: dict[str, str]) -> Any:
+        """What a group's batch runs on without a scheduler: None (one cube at a time), or a
+        pool started on first use."""
+        jobs = self.jobs(settings)
+        return None if jobs == 1 or jobs < 0 else self.Lazy(self, jobs)
+
+    def start(self, jobs: int) -> Any:
+        if jobs not in self.made:
+            from ..scale import pool
+            from ..scale.batch import default_jobs
+
+            count = sum(len(run.cubes) for run in self.runs
+                        if run.params.get("scheduler") is None and self.jobs(run.params) == jobs)
+            wanted = default_jobs() if jobs == 0 else jobs
+            self.made[jobs] = self.stack.enter_context(pool.start(max(1, min(wanted, count or wanted))))
+        return self.made[jobs]
 
 
 class _Counted:

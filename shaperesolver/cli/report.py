@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from ..base import log, safeio
+from ..base.interrupts import Interrupts
 from ..errors import shorten
 from ..policy.options import SKY
 
@@ -127,7 +127,7 @@ class Reporter:
         self._repeats = _Repeats()
         self._t0 = self._last = time.monotonic()
         self._last_tenth = 0
-        self._in_cube = self._interrupted = False
+        self._keys = Interrupts()  # (made live by running())
 
     # ---------------------------------------------------------------- setup
 
@@ -166,13 +166,9 @@ class Reporter:
                 stack.callback(lambda: logger.handlers.__setitem__(slice(None), kept))
             elif not show:
                 self._last_tenth = 11  # no progress lines
-            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-                try:
-                    previous = signal.signal(signal.SIGINT, self._sigint)
-                except ValueError:  # not the main thread (main() called from a worker): Python's own handling
-                    pass
-                else:
-                    stack.callback(signal.signal, signal.SIGINT, previous)
+            # (Ctrl-C waits until the cube being reported is told; not in the main thread, or
+            # under a program's own handler: Python's or the program's handling)
+            self._keys = stack.enter_context(Interrupts())
             try:
                 yield self
             finally:
@@ -193,25 +189,16 @@ class Reporter:
         """A one-line error on stderr."""
         self.write(f"shaperesolver: {printable(text)}\n", self.err)
 
-    def _sigint(self, signum: int, frame: Any) -> None:
-        """Ctrl-C: a KeyboardInterrupt, after the cube being reported (its record, -log and
-        count agree)."""
-        if self._in_cube:
-            self._interrupted = True
-            return
-        raise KeyboardInterrupt
-
     def cube(self, rec: dict[str, Any], kernels_text: str | None, shape: str, dryrun: bool,
              error: str | None = None) -> None:
         """Count, print and log one cube's outcome, whole (Ctrl-C waits until it is told)."""
-        self._in_cube = True
+        self._keys.hold()
         try:
             self._cube(rec, kernels_text, shape, dryrun, error)
-        finally:
-            self._in_cube = False
-        if self._interrupted:
-            self._interrupted = False
-            raise KeyboardInterrupt
+        except BaseException:
+            self._keys.unhold()  # (a Ctrl-C held meanwhile is raised after the next cube)
+            raise
+        self._keys.release()
 
     def _cube(self, rec: dict[str, Any], kernels_text: str | None, shape: str, dryrun: bool, error: str | None) -> None:
         if "status" in rec:

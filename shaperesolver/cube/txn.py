@@ -46,6 +46,8 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 from ..base.log import get as get_logger
 from ..base.safeio import open_regular, read_fd
@@ -70,6 +72,14 @@ MAX_REGION = 16 * 2**20
 #: how long a writer waits for another process's lock on a cube (s)
 DEFAULT_LOCK_WAIT = 30.0
 _LOCK_POLL = (0.01, 0.5)  # first and longest pause between tries
+#: a batch's stop event (anything with ``is_set()``) while one of its chunks runs here: a
+#: wait for a lock then ends at the next try once the batch is stopping (Ctrl-C does not
+#: wait out another process's lock)
+stopping: ContextVar[Any] = ContextVar("shaperesolver_stopping", default=None)
+
+
+class LockWaitStopped(CubeLockedError):
+    """The batch stopped while this cube waited for its lock; not modified."""
 
 
 def _beside(real: str, st: os.stat_result, suffix: str) -> str:
@@ -190,6 +200,9 @@ def _flock(fd: int, path: str, wait: float, shared: bool = False) -> None:
         left = deadline - time.monotonic()
         if left <= 0:
             raise CubeLockedError(path, f"locked by another process for {wait:g} s; not modified")
+        stop = stopping.get()
+        if stop is not None and stop.is_set():
+            raise LockWaitStopped(path, "the batch stopped while it waited for the cube's lock; not modified")
         time.sleep(min(pause, left))
         pause = min(2 * pause, _LOCK_POLL[1])
 

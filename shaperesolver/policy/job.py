@@ -15,6 +15,7 @@ from __future__ import annotations
 from ..base import bodies
 from ..base.log import get as get_logger
 from ..base.record import Frozen, set_field
+from ..cube import txn
 from ..cube.label import CubeLabel, WriteOutcome, read_label, same_target, update_shape_model
 from ..errors import LabelError, LabelWriteError, NotInTableError, ShapeResolverError
 from .options import SKY
@@ -152,9 +153,19 @@ def write_chunk(resolver: Resolver, opts: BatchOptions, entries: Sequence[tuple[
                 stop: threading.Event | None = None) -> list[CubeResult]:
     """Task: resolve and write each cube, in order; a failure stays with its cube.
 
-    With ``stop`` (threads of this process) the chunk ends early, between two cubes,
-    once it is set.
+    With ``stop`` (the batch's stop event) the chunk ends early, between two cubes, once
+    it is set; a cube waiting for another process's lock then stops waiting (it is not
+    modified, and not reported: the batch did not get to it).
     """
+    token = txn.stopping.set(stop)
+    try:
+        return _write_chunk(resolver, opts, entries, stop)
+    finally:
+        txn.stopping.reset(token)
+
+
+def _write_chunk(resolver: Resolver, opts: BatchOptions, entries: Sequence[tuple[int, str]],
+                 stop: threading.Event | None) -> list[CubeResult]:
     kw = opts.resolve_kwargs()
     results = []
     for index, cube in entries:
@@ -164,6 +175,8 @@ def write_chunk(resolver: Resolver, opts: BatchOptions, entries: Sequence[tuple[
             results.append(audit_result(resolver, opts, index, cube))
             continue
         res, out, err = resolve_and_write(resolver, cube, kw, opts.dryrun)
+        if isinstance(err, txn.LockWaitStopped):
+            break
         if err is not None and not isinstance(err, (ShapeResolverError, OSError, ValueError)):
             log.debug("%s: unexpected error", cube, exc_info=err)
             if res is not None:  # in the write: what the cube holds now says what happened
@@ -277,7 +290,8 @@ def _search_needed(resolver: Resolver, label: CubeLabel, kw: dict[str, Any]) -> 
     return name, pin
 
 
-def reread(index: int, cube: str, why: str, value: str | None = None) -> CubeResult:
+def reread(index: int, cube: str, why: str, value: str | None = None,
+           lock_wait: float = txn.DEFAULT_LOCK_WAIT) -> CubeResult:
     """The record of a cube whose write this run cannot vouch for (an unexpected error,
     a lost worker): its label is read again and the record says what it holds now.
 
@@ -285,7 +299,7 @@ def reread(index: int, cube: str, why: str, value: str | None = None) -> CubeRes
     write was for, when known), else None (unknown).
     """
     try:
-        now = read_label(cube).shape_model
+        now = read_label(cube, lock_wait=lock_wait).shape_model
         state, readable = f"its ShapeModel is now {now or '(none)'}", True
     except (ShapeResolverError, OSError, ValueError) as exc:
         state, readable = f"its label cannot be read again ({' '.join(str(exc).split())})", False

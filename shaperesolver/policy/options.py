@@ -31,6 +31,7 @@ SKY = "SKY"
 RINGPLANE = "RingPlane"
 #: Mapping projections of ring observations (ISIS's ring-plane projections)
 RING_PROJECTIONS = ("PLANAR", "RINGCYLINDRICAL")
+_MAPPING = ("IsisCube", "Mapping")
 
 
 def ring_observation(label: CubeLabel | None, target: str) -> bool:
@@ -39,9 +40,10 @@ def ring_observation(label: CubeLabel | None, target: str) -> bool:
         return True
     if label is None:
         return False
-    kw = label.isiscube_keywords()
-    return (kw.get(("MAPPING", "PROJECTIONNAME"), "").upper() in RING_PROJECTIONS
-            or ("MAPPING", "RINGLONGITUDEDIRECTION") in kw)
+    sc = label.scan  # (two lookups, not a table of every IsisCube keyword: this runs for every cube)
+    proj = sc.find(_MAPPING, "ProjectionName")
+    value = "" if proj is None else proj.value if isinstance(proj.value, str) else (proj.value[0] if proj.value else "")
+    return value.upper() in RING_PROJECTIONS or sc.find(_MAPPING, "RingLongitudeDirection") is not None
 
 
 def yes_no(name: str, value: object) -> bool:

@@ -101,7 +101,7 @@ class ResolverState(WebLookup):
                       verify=self.verify, fallback=self.fallback, http=self._http_settings, gdal_options=self.gdal_options,
                       claim_wait=self.claim_wait, lock_wait=self.lock_wait)
         return {"config": config, "web": self._web.snapshot(), "opened": self.models.checked.snapshot(),
-                "listed": self._listing.snapshot(),
+                "listed": self._listing.snapshot(), "unknown": sorted(self._unknown),
                 "searches_allowed": self.searches_allowed}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -112,6 +112,7 @@ class ResolverState(WebLookup):
         self._web.values.update(state["web"])
         self.models.checked.values.update(state["opened"])
         self._listing.values.update(state.get("listed", {}))
+        self._unknown.update(state.get("unknown", ()))  # (warned about already: a copy does not warn again)
         self.searches_allowed = state["searches_allowed"]
 
     def web_table(self) -> dict[tuple[str, str | None], Choice | ShapeResolverError]:

@@ -29,10 +29,14 @@ Every record says what happened to its own cube: an unexpected error stays with 
 it happened to, and a cube whose task was lost is re-read and reported as it is now
 (``written: null`` when this run cannot know).
 
-Ctrl-C (a ``KeyboardInterrupt`` in the thread that reads the results, or thrown into the
-generator) stops the batch between two cubes and raises :class:`BatchInterrupted`, which
+Ctrl-C stops the batch between two cubes and raises :class:`BatchInterrupted`, which
 carries every result that was finished but not yet yielded: each completed write is
-reported, also when interrupted.
+reported, also when interrupted.  In the main thread the batch takes SIGINT itself while
+its own code runs (:mod:`..base.interrupts`: a ``KeyboardInterrupt`` inside
+:mod:`concurrent.futures` could hang it or lose a result); between two results Ctrl-C is
+the program's, and a ``KeyboardInterrupt`` thrown into the generator stops it the same
+way.  A second Ctrl-C does not wait for the tasks in hand (worker processes are killed;
+the cubes of their chunks are re-read and reported as they are now).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from ..cube.label import read_label
 from ..errors import ShapeResolverError, UsageError
 from ..policy.job import BatchOptions, CubeResult, audit_failed, record, reread, why, write_chunk
 from ..policy.resolver import SHAPES, Resolver
+from ..base.interrupts import Interrupts
+from .tasks import Tasks
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -65,6 +71,10 @@ log = get_logger(__name__)
 MAX_CHUNK = 100
 #: seconds an interrupted batch waits for another executor's running tasks (its own threads: until they stop)
 DRAIN_WAIT = 30.0
+#: seconds an interrupted batch waits for a cube's lock to say what it holds (a worker killed in its hands)
+REREAD_WAIT = 2.0
+#: seconds a shipped web batch sends only its first chunk, to learn the bodies from it
+LEARN_WAIT = 1.0
 #: the options of a batch that gives none (web, no pin, a real write)
 DEFAULT_OPTIONS = BatchOptions()
 #: a list entry: a cube, or a (name, error) pair for a line that names none
@@ -133,34 +143,7 @@ def _as_executor(executor: Any) -> cf.Executor:
     raise UsageError(f"not an executor or a distributed.Client: {executor!r}")
 
 
-class _Tasks:
-    """Where a batch's tasks run: this process's threads (they share the resolver and may
-    be stopped), a pool of the command's worker processes (:mod:`.pool`), or any other
-    executor.  In the last two the table travels with the tasks (``shipped``)."""
-
-    def __init__(self, ex: cf.Executor, *, stop: Any = None, pool: Any = None) -> None:
-        self.ex, self.stop, self.pool = ex, stop, pool
-        self.shipped = pool is not None or stop is None
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
-        if self.pool is not None:
-            return self.pool.submit(fn, *args)  # type: ignore[no-any-return]
-        return self.ex.submit(fn, *args)
-
-    def write(self, resolver: Resolver, opts: BatchOptions, pairs: list[tuple[int, str]]) -> cf.Future[Any]:
-        """A write task; with a stop event of ours, it ends between two cubes once that is set."""
-        if self.pool is not None:
-            return self.pool.submit(write_chunk, resolver, opts, pairs, stop=True)  # type: ignore[no-any-return]
-        if self.stop is not None:
-            return self.ex.submit(write_chunk, resolver, opts, pairs, self.stop)
-        return self.ex.submit(write_chunk, resolver, opts, pairs)
-
-    def take(self, fut: cf.Future[Any]) -> Any:
-        """The task's value (a worker process's messages are passed on first)."""
-        return self.pool.take(fut) if self.pool is not None else fut.result()
-
-
-def _stream(tasks: _Tasks, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]],
+def _stream(tasks: Tasks, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]],
             window: int) -> Iterator[tuple[tuple[Any, ...], cf.Future[Any]]]:
     """Submit ``fn(*args)`` for each ``args``, at most ``window`` not yet consumed at a
     time; yields (args, future) in submission order (the caller waits on the result).
@@ -175,10 +158,10 @@ def _stream(tasks: _Tasks, fn: Callable[..., Any], calls: Iterable[tuple[Any, ..
                     break
             if not queue:
                 return
+            tasks.wait([queue[0][1]])  # (Ctrl-C is taken here)
             yield queue.popleft()
     finally:
-        for _, fut in queue:
-            fut.cancel()
+        tasks.cancel(fut for _, fut in queue)
 
 
 def _chunk_size(n: int, workers: int) -> int:
@@ -242,32 +225,69 @@ def run_batch(
         return
     known = len(cubes) if isinstance(cubes, Sized) else 0
     own: Any = None
-    tasks: _Tasks | None = None
-    try:  # (a Ctrl-C while the workers start still shuts them down)
-        if executor is None and processes:
-            from . import pool
+    tasks: Tasks | None = None
+    run: Generator[CubeResult, None, None] | None = None
+    interrupts = Interrupts()
+    completed = False
+    with interrupts:  # (Ctrl-C is taken where the batch can act on it: see ..base.interrupts)
+        interrupts.active = True
+        try:  # (a Ctrl-C while the workers start still shuts them down)
+            if executor is None and processes:
+                from . import pool
 
-            workers = min(jobs, known) if known else jobs
-            own = pool.start(workers)
-            tasks = _Tasks(own.executor, stop=own.stop, pool=own)
-        elif executor is None:
-            workers = jobs
-            own = cf.ThreadPoolExecutor(jobs, thread_name_prefix="shaperesolver")
-            tasks = _Tasks(own, stop=threading.Event())
-        else:
-            tasks = _Tasks(_as_executor(executor))
-            workers = _worker_count(executor)
+                workers = min(jobs, known) if known else jobs
+                own = pool.start(workers)
+                tasks = Tasks(None, stop=own.stop, pool=own, interrupts=interrupts)
+            elif executor is not None and _is_pool(executor):  # (the command's, kept for all its batches)
+                tasks = Tasks(None, stop=executor.stop, pool=executor, interrupts=interrupts)
+                workers = executor.workers
+            elif executor is None:
+                workers = jobs
+                own = cf.ThreadPoolExecutor(jobs, thread_name_prefix="shaperesolver")
+                tasks = Tasks(own, stop=threading.Event(), interrupts=interrupts)
+            else:
+                tasks = Tasks(_as_executor(executor), interrupts=interrupts)
+                workers = _worker_count(executor)
 
-        def size(seen: int) -> int:  # from the list's length, else from what was seen so far
-            return chunk_size or _chunk_size(max(known, seen), workers)
+            def size(seen: int) -> int:  # from the list's length, else from what was seen so far
+                return chunk_size or _chunk_size(max(known, seen), workers)
 
-        yield from _run(resolver, entries, opts, tasks, size, max(2, 4 * workers))
-    finally:
-        if tasks is not None and tasks.pool is not None:
-            tasks.pool.close()  # (stopped early: the workers end their chunks between two cubes)
-        elif tasks is not None and own is not None:
-            tasks.stop.set()  # stopped early (Ctrl-C, a closed pipe): the threads end between two cubes
-            own.shutdown(wait=True, cancel_futures=True)
+            run = _run(resolver, entries, opts, tasks, size, max(2, 4 * workers))
+            thrown: KeyboardInterrupt | None = None
+            while True:
+                interrupts.active = True
+                try:
+                    result = next(run) if thrown is None else run.throw(thrown)
+                except StopIteration:
+                    break
+                thrown = None
+                interrupts.active = False  # (the program's code runs: its Ctrl-C is its own)
+                try:
+                    yield result
+                except KeyboardInterrupt as exc:  # (there, or thrown in): the batch stops and says what it finished
+                    interrupts.count = max(1, interrupts.count)
+                    thrown = exc
+            completed = True
+        finally:
+            interrupts.active = True
+            if run is not None:
+                run.close()
+            hurry = lambda: interrupts.hurry  # noqa: E731
+            if tasks is not None and tasks.pool is not None and own is None:
+                tasks.pool.settle(hurry)  # (a borrowed pool: stopped early, the workers end their chunks between two cubes)
+            elif tasks is not None and tasks.pool is not None:
+                tasks.pool.close(hurry)  # (stopped early: the workers end their chunks between two cubes)
+            elif tasks is not None and own is not None:
+                tasks.stop.set()  # stopped early (Ctrl-C, a closed pipe): the threads end between two cubes
+                own.shutdown(wait=True, cancel_futures=True)
+    if completed and interrupts.count:  # (Ctrl-C after the last result was taken)
+        raise BatchInterrupted([])
+
+
+def _is_pool(executor: Any) -> bool:
+    from .pool import Pool
+
+    return isinstance(executor, Pool)
 
 
 def _worker_count(executor: Any) -> int:
@@ -281,7 +301,7 @@ def _worker_count(executor: Any) -> int:
         return 8
 
 
-def _scanned(tasks: _Tasks, entries: Iterator[tuple[int, str] | CubeResult], size: Callable[[int], int],
+def _scanned(tasks: Tasks, entries: Iterator[tuple[int, str] | CubeResult], size: Callable[[int], int],
              window: int, want_target: bool, want_key: bool, shared: bool) -> Generator[_Scanned | CubeResult, None, None]:
     """Step 1, streamed: the entries with their file identity, target and ShapeModel, in order."""
     if not (want_target or want_key):
@@ -329,15 +349,16 @@ class _Table:
         self.done: set[str] = set()
         self.checked: set[tuple[str, str]] = set()  # an audit's (ShapeModel, body) pairs checked here
         self.copy: Resolver | None = None
-        self.sent_again: set[int] = set()  # entries sent a second time, after their body was resolved
+        self.sent_again: set[tuple[int, tuple[str, str | None]]] = set()  # (entry, body) sent again once resolved
         self.learned: set[tuple[str, str | None]] = set()  # the (target, pin) searches workers asked for
 
     def learn(self, index: int, needs: tuple[str, str | None]) -> bool:
         """A worker met a body not in the table (a web batch ships no scan of targets): resolve
-        it here (once) and say whether the cube ``index`` should be sent again (the first time)."""
-        if index in self.sent_again or not self.web:
+        it here (once) and say whether the cube ``index`` should be sent again (once for each
+        body it names: a cube given another body meanwhile is sent again for that one)."""
+        if (index, needs) in self.sent_again or not self.web:
             return False
-        self.sent_again.add(index)
+        self.sent_again.add((index, needs))
         name, pin = needs
         if (name, pin) not in self.learned:
             self.learned.add((name, pin))
@@ -393,7 +414,7 @@ class _Table:
 
 
 def _run(resolver: Resolver, entries: Iterator[tuple[int, str] | CubeResult], opts: BatchOptions,
-         tasks: _Tasks, size: Callable[[int], int], window: int) -> Iterator[CubeResult]:
+         tasks: Tasks, size: Callable[[int], int], window: int) -> Iterator[CubeResult]:
     table = _Table(resolver, opts, tasks.shipped)
     # (shipped: the bodies a user model is checked for, and an audit's models, come from a
     # scan first; a web body is learned from the first cube a worker meets it in, which is
@@ -403,7 +424,7 @@ def _run(resolver: Resolver, entries: Iterator[tuple[int, str] | CubeResult], op
     limit = window * MAX_CHUNK  # entries read ahead of the writes, at most
     done: dict[int, CubeResult] = {}
     nxt = 0
-    inflight: deque[tuple[int, list[_Scanned], cf.Future[Any]]] = deque()
+    inflight: dict[int, tuple[list[_Scanned], cf.Future[Any]]] = {}  # chunk number -> (its entries, its task)
     where: dict[int, int] = {}  # identity hash -> the in-flight chunk that holds it
     waiting: dict[int, list[_Scanned]] = {}  # chunk -> same-file entries to send once it is done
     ready: deque[_Scanned] = deque()  # entries whose earlier same-file chunk is done: they go first
@@ -411,23 +432,27 @@ def _run(resolver: Resolver, entries: Iterator[tuple[int, str] | CubeResult], op
     keys: set[int] = set()
     held = seen = seq = 0  # entries read and not yet sent; entries read; chunks sent
     exhausted = False
+    # (a shipped web batch learns its bodies from the first chunk that comes back: until then
+    # one chunk is out, so the first window is not sent with an empty table and read twice)
+    learning = tasks.shipped and table.web and opts.target is None
 
     def send() -> None:
         nonlocal cur, keys, held, seq
         seq += 1
         pairs = [(i, c) for i, c, *_ in cur]
-        fut = tasks.write(table.for_chunk(cur), opts, pairs)
-        inflight.append((seq, cur, fut))
+        inflight[seq] = (cur, tasks.write(table.for_chunk(cur), opts, pairs))
         where.update((k, seq) for k in keys)
         held -= len(cur)
         cur, keys = [], set()
 
-    current: list[cf.Future[Any]] = []  # the future being waited on (no longer in ``inflight``)
+    finished: dict[int, tuple[list[_Scanned], list[_Scanned]]] = {}  # chunk -> (its entries, those to send again)
+    released = 1  # the first chunk whose entries are not released yet
     try:
         while True:
+            room = 1 if learning else window
             # (entries whose file is free again go first whatever is held; read on only while
             # what is held, and what waits to be yielded, stays within the limit)
-            while len(inflight) < window and (ready or (held < limit and len(done) < limit)):
+            while len(inflight) < room and (ready or (held < limit and len(done) < limit)):
                 e: _Scanned
                 if ready:
                     e = ready.popleft()
@@ -453,68 +478,96 @@ def _run(resolver: Resolver, entries: Iterator[tuple[int, str] | CubeResult], op
                     keys.add(key)
                 if len(cur) >= size(seen):
                     send()
-            if cur and len(inflight) < window:
+            if cur and len(inflight) < room:
                 send()
             while nxt in done:
+                tasks.before(nxt)
                 yield done.pop(nxt)
                 nxt += 1
             if not inflight:
                 if exhausted and not ready and not cur:
                     break
                 continue
-            n, chunk, fut = inflight.popleft()
-            current[:] = [fut]
-            try:
-                results = tasks.take(fut)
-            except UsageError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the task is lost: say what each of its cubes holds now
-                results = [audit_failed(i, c, f"worker failed ({why(exc)})") if opts.audit
-                           else reread(i, c, f"worker failed ({why(exc)})") for i, c, *_ in chunk]
-            for _, _, key, *_ in chunk:
-                if key is not None and where.get(key) == n:
-                    del where[key]
-            again = [r.index for r in results if r.needs is not None and table.learn(r.index, r.needs)]
-            if again:  # (before the entries that waited for this chunk: they come later in the list)
+            # (results are taken as their tasks end, not in the order sent: one cube that waits
+            # for a lock holds back nothing but its own chunk)
+            ended = tasks.wait([f for _, f in inflight.values()], first=True,
+                               timeout=LEARN_WAIT if learning else None)
+            if not ended:  # (the first chunk is slow, e.g. a cube waits for a lock: the others need not wait)
+                learning = False
+                continue
+            for n in sorted(n for n, (_, f) in inflight.items() if f in ended):
+                chunk, fut = inflight[n]
+                try:
+                    results = tasks.take(fut, min(e[0] for e in chunk))
+                except UsageError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the task is lost: say what each of its cubes holds now
+                    results = [audit_failed(i, c, f"worker failed ({why(exc)})") if opts.audit
+                               else reread(i, c, f"worker failed ({why(exc)})") for i, c, *_ in chunk]
+                del inflight[n]
+                again = [r.index for r in results if r.needs is not None and table.learn(r.index, r.needs)]
                 sent = {e[0]: e for e in chunk}
-                ready.extend(sent[i] for i in again)
-            ready.extend(waiting.pop(n, ()))
-            for r in results:
-                if r.index not in again:
-                    done[r.index] = r
-            current.clear()
+                finished[n] = (chunk, [sent[i] for i in again])
+                for r in results:
+                    if r.index not in again:
+                        done[r.index] = r
+                learning = False
+            # (in the order sent, whatever order the tasks ended in: a cube sent again, and the
+            # entries of the same file that waited for a chunk, go out as they would at jobs=1)
+            while released in finished:
+                chunk, again_entries = finished.pop(released)
+                for _, _, key, *_ in chunk:
+                    if key is not None and where.get(key) == released:
+                        del where[key]
+                ready.extend(again_entries)  # (before the entries that waited for this chunk: they come later)
+                ready.extend(waiting.pop(released, ()))
+                released += 1
             while nxt in done:
+                tasks.before(nxt)
                 yield done.pop(nxt)
                 nxt += 1
-        yield from (done[i] for i in sorted(done))
+        for i in sorted(done):
+            tasks.before(i)
+            yield done[i]
+        tasks.flush()
     except KeyboardInterrupt:
-        raise BatchInterrupted(_finished(done, [*current, *(f for _, _, f in inflight)], tasks)) from None
+        raise BatchInterrupted(_finished(done, list(inflight.values()), tasks, opts)) from None
     finally:
-        for _, _, fut in inflight:
-            fut.cancel()
+        tasks.cancel(fut for _, fut in inflight.values())
         source.close()  # (its scan tasks not yet consumed are cancelled too)
 
 
 class BatchInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a batch; ``results`` are the cubes it finished and had not yet yielded."""
+    """Ctrl-C stopped a batch; ``results`` are the cubes it finished and had not yet given
+    (:func:`run_batch`: :class:`CubeResult`; :func:`iter_batch`: their records), or every
+    record finished (:func:`write_batch`, :func:`audit_batch`)."""
 
-    def __init__(self, results: list[CubeResult]) -> None:
+    def __init__(self, results: list[Any]) -> None:
         super().__init__()
         self.results = results
 
 
-def _finished(done: dict[int, CubeResult], futures: list[cf.Future[Any]], tasks: _Tasks) -> list[CubeResult]:
+def _finished(done: dict[int, CubeResult], running: list[tuple[list[_Scanned], cf.Future[Any]]], tasks: Tasks,
+              opts: BatchOptions) -> list[CubeResult]:
     """After an interrupt: stop the tasks between two cubes, wait for the running ones,
     and return every finished result not yet yielded, in input order (a cube a worker
-    gave back for its body was not touched: it is not among them)."""
+    gave back for its body was not touched: it is not among them).  Ctrl-C again: the
+    tasks in hand are not waited for; a worker process's are killed, and each cube of
+    their chunks is re-read and reported as it is now."""
     if tasks.stop is not None:
         tasks.stop.set()  # our threads or processes end their chunks after the cube in hand
-    running = [f for f in futures if not f.cancel()]
-    cf.wait(running, timeout=None if tasks.stop is not None else DRAIN_WAIT)
+    tasks.drain(tasks.cancel(f for _, f in running), None if tasks.stop is not None else DRAIN_WAIT)
     out = dict(done)
-    for f in running:
-        if f.done() and not f.cancelled() and f.exception() is None:
+    tasks.flush()
+    for chunk, f in running:
+        if not f.done() or f.cancelled():
+            continue
+        if f.exception() is None:
             out.update((r.index, r) for r in tasks.take(f) if r.needs is None)
+        elif tasks.pool is not None:  # (killed in its worker's hands: say what each cube holds now)
+            why_text = "interrupted: its worker process was stopped"
+            out.update((i, audit_failed(i, c, why_text) if opts.audit else reread(i, c, why_text, lock_wait=REREAD_WAIT))
+                       for i, c, *_ in chunk)
     return [out[i] for i in sorted(out)]
 
 
@@ -557,6 +610,8 @@ def iter_batch(
         try:
             for res in results:
                 yield res.record
+        except BatchInterrupted as exc:  # (its results as the records this yields)
+            raise BatchInterrupted([res.record for res in exc.results]) from None
         finally:
             results.close()
     finally:
@@ -590,7 +645,7 @@ def write_batch(
     an ``error`` in its record and does not stop the others.  For a list too long to hold
     its records, :func:`iter_batch` yields them one by one.
     """
-    return list(iter_batch(cubes, executor, jobs=jobs, resolver=resolver, shape=shape, model=model, target=target,
+    return _all(iter_batch(cubes, executor, jobs=jobs, resolver=resolver, shape=shape, model=model, target=target,
                            version=version, dryrun=dryrun, chunk_size=chunk_size, processes=processes,
                            **resolver_kwargs))
 
@@ -615,6 +670,26 @@ def audit_batch(
     model checked once, on threads, processes, an executor or a Dask cluster as :func:`write_batch`.
     For a list too long to hold its records: ``iter_batch(..., audit=True)``.
     """
-    return list(iter_batch(cubes, executor, jobs=jobs, resolver=resolver, shape=shape, model=model, target=target,
+    return _all(iter_batch(cubes, executor, jobs=jobs, resolver=resolver, shape=shape, model=model, target=target,
                            version=version, chunk_size=chunk_size, audit=True, processes=processes,
                            **resolver_kwargs))
+
+
+def _all(records: Generator[dict[str, Any], None, None]) -> list[dict[str, Any]]:
+    """Every record; Ctrl-C: :class:`BatchInterrupted` with every record finished (those
+    already taken and those the batch finished before it stopped), in input order."""
+    out: list[dict[str, Any]] = []
+    try:
+        for rec in records:
+            out.append(rec)
+    except BatchInterrupted as exc:
+        raise BatchInterrupted(out + exc.results) from None
+    except KeyboardInterrupt as exc:  # (here, between two records: the batch says what it finished)
+        try:
+            records.throw(exc)
+        except BatchInterrupted as stopped:
+            raise BatchInterrupted(out + stopped.results) from None
+        except (KeyboardInterrupt, StopIteration):
+            pass
+        raise BatchInterrupted(out) from None
+    return out

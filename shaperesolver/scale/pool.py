@@ -23,20 +23,31 @@ What a worker owes the run that started it:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..base import log as _log
+from ..errors import UsageError
 
 __all__ = ["Pool", "start"]
 
+DEBUG = 10  # (logging.DEBUG, without importing logging)
+_NO_START = ("the worker processes could not start ({why}): each one imports the program's main script, so a "
+             "script that runs batches on processes (processes=True) must be a file (not stdin) and run them "
+             "under `if __name__ == \"__main__\":`")
+
 #: seconds between a worker's checks that its parent is still there
 WATCH_EVERY = 0.5
+#: seconds the command waits for its first worker process to start
+START_WAIT = 120.0
+#: seconds between the command's checks while it waits for its workers to end
+WAIT_POLL = 0.1
 #: seconds a worker whose parent is gone gives its cube in hand before it exits
 ORPHAN_GRACE = 5.0
 
@@ -102,7 +113,8 @@ def _ready() -> None:
 
 
 class Pool:
-    """``workers`` processes for one batch; ``stop`` asks their chunks to end between two cubes."""
+    """``workers`` processes for one batch (or the command's batches, one after the other);
+    ``stop`` asks their chunks to end between two cubes."""
 
     def __init__(self, workers: int) -> None:
         import multiprocessing
@@ -114,7 +126,8 @@ class Pool:
         self.level = _log.shown()
         if self.level is None and "logging" in sys.modules:  # (the API, in a program that logs: the level it takes)
             self.level = sys.modules["logging"].getLogger(_log.ROOT).getEffectiveLevel()
-        self.executor = self._start()
+        self._pending: set[cf.Future[Any]] = set()  # the tasks not yet done (:meth:`settle`)
+        self.executor: cf.ProcessPoolExecutor | None = self._start()
 
     def _start(self) -> cf.ProcessPoolExecutor:
         ex = cf.ProcessPoolExecutor(self.workers, mp_context=self.ctx, initializer=_init,
@@ -123,42 +136,142 @@ class Pool:
             # start them all now, with SIGINT blocked: a worker starts with its parent's signal
             # mask, so a Ctrl-C during its start waits until it has chosen to ignore it (the
             # parent's own waits here too, and is taken when the mask is restored)
+            # (the first worker up says whether they can start at all: one that re-runs a
+            # script without the guard fails at once, and so do they all; that wait is
+            # inside the mask too, so a Ctrl-C is taken after it, not inside the pool's code)
             old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             try:
-                for _ in range(self.workers):
-                    ex.submit(_ready)
+                with _quiet_stderr(self.level is None or self.level > DEBUG):
+                    started = [ex.submit(_ready) for _ in range(self.workers)]
+                up, _ = cf.wait(started, timeout=START_WAIT, return_when=cf.FIRST_COMPLETED)
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            first = next(iter(up), None)
+            if first is None:
+                raise UsageError(f"the worker processes did not start within {START_WAIT:g} s")
+            if first.exception() is not None:
+                raise UsageError(_NO_START.format(why=type(first.exception()).__name__))
+            _log.get(__name__).debug("started %d worker processes", self.workers)
         except BaseException:  # (that Ctrl-C, or no process could start: none is left behind)
             self.stop.set()
-            ex.shutdown(wait=True, cancel_futures=True)
+            self._shut(ex, lambda: True)
             raise
         return ex
 
     def submit(self, fn: Callable[..., Any], *args: Any, stop: bool = False) -> cf.Future[Any]:
+        if self.executor is None:
+            self.executor = self._start()
         try:
-            return self.executor.submit(_task, fn, args, stop)
+            fut = self.executor.submit(_task, fn, args, stop)
         except cf.process.BrokenProcessPool:
             # a worker died (killed, out of memory, a crash in a C library): the tasks it
             # broke say so for their cubes (each re-read and reported as it is now); the
             # rest of the batch goes on with fresh workers
             _log.get(__name__).warning("a worker process died; starting new ones (the cubes of the tasks it "
                                        "broke are reported as they are now)")
-            self.executor.shutdown(wait=True, cancel_futures=True)
+            self._shut(self.executor, lambda: False)
             self.executor = self._start()
-            return self.executor.submit(_task, fn, args, stop)
+            fut = self.executor.submit(_task, fn, args, stop)
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
+        return fut
 
     @staticmethod
-    def take(fut: cf.Future[Any]) -> Any:
-        """The task's value; its workers' messages are passed on here first."""
+    def take(fut: cf.Future[Any]) -> tuple[Any, list[Any]]:
+        """The task's value and the messages its worker logged (:func:`replay` passes them on)."""
         value, messages = fut.result()
-        if messages:
-            replay(messages)
-        return value
+        return value, messages
 
-    def close(self) -> None:
+    @staticmethod
+    def replay(messages: list[Any]) -> None:
+        """Pass on a task's messages (:func:`replay`)."""
+        replay(messages)
+
+    def kill(self) -> None:
+        """Stop the workers now (a second Ctrl-C): a cube one was writing keeps its old or its
+        new label (the write's journal), as after any ``kill -9``."""
+        if self.executor is not None:
+            _kill(list((getattr(self.executor, "_processes", None) or {}).values()))
+
+    def settle(self, hurry: Callable[[], bool] = lambda: False) -> None:
+        """A batch that borrowed the pool is over (maybe stopped early): its tasks still running
+        end between two cubes (``hurry()``: they are killed), and the pool is ready for the next batch."""
+        if self._pending:
+            self.stop.set()
+            while self._pending and not hurry():
+                cf.wait(list(self._pending), timeout=WAIT_POLL)
+            if self._pending:  # (asked again: the cubes in hand are not waited for)
+                self._shut(self.executor, lambda: True)
+                self.executor = None  # (new workers for a next batch, if there is one)
+        self.stop.clear()
+
+    def close(self, hurry: Callable[[], bool] = lambda: False) -> None:
+        """Stop the workers (between two cubes) and wait for them; ``hurry()`` (Ctrl-C again),
+        or a Ctrl-C here, kills them."""
         self.stop.set()
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.executor is not None:
+            self._shut(self.executor, hurry)
+            self.executor = None
+
+    @staticmethod
+    def _shut(ex: cf.ProcessPoolExecutor | None, hurry: Callable[[], bool]) -> None:
+        # (never hangs: a worker that waits on a lock or is stopped is killed on ``hurry()``
+        # or on a Ctrl-C here; its tasks were not cancelled, so the pool's own thread marks
+        # them broken cleanly; the workers are reaped before this returns, so Python's exit
+        # has none left to wait for)
+        if ex is None:
+            return
+        procs = list((getattr(ex, "_processes", None) or {}).values())
+        while True:
+            try:
+                ex.shutdown(wait=False)  # (the stop event is set: queued tasks end at once)
+                while any(p.is_alive() for p in procs):
+                    if hurry():
+                        _kill(procs)
+                    time.sleep(WAIT_POLL / 2)
+                ex.shutdown(wait=True)
+                return
+            except KeyboardInterrupt:
+                hurry = lambda: True  # noqa: E731
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _kill(procs: list[Any]) -> None:
+    for proc in procs:
+        try:
+            proc.kill()
+        except (OSError, ValueError, AttributeError):
+            pass  # (gone already)
+
+
+@contextlib.contextmanager
+def _quiet_stderr(quiet: bool) -> Iterator[None]:
+    """Start the workers with their stderr on ``/dev/null`` (``quiet``; everything a worker
+    has to say travels back with its results): a script that starts them without the
+    ``if __name__ == "__main__":`` guard gets one line (:data:`_NO_START`), not a traceback
+    from every worker that re-ran it.  (This process's own stderr is back when the workers
+    have been started.)"""
+    if not quiet:
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _quiet_tracker() -> None:
@@ -168,19 +281,8 @@ def _quiet_tracker() -> None:
     "leaked" semaphores, which is its job, not news."""
     from multiprocessing import resource_tracker
 
-    try:
-        saved = os.dup(2)
-    except OSError:
-        resource_tracker.ensure_running()  # (no stderr to keep it from)
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
+    with _quiet_stderr(True):
         resource_tracker.ensure_running()  # (a no-op when it runs already)
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def replay(messages: list[tuple[str, int, str, str | None, str | None]]) -> None:
