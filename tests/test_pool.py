@@ -614,15 +614,16 @@ def test_two_ctrl_c_held_while_a_blocked_report_waits_still_mean_do_not_wait(tmp
         for _ in range(2):
             p.send_signal(signal.SIGINT)
             time.sleep(0.2)
-        with cf.ThreadPoolExecutor(1) as ex:
-            err_read = ex.submit(p.stderr.read)
-            p.stdout.read()
-            err = err_read.result(timeout=60)
+        ex = cf.ThreadPoolExecutor(2)
         try:
-            p.wait(timeout=20)
+            err_read, out_read = ex.submit(p.stderr.read), ex.submit(p.stdout.read)
+            p.wait(timeout=30)  # (it hung here: the two were one, and it waited for the stopped worker)
+            out_read.result(timeout=30)
+            err = err_read.result(timeout=30)
         finally:
             if p.poll() is None:
                 p.kill()
                 os.kill(victim, signal.SIGKILL)
+            ex.shutdown(wait=False)
     assert p.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert not alive({victim})
