@@ -353,8 +353,18 @@ class _Pools:
             count = sum(len(run.cubes) for run in self.runs
                         if run.params.get("scheduler") is None and self.jobs(run.params) == jobs)
             wanted = default_jobs() if jobs == 0 else jobs
-            self.made[jobs] = self.stack.enter_context(pool.start(max(1, min(wanted, count or wanted))))
+            made = self.made[jobs] = pool.start(max(1, min(wanted, count or wanted)))
+            self.stack.callback(self._close, made)
         return self.made[jobs]
+
+    @staticmethod
+    def _close(made: Any) -> None:
+        """Stop the workers at the run's end; after a second Ctrl-C (counted however it came:
+        held while a cube was reported, or taken by a batch) they are not waited for."""
+        from ..base.interrupts import Interrupts
+
+        with Interrupts() as keys:
+            made.close(lambda: keys.total >= 2)
 
 
 class _Counted:

@@ -560,12 +560,15 @@ def _finished(done: dict[int, CubeResult], running: list[tuple[list[_Scanned], c
     out = dict(done)
     tasks.flush()
     for chunk, f in running:
-        if not f.done() or f.cancelled():
+        if f.cancelled():
             continue
-        if f.exception() is None:
+        if f.done() and f.exception() is None:
             out.update((r.index, r) for r in tasks.take(f) if r.needs is None)
-        elif tasks.pool is not None:  # (killed in its worker's hands: say what each cube holds now)
-            why_text = "interrupted: its worker process was stopped"
+        elif tasks.stop is None or tasks.pool is not None:
+            # (killed in its worker's hands, or not waited for: say what each cube holds now;
+            # a write cut short is finished or rolled back by this reading)
+            why_text = ("interrupted: its worker process was stopped" if tasks.pool is not None
+                        else "interrupted: its task was not waited for")
             out.update((i, audit_failed(i, c, why_text) if opts.audit else reread(i, c, why_text, lock_wait=REREAD_WAIT))
                        for i, c, *_ in chunk)
     return [out[i] for i in sorted(out)]

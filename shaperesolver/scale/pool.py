@@ -46,6 +46,8 @@ _NO_START = ("the worker processes could not start ({why}): each one imports the
 WATCH_EVERY = 0.5
 #: seconds the command waits for its first worker process to start
 START_WAIT = 120.0
+#: seconds a second Ctrl-C still gives the workers before they are killed
+HURRY_GRACE = 2.0
 #: seconds between the command's checks while it waits for its workers to end
 WAIT_POLL = 0.1
 #: seconds a worker whose parent is gone gives its cube in hand before it exits
@@ -225,9 +227,12 @@ class Pool:
         while True:
             try:
                 ex.shutdown(wait=False)  # (the stop event is set: queued tasks end at once)
+                hurried: float | None = None
                 while any(p.is_alive() for p in procs):
-                    if hurry():
-                        _kill(procs)
+                    if hurry():  # (after a grace: one sending its result is not cut in the middle of it)
+                        hurried = time.monotonic() if hurried is None else hurried
+                        if time.monotonic() - hurried >= HURRY_GRACE:
+                            _kill(procs)
                     time.sleep(WAIT_POLL / 2)
                 ex.shutdown(wait=True)
                 return

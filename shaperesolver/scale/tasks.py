@@ -20,6 +20,7 @@ from typing import Any
 from ..policy.job import BatchOptions, write_chunk
 from ..policy.resolver import Resolver
 from ..base.interrupts import Interrupts
+from .pool import HURRY_GRACE
 
 __all__ = ["Tasks"]
 
@@ -85,9 +86,17 @@ class Tasks:
         # (this process's threads are waited for whatever comes: they end between two cubes,
         # and cannot be stopped sooner)
         threads = self.pool is None and self.stop is not None
-        while pending and not (self.interrupts.hurry and not threads):
-            if deadline is not None and time.monotonic() >= deadline:
+        hurried: float | None = None
+        while pending:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
                 return
+            if self.interrupts.hurry and not threads:
+                # (a grace first: a worker that is sending its result is not killed in the
+                # middle of it, which would leave the pool's reader waiting for the rest)
+                hurried = now if hurried is None else hurried
+                if self.pool is None or now - hurried >= HURRY_GRACE:
+                    break
             try:
                 _, pending = cf.wait(pending, timeout=POLL)
             except KeyboardInterrupt:  # (a program that keeps SIGINT to itself: its second Ctrl-C)
