@@ -266,10 +266,10 @@ def _group(group: list[Run], first: int, resolver: Resolver, executor: Any, sett
         except KeyboardInterrupt as exc:
             if keys is not None:  # (every Ctrl-C so far counts: two held while a cube was reported are two)
                 keys.count, keys.active = max(1, keys.total), True
-            late = _finished(results, exc)
+            unreported = _finished(results, exc)
             if keys is not None:
                 keys.active = True
-            for result in late:
+            for result in unreported:
                 take(result)
             raise
         finally:

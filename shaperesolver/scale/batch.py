@@ -48,12 +48,12 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sized
 from typing import TYPE_CHECKING, Any
 
+from ..base.interrupts import Interrupts
 from ..base.log import get as get_logger
 from ..cube.label import read_label
 from ..errors import ShapeResolverError, UsageError
 from ..policy.job import BatchOptions, CubeResult, audit_failed, record, reread, why, write_chunk
 from ..policy.resolver import SHAPES, Resolver
-from ..base.interrupts import Interrupts
 from .tasks import Tasks
 
 if TYPE_CHECKING:
@@ -252,12 +252,12 @@ def run_batch(
             def size(seen: int) -> int:  # from the list's length, else from what was seen so far
                 return chunk_size or _chunk_size(max(known, seen), workers)
 
-            run = _run(resolver, entries, opts, tasks, size, max(2, 4 * workers))
+            run = gen = _run(resolver, entries, opts, tasks, size, max(2, 4 * workers))
             thrown: KeyboardInterrupt | None = None
             while True:
                 interrupts.active = True
                 try:
-                    result = next(run) if thrown is None else run.throw(thrown)
+                    result = next(gen) if thrown is None else gen.throw(thrown)
                 except StopIteration:
                     break
                 thrown = None
@@ -414,7 +414,7 @@ class _Table:
 
 
 def _run(resolver: Resolver, entries: Iterator[tuple[int, str] | CubeResult], opts: BatchOptions,
-         tasks: Tasks, size: Callable[[int], int], window: int) -> Iterator[CubeResult]:
+         tasks: Tasks, size: Callable[[int], int], window: int) -> Generator[CubeResult, None, None]:
     table = _Table(resolver, opts, tasks.shipped)
     # (shipped: the bodies a user model is checked for, and an audit's models, come from a
     # scan first; a web body is learned from the first cube a worker meets it in, which is

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..base.interrupts import Interrupts
 from ..policy.job import BatchOptions, write_chunk
 from ..policy.resolver import Resolver
-from ..base.interrupts import Interrupts
 from .pool import HURRY_GRACE
 
 __all__ = ["Tasks"]
