@@ -21,7 +21,10 @@ handler and counts.
 from __future__ import annotations
 
 import signal
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (typing is not loaded at run time: a one-cube run does without it)
+    from typing import Any
 
 __all__ = ["Interrupts"]
 

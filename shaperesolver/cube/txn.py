@@ -47,7 +47,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
 
 from ..base.log import get as get_logger
 from ..base.safeio import open_regular, read_fd
@@ -56,6 +55,7 @@ from ..errors import CubeLockedError, JournalError, LabelWriteError, ReadOnlyCub
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
 __all__ = ["journal_path", "temp_path", "locked", "recover", "write_region", "replace_file", "clear_temp", "Hook",
            "DEFAULT_LOCK_WAIT"]
