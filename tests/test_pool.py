@@ -10,8 +10,11 @@ in-process through the API with an executor, where the label reads can be counte
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,9 +27,10 @@ import cubes
 import pytest
 from servers import StacServer, item
 
-from shaperesolver import read_label, write_batch
+from shaperesolver import Resolver, read_label, write_batch
 from shaperesolver.cube import label as labelmod
 from shaperesolver.scale import pool
+from shaperesolver.scale.batch import BatchInterrupted
 
 EXE = shutil.which("shaperesolver", path=os.path.dirname(sys.executable)) or shutil.which("shaperesolver")
 ITEMS = [item("moonDem0002", ["Moon"], "0002"), item("titanDem0001", ["Titan"], "0001")]
@@ -255,14 +259,63 @@ def test_a_worker_killed_mid_run_costs_only_its_tasks_cubes_and_the_batch_goes_o
     assert got[-1000:] == new[-1000:]  # the batch went on with fresh workers
 
 
+def test_a_worker_killed_while_the_other_is_busy_does_not_hang_the_run(tmp_path, env):
+    """A dead worker breaks concurrent.futures' pool, which ends the others with
+    ``terminate()`` (SIGTERM) and waits for them.  Workers ignore SIGTERM (a batch
+    system's SIGTERM to the group is the parent's to act on), so a live one went on
+    with its tasks, its results unread, and the run hung; a broken pool's workers are killed."""
+    cs = three_bodies(tmp_path / "cubes", 1200)
+    lst = listing(tmp_path / "list.txt", cs)
+    held = cs[300]
+    with StacServer(ITEMS) as srv, open(held, "rb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (the worker that meets it waits for it: busy)
+        p = subprocess.Popen([EXE, f"fromlist={lst}", f"url={srv.url}", ISISDATA, "verify=no", "jobs=2", "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(env, SHAPERESOLVER_LOCK_WAIT="60"))
+        ex = cf.ThreadPoolExecutor(2)
+        out_read, err_read = ex.submit(p.stdout.read), ex.submit(p.stderr.read)  # (a full pipe would stop it)
+        try:
+            deadline = time.monotonic() + 60
+            while (busy := [w for w in workers_of(p.pid) if _has_open(w, held)]) == [] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert busy, "no worker waited for the locked cube"
+            victim, = workers_of(p.pid) - set(busy)
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 20
+            while alive(set(busy)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # (the lock still held: a worker that outlived the pool's terminate() would wait on here,
+            # then write results nobody reads, and the pool's join would wait for it for ever)
+            assert not alive(set(busy)), "the broken pool's other worker was not ended"
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            out = out_read.result(timeout=60)  # (it hung: a TimeoutError here)
+            err = err_read.result(timeout=10)
+            p.wait(timeout=10)
+        finally:
+            if p.poll() is None:
+                for pid in workers_of(p.pid) | {p.pid}:
+                    os.kill(pid, signal.SIGKILL)
+            ex.shutdown()
+    recs = [json.loads(line) for line in out.splitlines()]
+    assert [r["cube"] for r in recs] == [str(c) for c in cs]  # a record for every cube, in order
+    assert "a worker process died; starting new ones" in err and "Traceback" not in err, err[-2000:]
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
 # ------------------------------------------------------------ the attack round on jobs=N (each failed before its fix)
 
 
-def _run_and_interrupt(argv, env, interrupts, then=None):
+def _run_and_interrupt(argv, env, interrupts, then=None, sig=signal.SIGINT, preexec_fn=None):
     """Start the command in its own session, wait for its first records, then send each
-    SIGINT of ``interrupts`` (pause before it, to the group or the command); (rc, out, err, seconds after the first)."""
+    ``sig`` of ``interrupts`` (pause before it, to the group or the command); (rc, out, err, seconds after the first)."""
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                         start_new_session=True)
+                         start_new_session=True, preexec_fn=preexec_fn)
     head = [p.stdout.readline() for _ in range(20)]
     assert all(head)
     if then is not None:
@@ -273,9 +326,9 @@ def _run_and_interrupt(argv, env, interrupts, then=None):
         for pause, group in interrupts:
             time.sleep(pause)
             if group:
-                os.killpg(p.pid, signal.SIGINT)
+                os.killpg(p.pid, sig)
             else:
-                os.kill(p.pid, signal.SIGINT)
+                os.kill(p.pid, sig)
         try:
             p.wait(timeout=60)
         finally:
@@ -283,6 +336,143 @@ def _run_and_interrupt(argv, env, interrupts, then=None):
                 os.killpg(p.pid, signal.SIGKILL)
         took = time.monotonic() - t0
         return p.returncode, "".join(head) + out_read.result(timeout=60), err_read.result(timeout=60), took
+
+
+@pytest.mark.parametrize(("sig", "group", "jobs", "taps"), [
+    (signal.SIGTERM, True, 4, 1),  # scancel, systemd: every process of the job
+    (signal.SIGTERM, False, 1, 1),  # kill PID, timeout(1): the command alone (threads)
+    (signal.SIGHUP, True, 2, 1),  # the terminal closed
+    (signal.SIGTERM, True, 2, 2),  # sent again: do not wait
+])
+def test_sigterm_and_sighup_stop_a_batch_as_ctrl_c_does(tmp_path, env, sig, group, jobs, taps):
+    """Before, SIGTERM or SIGHUP killed the command where it was: nothing finished was
+    reported (no summary, no exit status but the signal's) and its workers, killed with it
+    or left behind until their watch saw the parent gone, could die in a cube's write."""
+    cs = three_bodies(tmp_path / "cubes", 3000)
+    old = {c: c.read_bytes() for c in cs}
+    lst = listing(tmp_path / "list.txt", cs)
+    workers: set[int] = set()
+    with StacServer(ITEMS) as srv:
+        rc, out, err, took = _run_and_interrupt(
+            [EXE, f"fromlist={lst}", f"url={srv.url}", ISISDATA, "verify=no", f"jobs={jobs}", "--json"], env,
+            [(0.3, group)] * taps, then=lambda p: workers.update(workers_of(p.pid)), sig=sig)
+    assert rc == 128 + sig and took < 15, (rc, took, err[-2000:])
+    assert "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
+    lines = err.splitlines()
+    assert lines[-1] == f"shaperesolver: stopped by {signal.Signals(sig).name}; every cube holds its old or its new label"
+    assert " not run" in lines[-2], lines[-3:]  # (the summary: what was done, and what was not)
+    recs = [json.loads(line) for line in out.splitlines()]
+    changed = {str(c) for c in cs if c.read_bytes() != old[c]}
+    written = {r["cube"] for r in recs if r.get("written")}
+    unknown = {r["cube"] for r in recs if r.get("written") is None and r.get("error")}
+    assert 20 <= len(written) < len(cs) and written <= changed <= written | unknown
+    assert not list((tmp_path / "cubes").glob("*journal*"))
+    assert len(workers) == (jobs if jobs > 1 else 0)
+    assert not alive(workers)  # (reaped before the command exited: not left to their watch)
+
+
+@pytest.mark.parametrize("pause", [0.02, 0.1, 0.25, 0.4, 0.7, 1.0])
+def test_ctrl_c_at_jobs_1_never_leaves_a_written_cube_unreported(tmp_path, env, pause):
+    """At ``jobs=1`` the cubes are written here, one by one; a Ctrl-C that landed just
+    after a write (before its result was given) left that cube written and unreported
+    (1 run in 6 of the SIGTERM test above)."""
+    cs = three_bodies(tmp_path / "cubes", 1500)
+    old = {c: c.read_bytes() for c in cs}
+    lst = listing(tmp_path / "list.txt", cs)
+    with StacServer(ITEMS) as srv:
+        rc, out, err, _ = _run_and_interrupt(
+            [EXE, f"fromlist={lst}", f"url={srv.url}", ISISDATA, "verify=no", "--json"], env, [(pause, False)])
+    assert rc == 130 and "Traceback" not in err, err[-2000:]
+    recs = [json.loads(line) for line in out.splitlines()]
+    changed = {str(c) for c in cs if c.read_bytes() != old[c]}
+    assert changed == {r["cube"] for r in recs if r.get("written")}
+    assert [r["cube"] for r in recs] == [str(c) for c in cs[:len(recs)]]
+
+
+def _logged_written(log: Path) -> set[str]:
+    """The cubes -log says were written."""
+    out = set()
+    for group in log.read_text().split("End_Group"):
+        cube = re.search(r'From\s*=\s*"?([^"\n]+?)"?\s*\n', group)
+        if cube and re.search(r'Status\s*=\s*"?written', group):
+            out.add(cube.group(1))
+    return out
+
+
+@pytest.mark.parametrize("how,jobs", [("pipe", 1), ("pipe", 4), ("terminal", 1), ("terminal", 2)])
+def test_a_reader_gone_mid_run_leaves_every_written_cube_in_the_log(tmp_path, env, how, jobs):
+    """stdout's reader gone (``| head``: EPIPE) or the terminal closed (SIGHUP, then EIO
+    on every write): the first lost report stopped the run, and the cubes the workers had
+    finished (and at jobs=1 the cube being told) were in no record at all, -log included
+    (1 to 39 written cubes missing from it)."""
+    cs = three_bodies(tmp_path / "cubes", 1500)
+    old = {c: c.read_bytes() for c in cs}
+    lst = listing(tmp_path / "list.txt", cs)
+    log = tmp_path / "run.log"
+    with StacServer(ITEMS) as srv:
+        argv = [EXE, f"fromlist={lst}", f"url={srv.url}", ISISDATA, "verify=no", f"jobs={jobs}", f"-log={log}"]
+        if how == "pipe":
+            p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+            for _ in range(40):
+                assert p.stdout.readline()
+            p.stdout.close()  # (| head -40)
+            rc = p.wait(timeout=60)
+        else:
+            import pty
+            import termios
+
+            master, slave = pty.openpty()
+
+            def own_terminal() -> None:
+                os.setsid()
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+            p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, preexec_fn=own_terminal)
+            os.close(slave)
+            seen = b""
+            while seen.count(b"\n") < 40:
+                seen += os.read(master, 4096)
+            os.close(master)  # the terminal closed: SIGHUP to its session, EIO on every write
+            rc = p.wait(timeout=60)
+    assert rc == (141 if how == "pipe" else 129)
+    changed = {str(c) for c in cs if c.read_bytes() != old[c]}
+    assert 20 <= len(changed) < len(cs) and _logged_written(log) == changed
+    assert not list((tmp_path / "cubes").glob("*journal*"))
+
+
+@pytest.mark.parametrize("first,then,code", [(signal.SIGINT, signal.SIGTERM, 130), (signal.SIGTERM, signal.SIGTERM, 143),
+                                             (signal.SIGHUP, signal.SIGINT, 129)])
+def test_a_second_stop_signal_while_the_command_exits_does_not_kill_it(tmp_path, env, first, then, code):
+    """After the first stop the command says so and exits; a second signal during that
+    (one batch system's SIGTERM to each process, twice) killed it by default (status -15),
+    and a Ctrl-C that came before a SIGTERM was named as SIGTERM."""
+    cs = three_bodies(tmp_path / "cubes", 300)
+    lst = listing(tmp_path / "list.txt", cs)
+    with StacServer(ITEMS) as srv:
+        for gap in (0.0, 0.002, 0.005, 0.01, 0.02):
+            p = subprocess.Popen([EXE, f"fromlist={lst}", f"url={srv.url}", ISISDATA, "verify=no", "--json",
+                                  "dryrun=yes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            assert p.stdout.readline()
+            os.kill(p.pid, first)
+            time.sleep(gap)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, then)
+            _, err = p.communicate(timeout=60)
+            assert p.returncode == code, (gap, p.returncode, err[-1000:])
+            assert "Traceback" not in err, err[-2000:]
+            name = "interrupted" if first == signal.SIGINT else f"stopped by {signal.Signals(first).name}"
+            assert err.splitlines()[-1] == f"shaperesolver: {name}; every cube holds its old or its new label"
+
+
+def test_under_nohup_sighup_is_left_ignored(tmp_path, env):
+    cs = three_bodies(tmp_path / "cubes", 600)
+    lst = listing(tmp_path / "list.txt", cs)
+    with StacServer(ITEMS) as srv:
+        rc, out, err, _ = _run_and_interrupt(
+            [EXE, f"fromlist={lst}", f"url={srv.url}", ISISDATA, "verify=no", "jobs=2", "--json"], env,
+            [(0.2, True)], sig=signal.SIGHUP, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    assert rc == 0, err[-2000:]
+    assert len(out.splitlines()) == 600 and [read_label(c).shape_model for c in cs] == [MOON, TITAN, "Null"] * 200
 
 
 def test_ctrl_c_does_not_wait_out_another_processs_lock(tmp_path, env):
@@ -627,3 +817,31 @@ def test_two_ctrl_c_held_while_a_blocked_report_waits_still_mean_do_not_wait(tmp
             ex.shutdown(wait=False)
     assert p.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert not alive({victim})
+
+
+class _CtrlCAfterTheFifthWrite(Resolver):
+    """A Ctrl-C that lands the moment a cube's write is done, before its result is given."""
+
+    n = 0
+
+    def write(self, *args, **kwargs):
+        out = super().write(*args, **kwargs)
+        self.n += 1
+        if self.n == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+
+@pytest.mark.parametrize("body", ["lro_moon", "cassini_titan"])
+def test_ctrl_c_just_after_a_write_at_jobs_1_still_reports_that_write(tmp_path, body):
+    """At ``jobs=1`` (the API's default, and the command's) a Ctrl-C raised inside the
+    write path lost the record of a cube already written (before: 4 records, 5 cubes changed)."""
+    cs = [cubes.write_attached(tmp_path / f"c{i}.cub", cubes.label_text(body), data_bytes=256) for i in range(20)]
+    old = {c: c.read_bytes() for c in cs}
+    before = read_label(cs[0]).shape_model
+    with pytest.raises(BatchInterrupted) as got:
+        write_batch(cs, resolver=_CtrlCAfterTheFifthWrite(cache="no"), shape="ellipsoid")
+    recs = got.value.results
+    changed = [str(c) for c in cs if c.read_bytes() != old[c]]
+    assert len(changed) == 5 and [r["cube"] for r in recs if r["written"]] == changed
+    assert [read_label(c).shape_model for c in cs] == ["Null"] * 5 + [before] * 15

@@ -28,7 +28,6 @@ from shaperesolver import CubeLockedError, Resolver, UsageError, read_label, wri
 from shaperesolver.cube import txn
 from shaperesolver.cube.label import journal_path
 from shaperesolver.policy import job
-from shaperesolver.scale import batch
 
 EXE = shutil.which("shaperesolver", path=os.path.dirname(sys.executable)) or shutil.which("shaperesolver")
 ITEMS = [item("moonDem0002", ["Moon"], "0002"), item("titanDem0001", ["Titan"], "0001")]
@@ -233,7 +232,7 @@ class LosesOneWriteTask(ThreadPoolExecutor):
     lost = False
 
     def submit(self, fn, *args, **kw):
-        if fn is batch.write_chunk and not self.lost:
+        if fn is job.write_chunk and not self.lost:
             self.lost = True
 
             def dies():

@@ -16,6 +16,11 @@ counts each Ctrl-C and says where it goes:
 
 Nested (a batch inside the command's run), an :class:`Interrupts` shares the outer one's
 handler and counts.
+
+The command also takes SIGTERM (a batch system's ``scancel``, systemd, ``timeout``) and
+SIGHUP (its terminal closed) as it takes Ctrl-C (:class:`Stops`): the batch stops between
+two cubes, says what it did, and exits with 128 + the signal's number; a second one does
+not wait.  A program using the API keeps those signals to itself.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # (typing is not loaded at run time: a one-cube run does without it)
     from typing import Any
 
-__all__ = ["Interrupts"]
+__all__ = ["STOPS", "Interrupts", "Stops"]
+
+#: the signals the command takes as Ctrl-C (and its worker processes leave to it)
+STOPS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
 class _Taken:
@@ -36,7 +44,7 @@ class _Taken:
         self.total = 0  # every SIGINT
         self.count = 0  # those the batch took (and the ones handed to it)
         self.active = False
-        self.hold = False
+        self.hold = 0  # holds in force (a cube's report inside the wait for the next result: two)
         self.held = False
 
     def __call__(self, signum: int, frame: Any) -> None:
@@ -55,7 +63,7 @@ class Interrupts:
     def __init__(self) -> None:
         self._taken = _Taken()
         self._old: Any = None
-        self._saved: tuple[bool, bool] | None = None
+        self._saved: tuple[bool, int] | None = None
 
     def __enter__(self) -> Interrupts:
         handler = signal.getsignal(signal.SIGINT)
@@ -101,22 +109,89 @@ class Interrupts:
         if self._taken.count:
             raise KeyboardInterrupt
 
+    def is_set(self) -> bool:
+        """As a stop event (:func:`..policy.job.write_chunk`): the batch took a Ctrl-C."""
+        return self._taken.count > 0
+
     @property
     def hurry(self) -> bool:
         """Ctrl-C came again: do not wait for the tasks in hand."""
         return self._taken.count >= 2
 
     def hold(self) -> None:
-        """From here a Ctrl-C waits for :meth:`release` (the command reports a cube)."""
-        self._taken.hold = True
+        """From here a Ctrl-C waits for :meth:`release` (the command reports a cube).  Holds
+        nest: a Ctrl-C is raised when the outermost is released."""
+        self._taken.hold += 1
 
     def unhold(self) -> None:
-        """Stop holding (a Ctrl-C held meanwhile is kept for the next :meth:`release`)."""
-        self._taken.hold = False
+        """End a hold (a Ctrl-C held meanwhile is kept for the next :meth:`release`)."""
+        self._taken.hold = max(0, self._taken.hold - 1)
 
     def release(self) -> None:
         """The Ctrl-C held since :meth:`hold`, if one came, as a ``KeyboardInterrupt`` here."""
-        self._taken.hold = False
-        if self._taken.held:
+        self.unhold()
+        if not self._taken.hold and self._taken.held:
             self._taken.held = False
             raise KeyboardInterrupt
+
+
+class Stops:
+    """SIGTERM and SIGHUP taken as Ctrl-C is, for the command (see the module's text).
+
+    Each goes to SIGINT's handler (an :class:`Interrupts`' when a batch runs, else a
+    ``KeyboardInterrupt``); ``first`` is the number of the first that came, unless a
+    Ctrl-C the batch took came before it.  Only signals left at their default are taken
+    (under ``nohup`` SIGHUP stays ignored), and only in the main thread.
+
+    Once the command has stopped (:meth:`calm`), more of them (and Ctrl-C) are ignored
+    while it says so and exits; with ``keep`` (the program itself, which exits next) they
+    stay ignored after the ``with``, so one that comes during Python's exit does not make
+    the stop look like a death by that signal to a batch system.
+    """
+
+    def __init__(self, keep: bool = False) -> None:
+        self.first: int | None = None
+        self.keep = keep
+        self._calm = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> Stops:
+        for name in STOPS[1:]:
+            signum = getattr(signal, name)
+            try:
+                if signal.getsignal(signum) is signal.SIG_DFL:
+                    self._old[signum] = signal.signal(signum, self._take)
+            except ValueError:  # not the main thread
+                break
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        ignore = self.keep and self._calm
+        for signum, old in self._old.items():
+            signal.signal(signum, signal.SIG_IGN if ignore else old)
+        self._old.clear()
+
+    def calm(self) -> None:
+        """The command has stopped: from here a stop signal or a Ctrl-C is ignored."""
+        self._calm = True
+        try:
+            if signal.SIGINT not in self._old and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._take)
+        except ValueError:  # not the main thread
+            pass
+
+    def _take(self, signum: int, frame: Any) -> None:
+        if self._calm:
+            return
+        handler = signal.getsignal(signal.SIGINT)
+        batch = handler if isinstance(handler, _Taken) else None
+        if self.first is None and not (batch is not None and batch.total):  # (a Ctrl-C came first: it names the stop)
+            self.first = signum
+        if batch is None:
+            raise KeyboardInterrupt
+        batch(signal.SIGINT, frame)
+
+    @property
+    def name(self) -> str:
+        """The first signal's name (``SIGTERM``), or ``""`` when none came."""
+        return signal.Signals(self.first).name if self.first is not None else ""

@@ -13,23 +13,24 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import os
 import sys
 from collections.abc import Generator, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 
 from .._version import __version__
 from ..base import safeio
 from ..base.log import get as get_logger
 from ..errors import ShapeResolverError, UnsafeFileError, UsageError
-from ..policy.job import BatchOptions, CubeResult, audit_failed, record, write_chunk
+from ..policy.job import BatchOptions, CubeResult, audit_failed, in_order, record
 from ..policy.resolver import DEFAULT_COLLECTION, Resolver
 from .plan import RESOLVER_KEYS, Plan, Run, plan
-from .report import Reporter, append_text
+from .report import Reporter, append_text, quiet
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from ..base.interrupts import Stops
 
 __all__ = ["main"]
 
@@ -41,29 +42,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code (the console script exits with it).
 
     A closed stdout (``| head -1``) ends the run quietly with 141 (as SIGPIPE would), and
-    Ctrl-C with 130 and one line; in both every cube holds its old or its new label.
+    Ctrl-C with 130 and one line, SIGTERM with 143 and SIGHUP with 129 (each taken as
+    Ctrl-C is: :class:`..base.interrupts.Stops`); in all every cube holds its old or its
+    new label.
     """
+    from ..base.interrupts import Stops
+
+    stops = Stops(keep=argv is None)  # (the program itself: one more during its exit is ignored)
+    with stops:
+        try:
+            return _finish(argv, stops)
+        except KeyboardInterrupt:  # (one more came before the last line was said)
+            return 128 + (stops.first or 2)
+
+
+def _finish(argv: Sequence[str] | None, stops: Stops) -> int:
+    """:func:`main`'s run and its last line; a stop makes further stops ignored (``stops.calm``)."""
     try:
         code = _main(sys.argv[1:] if argv is None else argv)
         sys.stdout.flush()
         return code
     except BrokenPipeError:
         # nobody reads our output: stop, and keep Python's exit-time flush from complaining
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        except (OSError, ValueError):
-            pass  # not a real stream (main() called in-process)
+        stops.calm()
+        quiet(sys.stdout)
         return 141
     except KeyboardInterrupt:
-        print("shaperesolver: interrupted; every cube holds its old or its new label", file=sys.stderr)
-        return 130
+        stops.calm()
+        why = f"stopped by {stops.name}" if stops.first is not None else "interrupted"
+        _say(f"shaperesolver: {why}; every cube holds its old or its new label")
+        return 128 + (stops.first or 2)
     except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, the traceback with -vv
+        stops.calm()
         get_logger(__name__).debug("unexpected error", exc_info=True)
-        print(f"shaperesolver: unexpected error ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
-              "every cube holds its old or its new label; please report it (-vv shows where)", file=sys.stderr)
+        if stops.first is not None and isinstance(exc, OSError):  # (SIGHUP: the terminal is gone)
+            _say(f"shaperesolver: stopped by {stops.name}; every cube holds its old or its new label")
+            return 128 + stops.first
+        _say(f"shaperesolver: unexpected error ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
+             "every cube holds its old or its new label; please report it (-vv shows where)")
         return 1
+
+
+def _say(text: str) -> None:
+    """The command's last line, on stderr; where stderr is gone (SIGHUP: the terminal
+    closed) there is nobody to tell, and Python's exit must not complain either."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        quiet(sys.stderr)
+        quiet(sys.stdout)
 
 
 def _main(argv: Sequence[str]) -> int:
@@ -224,11 +251,11 @@ def _group(group: list[Run], first: int, resolver: Resolver, executor: Any, sett
         if run.shown is not None and row not in shown and not report.quiet:
             shown.add(row)
             report.write(run.shown + "\n", report.err)
-        interrupted: KeyboardInterrupt | None = None
+        interrupted: BaseException | None = None
         try:
             report.cube(result.record, result.kernels_text, opts.shape, opts.dryrun, result.error)
-        except KeyboardInterrupt as exc:  # (Ctrl-C waited for the cube's report: its -errlist line too)
-            interrupted = exc
+        except (KeyboardInterrupt, OSError) as exc:  # (Ctrl-C waited for the cube's report, or its reader
+            interrupted = exc  # is gone: its -errlist line too)
         stop = None
         if result.error is not None:
             if run.row is None:
@@ -242,18 +269,24 @@ def _group(group: list[Run], first: int, resolver: Resolver, executor: Any, sett
         return stop
 
     count = sum(len(run.cubes) for run in group)
-    keys: Any = None
-    if count != 1 or executor is not None:  # (one cube is one job: no batch machinery loads)
-        from ..base.interrupts import Interrupts
+    from ..base.interrupts import Interrupts
 
-        # (the run's Ctrl-C: the batch's waits take it where they can act on it; while what an
-        # interrupted batch finished is reported, Ctrl-C again only makes the batch stop waiting)
-        keys = Interrupts()
-    with keys or nullcontext():
+    # (the run's Ctrl-C: the batch's waits take it where they can act on it; one that comes
+    # between the batch giving a result and its report waits for the report; while what an
+    # interrupted batch finished is reported, Ctrl-C again only makes the batch stop waiting)
+    with Interrupts() as keys:
         results = _results(resolver, cubes(), count, opts, int(settings.get("jobs", "1")), executor)
         try:
-            for result in results:
-                if (stop := take(result)) is not None:
+            while True:
+                keys.hold()
+                try:
+                    result = next(results)
+                except StopIteration:
+                    keys.release()  # (one that came after the last result: here)
+                    break
+                stop = take(result)
+                keys.release()
+                if stop is not None:
                     # (-onerror=abort: the writes already in flight on other workers end, and are reported)
                     reported: dict[int, int] = {}
                     for late in _finished(results, KeyboardInterrupt()):
@@ -263,14 +296,18 @@ def _group(group: list[Run], first: int, resolver: Resolver, executor: Any, sett
                     done_after.update(row for row, n in reported.items()  # (rows written whole: not "not done")
                                       if row not in failed and n == len(group[row - first].cubes))
                     return stop
-        except KeyboardInterrupt as exc:
-            if keys is not None:  # (every Ctrl-C so far counts: two held while a cube was reported are two)
-                keys.count, keys.active = max(1, keys.total), True
-            unreported = _finished(results, exc)
-            if keys is not None:
-                keys.active = True
+        except (KeyboardInterrupt, OSError) as exc:
+            # (Ctrl-C, or stdout's reader is gone: the batch stops and what it finished is
+            # told, to -log and -errlist at least; every Ctrl-C so far counts: two held while
+            # a cube was reported are two)
+            keys.count, keys.active = max(1, keys.total), True
+            unreported = _finished(results, exc if isinstance(exc, KeyboardInterrupt) else KeyboardInterrupt())
+            keys.active = True
             for result in unreported:
-                take(result)
+                try:
+                    take(result)
+                except OSError:  # (its reader went meanwhile: the rest still go to -log)
+                    pass
             raise
         finally:
             results.close()
@@ -298,7 +335,7 @@ def _results(resolver: Resolver, cubes: Iterator[Any], count: int, opts: BatchOp
     if count == 1 and (executor is None or isinstance(executor, _Pools.Lazy)):
         cube, more = next(cubes, None), next(cubes, None)  # (a list may have grown since it was counted)
         if isinstance(cube, str) and more is None:
-            yield from write_chunk(resolver, opts, [(0, cube)])
+            yield from in_order(resolver, opts, [(0, cube)])
             return
         cubes = itertools.chain([c for c in (cube, more) if c is not None], cubes)
     if isinstance(executor, _Pools.Lazy):

@@ -36,6 +36,17 @@ PROGRESS_MIN_CUBES = 100
 PROGRESS_DELAY = 3.0
 
 
+def quiet(stream: Any) -> None:
+    """Point ``stream``'s descriptor at /dev/null: its reader is gone, so nothing more can
+    reach it, and Python's exit-time flush must not complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real stream (the command run in-process)
+
+
 def state_of(rec: dict[str, Any], dryrun: bool) -> str:
     """``failed``, ``written``, ``would write`` or ``unchanged``."""
     if rec.get("error"):
@@ -128,6 +139,8 @@ class Reporter:
         self._t0 = self._last = time.monotonic()
         self._last_tenth = 0
         self._keys = Interrupts()  # (made live by running())
+        self.gone: OSError | None = None  # what a write to stdout or stderr raised (see _lost)
+        self._told = False
 
     # ---------------------------------------------------------------- setup
 
@@ -179,11 +192,24 @@ class Reporter:
     def write(self, text: str, stream: TextIO | None = None) -> None:
         """Print ``text`` (lines) without running into the progress bar."""
         stream = stream or self.human
-        if self._bar is not None and (stream is self.err or _isatty(stream)):
-            self._bar.write(text.rstrip("\n"), file=stream)
-        else:
-            stream.write(text)
-            stream.flush()
+        try:
+            if self._bar is not None and (stream is self.err or _isatty(stream)):
+                self._bar.write(text.rstrip("\n"), file=stream)
+            else:
+                stream.write(text)
+                stream.flush()
+        except OSError as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: OSError) -> None:
+        """stdout's or stderr's reader is gone (a closed pipe, a closed terminal): both go to
+        /dev/null from here, and the cube being told raises ``exc`` once it is in -log
+        (:meth:`cube`), so the run stops with every cube it finished still recorded there
+        and in -errlist."""
+        if self.gone is None:
+            self.gone = exc
+        quiet(self.out)
+        quiet(self.err)
 
     def error(self, text: str) -> None:
         """A one-line error on stderr."""
@@ -195,6 +221,9 @@ class Reporter:
         self._keys.hold()
         try:
             self._cube(rec, kernels_text, shape, dryrun, error)
+            if self.gone is not None and not self._told:  # (the first cube whose report was lost: stop)
+                self._told = True
+                raise self.gone
         except BaseException:
             self._keys.unhold()  # (a Ctrl-C held meanwhile is raised after the next cube)
             raise
@@ -215,10 +244,7 @@ class Reporter:
         if error is not None:  # (a failed record without ``error``: a line already said why)
             self.error(error)
         if self.as_json:
-            import json
-
-            self.out.write(json.dumps(rec) + "\n")
-            self.out.flush()
+            self._json(rec)
         elif state != "failed":  # a result: on stdout also with -q
             if self.listing and not self.verbose:
                 self.write(_line(rec, state, fb))
@@ -233,15 +259,22 @@ class Reporter:
         self.done += 1
         self._progress()
 
+    def _json(self, rec: dict[str, Any]) -> None:
+        """One cube's record as a JSON line on stdout (``--json``)."""
+        import json
+
+        try:
+            self.out.write(json.dumps(rec) + "\n")
+            self.out.flush()
+        except OSError as exc:
+            self._lost(exc)
+
     def _audited(self, rec: dict[str, Any]) -> None:
         """One cube's audit: its line (or JSON record) on stdout, counted by status."""
         status = str(rec["status"])
         self.audits[status] = self.audits.get(status, 0) + 1
         if self.as_json:
-            import json
-
-            self.out.write(json.dumps(rec) + "\n")
-            self.out.flush()
+            self._json(rec)
         else:
             self.write(_audit_line(rec))
         if self.log_file:
@@ -265,9 +298,8 @@ class Reporter:
             return  # a short run, or the end (the summary follows): no line
         if tenth > self._last_tenth or now - self._last >= PROGRESS_SECONDS:
             self._last_tenth, self._last = tenth, now
-            self.err.write(f"shaperesolver: progress {self.done}/{self.total} cubes "
-                           f"({100 * self.done // self.total}%), {now - self._t0:.0f} s\n")
-            self.err.flush()
+            self.write(f"shaperesolver: progress {self.done}/{self.total} cubes "
+                       f"({100 * self.done // self.total}%), {now - self._t0:.0f} s\n", self.err)
 
     # ---------------------------------------------------------------- the end
 

@@ -73,6 +73,7 @@ Names and list values are case-insensitive and may be shortened to a unique pref
 (FR=x.cub sh=ell); --from x.cub and --from=x.cub work too.  File names expand ~,
 $ISISDATA, $base-style data area directories and environment variables.
 Exit status: 0 all cubes done, 1 a cube failed, 2 usage error, 130 interrupted
-(Ctrl-C), 141 stdout closed (| head); with 130 and 141 every cube holds its old
-or its new label.
+(Ctrl-C), 143 stopped by SIGTERM (a batch system), 129 by SIGHUP (the terminal
+closed), 141 stdout closed (| head); with 129, 130, 141 and 143 every cube holds
+its old or its new label.
 """

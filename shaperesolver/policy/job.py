@@ -23,12 +23,17 @@ from .resolver import Resolution, Resolver
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import threading
-    from collections.abc import Sequence
-    from typing import Any
+    from collections.abc import Iterable, Iterator, Sequence
+    from typing import Any, Protocol
 
-__all__ = ["BatchOptions", "CubeResult", "record", "one_line", "write_chunk", "audit_result", "audit_failed",
-           "reread"]
+    class Stop(Protocol):
+        """A batch's stop event: a ``threading.Event``, a process pool's, or the batch's
+        :class:`~shaperesolver.base.interrupts.Interrupts` (a Ctrl-C taken)."""
+
+        def is_set(self) -> bool: ...
+
+__all__ = ["BatchOptions", "CubeResult", "record", "one_line", "write_chunk", "in_order", "audit_result",
+           "audit_failed", "reread"]
 
 log = get_logger(__name__)
 
@@ -150,7 +155,7 @@ def _middle(text: str, width: int) -> str:
 
 
 def write_chunk(resolver: Resolver, opts: BatchOptions, entries: Sequence[tuple[int, str]],
-                stop: threading.Event | None = None) -> list[CubeResult]:
+                stop: Stop | None = None) -> list[CubeResult]:
     """Task: resolve and write each cube, in order; a failure stays with its cube.
 
     With ``stop`` (the batch's stop event) the chunk ends early, between two cubes, once
@@ -164,8 +169,30 @@ def write_chunk(resolver: Resolver, opts: BatchOptions, entries: Sequence[tuple[
         txn.stopping.reset(token)
 
 
+def in_order(resolver: Resolver, opts: BatchOptions,
+             entries: Iterable[tuple[int, str] | CubeResult]) -> Iterator[CubeResult]:
+    """``jobs=1``: each cube here, in order (an entry that is a result already is given as
+    it is).  A Ctrl-C (:class:`..base.interrupts.Interrupts`) is taken between two cubes:
+    the cube in hand is finished (or, waiting for another process's lock, stops waiting
+    and is not reached) and given, then ``KeyboardInterrupt`` is raised; one landing in
+    the middle of the write could leave a cube written and never reported."""
+    from ..base.interrupts import Interrupts
+
+    with Interrupts() as keys:
+        for e in entries:
+            keys.active = True
+            keys.check()
+            got = [e] if isinstance(e, CubeResult) else write_chunk(resolver, opts, [e], stop=keys)
+            if not got:  # (stopped while it waited for a lock)
+                break
+            keys.active = False  # (the program's code runs: its Ctrl-C is its own)
+            yield got[0]
+        keys.active = True
+        keys.check()
+
+
 def _write_chunk(resolver: Resolver, opts: BatchOptions, entries: Sequence[tuple[int, str]],
-                 stop: threading.Event | None) -> list[CubeResult]:
+                 stop: Stop | None) -> list[CubeResult]:
     kw = opts.resolve_kwargs()
     results = []
     for index, cube in entries:

@@ -52,7 +52,7 @@ from ..base.interrupts import Interrupts
 from ..base.log import get as get_logger
 from ..cube.label import read_label
 from ..errors import ShapeResolverError, UsageError
-from ..policy.job import BatchOptions, CubeResult, audit_failed, record, reread, why, write_chunk
+from ..policy.job import BatchOptions, CubeResult, audit_failed, in_order, record, reread, why
 from ..policy.resolver import SHAPES, Resolver
 from .tasks import Tasks
 
@@ -220,8 +220,12 @@ def run_batch(
         raise UsageError(f"jobs={jobs} must be 0 (one per core) or more")
     entries = _entries(cubes)
     if executor is None and jobs == 1:  # in order, here: nothing to group
-        for e in entries:
-            yield e if isinstance(e, CubeResult) else write_chunk(resolver, opts, [e])[0]
+        try:
+            yield from in_order(resolver, opts, entries)
+        except KeyboardInterrupt as exc:  # (nothing finished is held back: every result was given)
+            if isinstance(exc, BatchInterrupted):
+                raise
+            raise BatchInterrupted([]) from None
         return
     known = len(cubes) if isinstance(cubes, Sized) else 0
     own: Any = None

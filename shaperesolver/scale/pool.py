@@ -8,7 +8,7 @@ task carries the batch's table, so workers never send a request.
 
 What a worker owes the run that started it:
 
-- **Ctrl-C** is the parent's: workers ignore SIGINT (blocked from the moment they are
+- **Ctrl-C** (and SIGTERM, SIGHUP) is the parent's: workers ignore them (blocked from the moment they are
   started, so one that comes while a worker is still loading is neither lost by the
   parent nor a traceback from the worker); the parent sets the shared stop event and
   each worker ends its chunk between two cubes, as threads do.
@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..base import log as _log
+from ..base.interrupts import STOPS
 from ..errors import UsageError
 
 __all__ = ["Pool", "start"]
@@ -59,11 +60,19 @@ _stop: Any = None  # the run's stop event (a multiprocessing Event)
 _messages: list[tuple[str, int, str, str | None, str | None]] = []
 
 
+def _stops() -> set[signal.Signals]:
+    """The signals a worker leaves to its parent (Ctrl-C, SIGTERM, SIGHUP: :data:`..base.interrupts.STOPS`)."""
+    return {getattr(signal, name) for name in STOPS}
+
+
 def _init(stop: Any, level: int | None, parent: int) -> None:
-    """A worker's start: SIGINT ignored, the run's stop event, its log level, the watch."""
+    """A worker's start: the stop signals ignored (sent to the whole group, by a terminal
+    or a batch system, they are the parent's to act on: it ends the workers between two
+    cubes), the run's stop event, its log level, the watch."""
     global _stop
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # (a pending one is dropped: ignored)
+    for signum in _stops():
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _stops())  # (one pending is dropped: ignored)
     _stop = stop
     if level is not None:
         _log.configure(level, _capture(level))
@@ -119,9 +128,9 @@ class Pool:
     ``stop`` asks their chunks to end between two cubes."""
 
     def __init__(self, workers: int) -> None:
-        import multiprocessing
+        from .spawn import Context
 
-        self.ctx = multiprocessing.get_context("spawn")
+        self.ctx = Context()  # (spawn; a broken pool's workers are killed: they ignore SIGTERM)
         _quiet_tracker()
         self.workers = workers
         self.stop = self.ctx.Event()
@@ -135,13 +144,13 @@ class Pool:
         ex = cf.ProcessPoolExecutor(self.workers, mp_context=self.ctx, initializer=_init,
                                     initargs=(self.stop, self.level, os.getpid()))
         try:
-            # start them all now, with SIGINT blocked: a worker starts with its parent's signal
+            # start them all now, with the stop signals blocked: a worker starts with its parent's signal
             # mask, so a Ctrl-C during its start waits until it has chosen to ignore it (the
             # parent's own waits here too, and is taken when the mask is restored)
             # (the first worker up says whether they can start at all: one that re-runs a
             # script without the guard fails at once, and so do they all; that wait is
             # inside the mask too, so a Ctrl-C is taken after it, not inside the pool's code)
-            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, _stops())
             try:
                 with _quiet_stderr(self.level is None or self.level > DEBUG):
                     started = [ex.submit(_ready) for _ in range(self.workers)]
@@ -283,11 +292,31 @@ def _quiet_tracker() -> None:
     """Start multiprocessing's resource tracker (the process that removes the pool's named
     semaphores if this one dies) with its stderr on ``/dev/null``: after a ``kill -9`` it
     would tell the user's terminal, seconds after the prompt came back, that it cleaned up
-    "leaked" semaphores, which is its job, not news."""
+    "leaked" semaphores, which is its job, not news.
+
+    It is started with SIGHUP ignored as well (it ignores SIGINT and SIGTERM itself): a
+    closed terminal's SIGHUP reaches the whole group, and a tracker it killed is started
+    again by the next release of a semaphore, which the new one never saw registered (a
+    traceback per semaphore on the user's terminal).  SIGHUP stays blocked meanwhile, so
+    one that comes now is this process's, once its handler is back."""
     from multiprocessing import resource_tracker
 
-    with _quiet_stderr(True):
-        resource_tracker.ensure_running()  # (a no-op when it runs already)
+    hup = getattr(signal, "SIGHUP", None)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {hup}) if hup else None
+    try:
+        try:
+            old = signal.signal(hup, signal.SIG_IGN) if hup else None
+        except ValueError:  # (not the main thread: the tracker keeps SIGHUP's default)
+            hup = old = None
+        try:
+            with _quiet_stderr(True):
+                resource_tracker.ensure_running()  # (a no-op when it runs already)
+        finally:
+            if hup:
+                signal.signal(hup, old)
+    finally:
+        if old_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 def replay(messages: list[tuple[str, int, str, str | None, str | None]]) -> None:
