@@ -218,6 +218,29 @@ def test_stale_journal_is_not_applied_to_a_replacement_cube(tmp_path, how):
     assert path.read_bytes() == before and jp.exists()
 
 
+@pytest.mark.parametrize("via", ["linked_dir", "linked_file"])
+def test_a_crash_through_a_link_leaves_the_journal_beside_the_real_file(tmp_path, via):
+    """The journal's place comes from the file the writer opened (/proc/self/fd), not
+    from resolving the name again: beside the real cube, where a reader by any name finds it."""
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    real = cubes.make(real_dir, "viking_mars")
+    old = real.read_bytes()
+    if via == "linked_dir":
+        (tmp_path / "view").symlink_to("real")
+        name = tmp_path / "view" / real.name
+    else:
+        name = tmp_path / "link.cub"
+        name.symlink_to(real)
+    _killed_write(name, URL, "journal-durable")  # (the label untouched, the journal whole)
+    journals = sorted(p.name for p in tmp_path.rglob(".shaperesolver-*"))
+    assert [p.parent for p in tmp_path.rglob(".shaperesolver-*")] == [real_dir] and len(journals) == 1
+    assert journal_path(name) == journal_path(real) == real_dir / journals[0]
+    assert read_label(name).shape_model is None and real.read_bytes() == old  # (rolled back: old)
+    write_shape_model(real, URL)
+    assert read_label(name).shape_model == URL and not list(tmp_path.rglob(".shaperesolver-*"))
+
+
 def test_hard_links_a_crash_via_one_name_never_undoes_a_later_write_via_another(tmp_path):
     a = cubes.make(tmp_path, "viking_mars", "a.cub")
     b = tmp_path / "b.cub"

@@ -63,8 +63,9 @@ _END_LINE = re.compile(r"^[ \t]*END[ \t]*\r?$", re.I | re.M)
 
 
 #: Instrumentation: when set, called as ``on_io(event, path)`` for every ``"read"`` (a
-#: label's bytes read from disk), ``"scan"`` (a whole label scanned) and ``"check"`` (the
-#: region a splice moved scanned again to prove it).  None (the default) costs nothing.
+#: label's bytes read from disk), ``"scan"`` (a whole label scanned) and ``"check"`` (a
+#: splice proven: the statement it wrote, or the region it moved, scanned).  None (the
+#: default) costs nothing.
 on_io: Callable[[str, str], None] | None = None
 
 
@@ -397,14 +398,17 @@ class _Plan:
     """A splice: the new text, what it removed, and the one region of the label it moved
     (``[start, old_end)`` of the old text became ``[start, new_end)`` of the new).
     ``within`` is the enclosing path of the region's statements (None: the region is not
-    one Kernels group, so the whole label is scanned again to prove the splice)."""
+    one Kernels group, so the whole label is scanned again to prove the splice).
+    ``edits`` are the splice's ``(start, end, replacement)`` in the old text, in order,
+    and ``statement`` the ShapeModel statement written (None for a new Kernels group)."""
 
-    __slots__ = ("text", "removed", "start", "old_end", "new_end", "within")
+    __slots__ = ("text", "removed", "start", "old_end", "new_end", "within", "edits", "statement")
 
     def __init__(self, text: str, removed: str | None, start: int, old_end: int, new_end: int,
-                 within: tuple[str, ...] | None) -> None:
+                 within: tuple[str, ...] | None, edits: list[tuple[int, int, str]] | None = None,
+                 statement: str | None = None) -> None:
         self.text, self.removed, self.start, self.old_end, self.new_end = text, removed, start, old_end, new_end
-        self.within = within
+        self.within, self.edits, self.statement = within, edits, statement
 
 
 def _splice(lab: CubeLabel, value: str) -> _Plan:
@@ -414,6 +418,7 @@ def _splice(lab: CubeLabel, value: str) -> _Plan:
     edits: list[tuple[int, int, str]] = []  # (start, end, replacement), non-overlapping
     removed = None
     within: tuple[str, ...] | None
+    stmt: str | None = None
     group = sc.aggregate(_KERNELS)
     if group is None:
         cube = sc.aggregate(("IsisCube",))
@@ -439,18 +444,25 @@ def _splice(lab: CubeLabel, value: str) -> _Plan:
             removed = _str(elev.value)
             edits.append((elev.start, elev.end, ""))
         region, within = (group.start, group.end), group.path
+    edits.sort()
+    new_text = _apply(text, edits)
+    if not all(region[0] <= start <= end <= region[1] for start, end, _ in edits):
+        region, within = (0, len(text)), None  # an edit outside the first Kernels group: prove it all
+    return _Plan(new_text, removed, region[0], region[1], region[1] + len(new_text) - len(text),
+                 within if len(sc.statements) + len(sc.aggregates) + 2 < MAX_STATEMENTS else None,
+                 edits, stmt)
+
+
+def _apply(text: str, edits: list[tuple[int, int, str]]) -> str:
+    """``text`` with each ``(start, end, replacement)`` (in order, not overlapping) made."""
     out = []
     last = 0
-    for start, end, rep in sorted(edits):
+    for start, end, rep in edits:
         out.append(text[last:start])
         out.append(rep)
         last = end
     out.append(text[last:])
-    new_text = "".join(out)
-    if not all(region[0] <= start <= end <= region[1] for start, end, _ in edits):
-        region, within = (0, len(text)), None  # an edit outside the first Kernels group: prove it all
-    return _Plan(new_text, removed, region[0], region[1], region[1] + len(new_text) - len(text),
-                 within if len(sc.statements) + len(sc.aggregates) + 2 < MAX_STATEMENTS else None)
+    return "".join(out)
 
 
 def _others(statements: list[Any], removed: str | None) -> list[tuple[tuple[str, ...], str, str]]:
@@ -468,7 +480,9 @@ def _others(statements: list[Any], removed: str | None) -> list[tuple[tuple[str,
 def _prove(lab: CubeLabel, plan: _Plan, value: str) -> str:
     """Prove that the spliced label reads back as intended; return its Kernels group text.
 
-    Only the region the splice moved is scanned again: the bytes before and after it
+    A splice into an existing Kernels group is proven by scanning the one statement it
+    wrote (:func:`_prove_statement`).  A new Kernels group is proven by scanning the
+    region the splice moved: the bytes before and after it
     are checked to be the old ones, and the region alone must read as one complete
     Kernels group that holds ``ShapeModel = value`` and every other statement it held.
     The scanner carries nothing across a group's last line but the nesting, which the
@@ -490,6 +504,8 @@ def _prove(lab: CubeLabel, plan: _Plan, value: str) -> str:
         assert group is not None
         return new[group.start : group.end]
     _note("check", lab.path)
+    if plan.edits is not None and plan.statement is not None and not _after_dash(old, plan.edits):
+        return _prove_statement(lab, plan, value, fail)
     a, b, nb = plan.start, plan.old_end, plan.new_end
     region = new[a:nb]
     if new[:a] != old[:a] or new[nb:] != old[b:] or not region.endswith("\n"):
@@ -510,6 +526,72 @@ def _prove(lab: CubeLabel, plan: _Plan, value: str) -> str:
     if got is None or got.value != value or _others(moved, plan.removed) != _others(before, plan.removed):
         raise LabelWriteError(lab.path, f"{fail}the edited label does not read back as intended")
     return region[top[0].start :]
+
+
+def _after_dash(text: str, edits: list[tuple[int, int, str]]) -> bool:
+    """True when the last character before an edit (blank space and line ends skipped) is
+    a ``-``: an unquoted value ending in ``-`` continues on the next line when that line
+    starts with a value, so what the splice puts there could join the value above it (the
+    one state the scanner carries from one line to the next besides the nesting)."""
+    for start, _, _ in edits:
+        i = start
+        while i > 0 and text[i - 1] in " \t\r\n\f\v":
+            i -= 1
+        if i > 0 and text[i - 1] == "-":
+            return True
+    return False
+
+
+def _prove_statement(lab: CubeLabel, plan: _Plan, value: str, fail: str) -> str:
+    """The proof of a splice into an existing Kernels group, scanning one statement.
+
+    The scanner's state at the start of a line that begins a statement, ends one or
+    holds an ``End_Group`` is only the nesting (comments end with their line; values end
+    before their line's end), unless the value above ends in ``-`` and could continue on
+    that line (:func:`_after_dash`: such splices get the region proof).  So when each
+    edit replaces or removes exactly one of the
+    Kernels group's statements, or inserts at the end of one or at the group's
+    ``End_Group`` line, and the text written is exactly one complete statement
+    ``ShapeModel = value``, the new label reads as the old one with those statements
+    replaced, removed or added, and nothing else: what a rescan of the region would show.
+    """
+    old, new, stmt = lab.text, plan.text, plan.statement
+    edits = plan.edits
+    assert edits is not None and stmt is not None
+    sc = lab.scan
+    group = sc.aggregate(_KERNELS)
+    spans: dict[tuple[int, int], str] = {}  # (start, end) of each Kernels statement: its name
+    ends = set()
+    for st in sc.statements:
+        if len(st.path) == 2 and st.path[1].upper() == "KERNELS" and st.path[0].upper() == "ISISCUBE":
+            spans[(st.start, st.end)] = st.name.upper()
+            ends.add(st.end)
+    if group is None or group.end_line < 0:
+        raise LabelWriteError(lab.path, f"{fail}the Kernels group is not one complete group")
+    ends.add(group.end_line)
+    first = sc.find(_KERNELS, "ShapeModel")  # (the one ISIS reads: the splice's must take its place)
+    last, written = 0, 0
+    for start, end, rep in edits:
+        name = spans.get((start, end)) if start < end else None
+        if start < last or (rep and rep != stmt) or (start == end and (start not in ends or first is not None)) or (
+                start < end and not (name == "SHAPEMODEL" and rep and first is not None and first.start == start)
+                and not (name == "ELEVATIONMODEL" and not rep and plan.removed is not None)):
+            raise LabelWriteError(lab.path, f"{fail}the splice is not whole Kernels statements")
+        written += rep == stmt
+        last = end
+    if written != 1 or _apply(old, edits) != new:
+        raise LabelWriteError(lab.path, f"{fail}the edited label is not the splice")
+    tail = "End" + sc.newline
+    try:
+        part = scan(stmt + tail)
+    except ScanError as exc:
+        raise LabelWriteError(lab.path, f"{fail}new statement unreadable ({exc})") from None
+    got = part.statements[0] if len(part.statements) == 1 else None
+    if (got is None or part.aggregates or got.start != 0 or got.end != len(stmt) or part.end != len(stmt) + len(tail)
+            or got.name.upper() != "SHAPEMODEL" or got.value != value):
+        raise LabelWriteError(lab.path, f"{fail}the edited label does not read back as intended")
+    grow = sum(len(rep) - (end - start) for start, end, rep in edits if end <= group.end)
+    return new[group.start : group.end + grow]
 
 
 # ---------------------------------------------------------------- writing

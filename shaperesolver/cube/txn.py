@@ -88,6 +88,17 @@ def _beside(real: str, st: os.stat_result, suffix: str) -> str:
     return os.path.join(os.path.dirname(real), f".shaperesolver-{st.st_dev:x}-{st.st_ino:x}.{suffix}")
 
 
+def _real(fd: int, path: str) -> str:
+    """The real path of the file open as ``fd`` (opened by the name ``path``): what the
+    kernel says it opened (one readlink, where ``realpath`` costs an lstat per part of
+    the name), else ``realpath``."""
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # (no /proc)
+        return os.path.realpath(path)
+    return real if real.startswith("/") and not real.endswith(" (deleted)") else os.path.realpath(path)
+
+
 def _name(path: str) -> str:
     return os.path.basename(path)
 
@@ -300,7 +311,7 @@ def recover(fd: int, path: str, st: os.stat_result, writable: bool = True, dry: 
     so what the dry run must read); the journal then stays.  Otherwise returns None.
     ``keep`` (an audit, which changes no file): a stale journal is left for the next writer too.
     """
-    jp = _beside(os.path.realpath(path), st, "journal")
+    jp = _beside(_real(fd, path), st, "journal")
     try:
         os.lstat(jp)
     except FileNotFoundError:
@@ -384,7 +395,7 @@ def _drop(jp: str, writable: bool, path: str, dry: bool = False) -> None:
 def write_region(fd: int, path: str, st: os.stat_result, old: bytes, new: bytes, hook: Hook = _noop) -> None:
     """Replace bytes [0, len(new)) of the locked cube, which hold ``old``, with ``new``."""
     assert len(old) == len(new) <= MAX_REGION
-    jp = _beside(os.path.realpath(path), st, "journal")
+    jp = _beside(_real(fd, path), st, "journal")
     try:
         _reserve(fd, len(new))
     except OSError as exc:
@@ -469,7 +480,7 @@ def clear_temp(path: str, st: os.stat_result) -> None:
 
 def replace_file(fd: int, path: str, st: os.stat_result, data: bytes, hook: Hook = _noop) -> None:
     """Atomically replace the locked regular file ``path`` (links written through)."""
-    real = os.path.realpath(path)
+    real = _real(fd, path)
     if st.st_nlink > 1:
         raise LabelWriteError(path, f"has {st.st_nlink} hard links; replacing it would split them; not modified")
     tmp = _beside(real, st, "tmp")
