@@ -37,6 +37,10 @@ __all__ = ["STOPS", "Interrupts", "Stops"]
 STOPS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
+#: the command's :class:`Stops` while it runs (None for a program using the API)
+_command: Stops | None = None
+
+
 class _Taken:
     """The handler: what it counted, and where a SIGINT goes now."""
 
@@ -48,13 +52,44 @@ class _Taken:
         self.held = False
 
     def __call__(self, signum: int, frame: Any) -> None:
+        _arrived(signum, frame)
         self.total += 1
         if self.active:
             self.count += 1
+        elif _command is not None and _command.stopping:  # (the command's stop unwinds: counted, not raised again)
+            pass
         elif self.hold:
             self.held = True
         else:
-            raise KeyboardInterrupt
+            self.stop()
+
+    @staticmethod
+    def stop() -> None:
+        """The ``KeyboardInterrupt`` of a stop.  In the command, more stop signals are
+        then only counted while it unwinds: one raised again inside a clean-up or a
+        finaliser (a connection pool's, at a garbage collection) cut that short and
+        printed a traceback."""
+        if _command is not None:
+            _command.stopping = True
+        raise KeyboardInterrupt
+
+
+def _arrived(signum: int, frame: Any) -> None:
+    """A stop signal's handler has started: the first to come names the command's stop.
+
+    A signal that comes while another's handler runs has its handler run inside that one,
+    possibly before the other's first line: it came second (its frame, or one just above
+    it, is that handler's)."""
+    command = _command
+    if command is None or command.claimed:
+        return
+    depth = 0
+    while frame is not None and depth < 4:
+        if frame.f_code in _HANDLERS:
+            return
+        frame, depth = frame.f_back, depth + 1
+    command.claimed = True
+    command.first = None if signum == signal.SIGINT else signum
 
 
 class Interrupts:
@@ -69,7 +104,7 @@ class Interrupts:
         handler = signal.getsignal(signal.SIGINT)
         if isinstance(handler, _Taken):
             self._taken, self._saved = handler, (handler.active, handler.hold)
-        elif handler is signal.default_int_handler:
+        elif handler is signal.default_int_handler or (_command is not None and _command.owns(handler)):
             try:
                 self._old = signal.signal(signal.SIGINT, self._taken)
             except ValueError:  # not the main thread: only the main thread gets SIGINT
@@ -107,7 +142,7 @@ class Interrupts:
     def check(self) -> None:
         """Raise ``KeyboardInterrupt`` here if the batch took a Ctrl-C."""
         if self._taken.count:
-            raise KeyboardInterrupt
+            _Taken.stop()
 
     def is_set(self) -> bool:
         """As a stop event (:func:`..policy.job.write_chunk`): the batch took a Ctrl-C."""
@@ -132,66 +167,82 @@ class Interrupts:
         self.unhold()
         if not self._taken.hold and self._taken.held:
             self._taken.held = False
-            raise KeyboardInterrupt
+            _Taken.stop()
 
 
 class Stops:
     """SIGTERM and SIGHUP taken as Ctrl-C is, for the command (see the module's text).
 
     Each goes to SIGINT's handler (an :class:`Interrupts`' when a batch runs, else a
-    ``KeyboardInterrupt``); ``first`` is the number of the first that came, unless a
-    Ctrl-C the batch took came before it.  Only signals left at their default are taken
-    (under ``nohup`` SIGHUP stays ignored), and only in the main thread.
+    ``KeyboardInterrupt``); so does a Ctrl-C where no batch runs (a batch's
+    :class:`Interrupts` takes SIGINT over while it runs).  ``first`` is the number of
+    the first that came, None when that was a Ctrl-C.  Only signals left at their default
+    are taken (under ``nohup`` SIGHUP stays ignored), and only in the main thread.
 
-    Once the command has stopped (:meth:`calm`), more of them (and Ctrl-C) are ignored
-    while it says so and exits; with ``keep`` (the program itself, which exits next) they
-    stay ignored after the ``with``, so one that comes during Python's exit does not make
-    the stop look like a death by that signal to a batch system.
+    While a stop unwinds (``stopping``: its ``KeyboardInterrupt`` was raised, here or by a
+    batch's :class:`Interrupts`), more of them only count towards "do not wait"; once the
+    command has stopped (:meth:`calm`), they (and Ctrl-C) are ignored while it says so and
+    exits; with ``keep`` (the program itself, which exits next) they stay ignored after
+    the ``with``, so one that comes during Python's exit does not make the stop look like
+    a death by that signal to a batch system.
     """
 
     def __init__(self, keep: bool = False) -> None:
         self.first: int | None = None
+        self.claimed = False  # a stop signal came (``first``: which, if not Ctrl-C)
         self.keep = keep
+        self.stopping = False
         self._calm = False
         self._old: dict[int, Any] = {}
+        self._outer: Stops | None = None
 
     def __enter__(self) -> Stops:
-        for name in STOPS[1:]:
+        global _command
+        for name in STOPS:
             signum = getattr(signal, name)
+            default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
             try:
-                if signal.getsignal(signum) is signal.SIG_DFL:
+                if signal.getsignal(signum) is default:
                     self._old[signum] = signal.signal(signum, self._take)
             except ValueError:  # not the main thread
                 break
+        if self._old:
+            self._outer, _command = _command, self
         return self
 
     def __exit__(self, *exc: object) -> None:
+        global _command
         ignore = self.keep and self._calm
         for signum, old in self._old.items():
             signal.signal(signum, signal.SIG_IGN if ignore else old)
+        if self._old and _command is self:
+            _command = self._outer
         self._old.clear()
 
     def calm(self) -> None:
         """The command has stopped: from here a stop signal or a Ctrl-C is ignored."""
         self._calm = True
-        try:
-            if signal.SIGINT not in self._old and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-                self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._take)
-        except ValueError:  # not the main thread
-            pass
+
+    def owns(self, handler: Any) -> bool:
+        """Whether ``handler`` is this one's (a batch's :class:`Interrupts` takes SIGINT over from it)."""
+        return bool(handler == self._take)
 
     def _take(self, signum: int, frame: Any) -> None:
         if self._calm:
             return
+        _arrived(signum, frame)
         handler = signal.getsignal(signal.SIGINT)
-        batch = handler if isinstance(handler, _Taken) else None
-        if self.first is None and not (batch is not None and batch.total):  # (a Ctrl-C came first: it names the stop)
-            self.first = signum
-        if batch is None:
+        if isinstance(handler, _Taken):
+            handler(signal.SIGINT, frame)
+        elif not self.stopping:  # (once it unwinds, counted by nobody: no batch waits any more)
+            self.stopping = True
             raise KeyboardInterrupt
-        batch(signal.SIGINT, frame)
 
     @property
     def name(self) -> str:
         """The first signal's name (``SIGTERM``), or ``""`` when none came."""
         return signal.Signals(self.first).name if self.first is not None else ""
+
+
+#: the handlers' code: a signal whose handler runs inside one of them came second (:func:`_arrived`)
+_HANDLERS = frozenset({_Taken.__call__.__code__, _arrived.__code__, Stops._take.__code__})
