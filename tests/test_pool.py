@@ -573,6 +573,72 @@ def test_a_stop_before_the_batch_starts_is_named_by_the_first_signal_and_unwinds
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_with_ctrl_c_ignored_a_stop_signal_still_goes_to_the_batch():
+    """A command started in the background of a shell (``cmd &`` in a script) has SIGINT
+    ignored, so no batch handler was installed, and SIGTERM or SIGHUP was raised as a
+    ``KeyboardInterrupt`` wherever the code was: inside a write (a journal left beside
+    the cube) or between a write and its report (a written cube missing from -log)."""
+    from shaperesolver.base.interrupts import Interrupts, Stops
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            with Stops() as stops, Interrupts() as keys:
+                keys.active = True
+                _signal_self(signum)
+                assert keys.count == 1 and stops.first == signum
+                with Interrupts() as inner:  # (a nested one: the same count)
+                    assert inner.count == 1
+                    _signal_self(signum)
+                assert keys.hurry and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert stops.batch is None
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_background_command_stopped_by_sigterm_logs_every_write(tmp_path, env, jobs):
+    """The console script as ``cmd &`` in a script runs it (SIGINT ignored), writing
+    with -log, stopped by SIGTERM: every cube changed is in -log as written, no journal."""
+    cs = three_bodies(tmp_path / "cubes", 1500)
+    old = {c: c.read_bytes() for c in cs}
+    lst = listing(tmp_path / "list.txt", cs)
+    with StacServer(ITEMS) as srv:
+        for k, after in enumerate((20, 60, 150)):  # (records told before the SIGTERM)
+            log = tmp_path / f"run{k}.log"
+            p = subprocess.Popen([EXE, f"fromlist={lst}", f"url={srv.url}", ISISDATA, "verify=no", f"jobs={jobs}",
+                                  f"-log={log}", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+            for _ in range(after):
+                assert p.stdout.readline()
+            os.kill(p.pid, signal.SIGTERM)
+            _, err = p.communicate(timeout=60)
+            assert p.returncode == 143 and "Traceback" not in err, err[-2000:]
+            assert err.splitlines()[-1] == "shaperesolver: stopped by SIGTERM; every cube holds its old or its new label"
+            changed = {str(c) for c in cs if c.read_bytes() != old[c]}
+            assert _logged_written(log) == changed and len(changed) < len(cs), k
+            assert not list((tmp_path / "cubes").glob("*journal*"))
+            for c in cs:
+                c.write_bytes(old[c])
+
+
+def test_a_stop_signal_as_a_finished_command_exits_does_not_kill_it(tmp_path, env):
+    """A signal in the last moments of a run that finished (after its summary, during
+    Python's exit) killed it by that signal (status -15): a batch system took a finished
+    run for a killed one."""
+    cube = tmp_path / "moon.cub"
+    shutil.copyfile(Path(__file__).resolve().parent.parent / "data" / "cubes" / "lro_moon.cub", cube)
+    script = ("import os, signal, sys\n"
+              "from shaperesolver.cli.main import main\n"
+              "code = main()\n"
+              "for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):\n"
+              "    os.kill(os.getpid(), s)\n"
+              "sys.exit(code)\n")
+    p = subprocess.run([sys.executable, "-c", script, f"from={cube}", "shape=ellipsoid", "dryrun=yes"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, (p.returncode, p.stderr[-2000:])
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -25,6 +25,7 @@ not wait.  A program using the API keeps those signals to itself.
 
 from __future__ import annotations
 
+import _thread
 import signal
 
 TYPE_CHECKING = False
@@ -99,22 +100,31 @@ class Interrupts:
         self._taken = _Taken()
         self._old: Any = None
         self._saved: tuple[bool, int] | None = None
+        self._command: Stops | None = None  # the command's, this batch's signals go to
 
     def __enter__(self) -> Interrupts:
         handler = signal.getsignal(signal.SIGINT)
-        if isinstance(handler, _Taken):
-            self._taken, self._saved = handler, (handler.active, handler.hold)
-        elif handler is signal.default_int_handler or (_command is not None and _command.owns(handler)):
+        shared = handler if isinstance(handler, _Taken) else _command.batch if _command is not None else None
+        if shared is not None:
+            self._taken, self._saved = shared, (shared.active, shared.hold)
+            return self
+        if handler is signal.default_int_handler or (_command is not None and _command.owns(handler)):
             try:
                 self._old = signal.signal(signal.SIGINT, self._taken)
             except ValueError:  # not the main thread: only the main thread gets SIGINT
                 pass
+        if _command is not None and _command.main == _thread.get_ident():
+            # (the command's SIGTERM and SIGHUP come here too, SIGINT ignored or not: a
+            # command started in the background of a shell has it ignored)
+            self._command, _command.batch = _command, self._taken
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
             self._old = None
+        if self._command is not None:
+            self._command.batch, self._command = None, None
         if self._saved is not None:
             self._taken.active, self._taken.hold = self._saved
             self._saved = None
@@ -183,8 +193,8 @@ class Stops:
     batch's :class:`Interrupts`), more of them only count towards "do not wait"; once the
     command has stopped (:meth:`calm`), they (and Ctrl-C) are ignored while it says so and
     exits; with ``keep`` (the program itself, which exits next) they stay ignored after
-    the ``with``, so one that comes during Python's exit does not make the stop look like
-    a death by that signal to a batch system.
+    the ``with``, so one that comes during Python's exit does not make a finished run or
+    a stop look like a death by that signal to a batch system.
     """
 
     def __init__(self, keep: bool = False) -> None:
@@ -195,6 +205,8 @@ class Stops:
         self._calm = False
         self._old: dict[int, Any] = {}
         self._outer: Stops | None = None
+        self.batch: _Taken | None = None  # the running batch's handler (:class:`Interrupts`)
+        self.main = _thread.get_ident()
 
     def __enter__(self) -> Stops:
         global _command
@@ -212,7 +224,7 @@ class Stops:
 
     def __exit__(self, *exc: object) -> None:
         global _command
-        ignore = self.keep and self._calm
+        ignore = self.keep  # (the program exits next: a signal during Python's exit would kill it)
         for signum, old in self._old.items():
             signal.signal(signum, signal.SIG_IGN if ignore else old)
         if self._old and _command is self:
@@ -231,9 +243,8 @@ class Stops:
         if self._calm:
             return
         _arrived(signum, frame)
-        handler = signal.getsignal(signal.SIGINT)
-        if isinstance(handler, _Taken):
-            handler(signal.SIGINT, frame)
+        if self.batch is not None:
+            self.batch(signal.SIGINT, frame)
         elif not self.stopping:  # (once it unwinds, counted by nobody: no batch waits any more)
             self.stopping = True
             raise KeyboardInterrupt
