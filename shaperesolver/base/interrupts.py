@@ -107,15 +107,15 @@ class Interrupts:
         shared = handler if isinstance(handler, _Taken) else _command.batch if _command is not None else None
         if shared is not None:
             self._taken, self._saved = shared, (shared.active, shared.hold)
-            return self
-        if handler is signal.default_int_handler or (_command is not None and _command.owns(handler)):
+        elif handler is signal.default_int_handler or (_command is not None and _command.owns(handler)):
             try:
                 self._old = signal.signal(signal.SIGINT, self._taken)
             except ValueError:  # not the main thread: only the main thread gets SIGINT
                 pass
-        if _command is not None and _command.main == _thread.get_ident():
-            # (the command's SIGTERM and SIGHUP come here too, SIGINT ignored or not: a
-            # command started in the background of a shell has it ignored)
+        if _command is not None and _command.batch is None and _command.main == _thread.get_ident():
+            # (the command's SIGTERM and SIGHUP come here too, SIGINT ignored or not (a
+            # command started in the background of a shell has it ignored), and where the
+            # command runs inside a program's batch, whose handler this one shares)
             self._command, _command.batch = _command, self._taken
         return self
 
@@ -243,8 +243,10 @@ class Stops:
         if self._calm:
             return
         _arrived(signum, frame)
-        if self.batch is not None:
-            self.batch(signal.SIGINT, frame)
+        handler = signal.getsignal(signal.SIGINT)
+        batch = self.batch if self.batch is not None else handler if isinstance(handler, _Taken) else None
+        if batch is not None:
+            batch(signal.SIGINT, frame)
         elif not self.stopping:  # (once it unwinds, counted by nobody: no batch waits any more)
             self.stopping = True
             raise KeyboardInterrupt

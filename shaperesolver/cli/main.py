@@ -41,6 +41,12 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code (the console script exits with it).
 
+    Without ``argv`` it is the program itself (the console script, ``python -m
+    shaperesolver``): it reads ``sys.argv``, and once it returns, the stop signals stay
+    ignored, since the program exits next (one during Python's exit would make a finished
+    run look killed).  A program that runs the command and goes on passes ``argv``: its
+    signal handlers are then left as they were.
+
     A closed stdout (``| head -1``) ends the run quietly with 141 (as SIGPIPE would), and
     Ctrl-C with 130 and one line, SIGTERM with 143 and SIGHUP with 129 (each taken as
     Ctrl-C is: :class:`..base.interrupts.Stops`); in all every cube holds its old or its

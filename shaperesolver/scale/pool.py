@@ -123,6 +123,32 @@ def _ready() -> None:
 # ------------------------------------------------------------ in the parent
 
 
+def _first_up(started: list[cf.Future[Any]]) -> cf.Future[Any] | None:
+    """The first worker to start (it says whether they can start at all: one that re-runs
+    a script without the ``__main__`` guard fails at once, and so do they all), or None
+    after :data:`START_WAIT`.
+
+    A stop signal meanwhile is taken as it comes (they were blocked for this wait, tens of
+    ms, and then came lowest number first, whatever their order: SIGTERM then SIGHUP was
+    named SIGHUP).  It is counted, not raised inside the pool's code; where a batch takes
+    it (as it would have been), the wait goes on, else it ends the wait and is raised here."""
+    from ..base.interrupts import Interrupts
+
+    with Interrupts() as keys:
+        taken, seen = keys.active, keys.count
+        keys.active = True
+        try:
+            deadline = time.monotonic() + START_WAIT
+            up: set[cf.Future[Any]] = set()
+            while not up and (taken or keys.count == seen) and time.monotonic() < deadline:
+                up, _ = cf.wait(started, timeout=0.05, return_when=cf.FIRST_COMPLETED)
+        finally:
+            keys.active = taken
+        if keys.count > seen and not taken:
+            keys.check()
+    return next(iter(up), None)
+
+
 class Pool:
     """``workers`` processes for one batch (or the command's batches, one after the other);
     ``stop`` asks their chunks to end between two cubes."""
@@ -146,18 +172,14 @@ class Pool:
         try:
             # start them all now, with the stop signals blocked: a worker starts with its parent's signal
             # mask, so a Ctrl-C during its start waits until it has chosen to ignore it (the
-            # parent's own waits here too, and is taken when the mask is restored)
-            # (the first worker up says whether they can start at all: one that re-runs a
-            # script without the guard fails at once, and so do they all; that wait is
-            # inside the mask too, so a Ctrl-C is taken after it, not inside the pool's code)
+            # parent's own is taken when the mask is restored, a few ms later)
             old = signal.pthread_sigmask(signal.SIG_BLOCK, _stops())
             try:
                 with _quiet_stderr(self.level is None or self.level > DEBUG):
                     started = [ex.submit(_ready) for _ in range(self.workers)]
-                up, _ = cf.wait(started, timeout=START_WAIT, return_when=cf.FIRST_COMPLETED)
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
-            first = next(iter(up), None)
+            first = _first_up(started)
             if first is None:
                 raise UsageError(f"the worker processes did not start within {START_WAIT:g} s")
             if first.exception() is not None:
