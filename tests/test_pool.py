@@ -705,7 +705,13 @@ def test_stop_signals_while_a_long_batchlist_is_planned(tmp_path, env, signals, 
     old = [c.read_bytes() for c in cs]
     rows = tmp_path / "rows.lis"
     rows.write_text("".join(f"{cs[i % 300]}\n" for i in range(300_000)))
-    name = "interrupted" if signals[0] == signal.SIGINT else f"stopped by {signal.Signals(signals[0]).name}"
+    # (the first names the stop; but two that come while the planner is inside one long C
+    # call, 10 ms apart, are both pending when Python looks, and it takes them lowest
+    # number first: SIGTERM then Ctrl-C was then rightly "interrupted", once in CI)
+    named = {signals[0], min(signals[:2])}
+    lines = {128 + s: f"shaperesolver: {'interrupted' if s == signal.SIGINT else f'stopped by {signal.Signals(s).name}'}; "
+             "every cube holds its old or its new label" for s in named}
+    assert code in lines
     for cpu in (1.0, 1.4):  # (past Python's start and the imports, in the plan; its release takes long)
         p = subprocess.Popen([EXE, f"-batchlist={rows}", "from=$1", "url=http://127.0.0.1:9/", ISISDATA, "verify=no"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -717,7 +723,7 @@ def test_stop_signals_while_a_long_batchlist_is_planned(tmp_path, env, signals, 
             time.sleep(0.01 if i else 0)
             os.kill(p.pid, signum)
         out, err = p.communicate(timeout=60)
-        assert (p.returncode, err.splitlines()[-1:]) == (code, [f"shaperesolver: {name}; every cube holds its old or its new label"]), (cpu, err[-2000:])
+        assert p.returncode in lines and err.splitlines()[-1:] == [lines[p.returncode]], (cpu, p.returncode, err[-2000:])
         assert "Traceback" not in err and "Exception" not in err and out == ""
     assert [c.read_bytes() for c in cs] == old
 
